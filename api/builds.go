@@ -1,0 +1,462 @@
+package api
+
+import (
+	"bufio"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	restful "github.com/emicklei/go-restful/v3"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+const (
+	tagBuilds = "builds"
+	tagStages = "stages"
+)
+
+// BuildResources serves builds, stages, logs and webhook deliveries.
+type BuildResources struct{ routes }
+
+// NewBuildResources returns the build resources. authn authenticates
+// manual triggers and approvals on the routes webhooks and agents share.
+func NewBuildResources(svc *pipeline.Service, callers Callers, authn Authenticator) *BuildResources {
+	return &BuildResources{routes{svc: svc, callers: callers, authn: authn}}
+}
+
+// LogFile is one log in the original Kontinuous shape.
+type LogFile struct {
+	Filename string `json:"filename"`
+	// Content is base64-encoded text.
+	Content string `json:"content"`
+}
+
+// WebServices implements Resource.
+func (r *BuildResources) WebServices() []*restful.WebService {
+	ws := new(restful.WebService)
+	ws.Path("/api/v1/pipelines/{owner}/{repo}/builds").Produces(restful.MIME_JSON)
+	o, rp, bn, si := ownerParam(ws), repoParam(ws), buildParam(ws), stageParam(ws)
+
+	ws.Route(doc(ws.GET("").To(r.listBuilds).
+		Doc("List build summaries, newest first").
+		Param(o).Param(rp).
+		Param(ws.QueryParameter("limit", "page size (1–200, default 50)").DataType("integer")).
+		Param(ws.QueryParameter("before", "only builds numbered below this").DataType("integer")).
+		Writes([]pipeline.Build{}).
+		Returns(http.StatusOK, "builds", []pipeline.Build{}), tagBuilds, 400, 401, 404, 502, 503))
+	ws.Route(doc(ws.POST("").To(r.postBuilds).
+		Consumes(restful.MIME_JSON).
+		Doc("GitHub webhook delivery (X-GitHub-Event, X-Hub-Signature-256; no Bearer token), or a manual trigger with X-Custom-Event: dashboard|cli, a Bearer token with push access and body {author, branch}").
+		Param(o).Param(rp).
+		Param(ws.HeaderParameter("X-GitHub-Event", "webhook event name").DataType("string")).
+		Param(ws.HeaderParameter("X-GitHub-Delivery", "webhook delivery id").DataType("string")).
+		Param(ws.HeaderParameter("X-Hub-Signature-256", "sha256=<hex HMAC of the body with the webhook secret>").DataType("string")).
+		Param(ws.HeaderParameter("X-Custom-Event", "dashboard or cli for a manual trigger").DataType("string")).
+		Reads(pipeline.ManualTrigger{}).
+		Writes(pipeline.Build{}).
+		Returns(http.StatusCreated, "build queued", pipeline.Build{}).
+		Returns(http.StatusOK, "ping, or a repeated delivery (the original build)", pipeline.WebhookResult{}).
+		Returns(http.StatusAccepted, "valid delivery that makes no build", pipeline.WebhookResult{}).
+		Metadata(metaPublic, true), tagBuilds, 400, 401, 403, 404, 413, 502, 503))
+	ws.Route(doc(ws.GET("/{buildNumber}").To(r.getBuild).
+		Doc("Show a build with its stages").
+		Param(o).Param(rp).Param(bn).
+		Writes(pipeline.Build{}).
+		Returns(http.StatusOK, "build", pipeline.Build{}), tagBuilds, 400, 401, 404, 502, 503))
+	ws.Route(doc(ws.DELETE("/{buildNumber}").To(r.deleteBuild).
+		Doc("Delete a finished build and its logs (admin)").
+		Param(o).Param(rp).Param(bn).
+		Returns(http.StatusNoContent, "deleted", nil), tagBuilds, 400, 401, 403, 404, 409, 502, 503))
+	ws.Route(doc(ws.POST("/{buildNumber}/cancel").To(r.cancel).
+		Doc("Cancel a build: running stages are stopped (push)").
+		Param(o).Param(rp).Param(bn).
+		Writes(pipeline.Build{}).
+		Returns(http.StatusOK, "canceled", pipeline.Build{}), tagBuilds, 400, 401, 403, 404, 409, 502, 503))
+	ws.Route(doc(ws.POST("/{buildNumber}/restart").To(r.restart).
+		Doc("Start a new build of the same commit (push)").
+		Param(o).Param(rp).Param(bn).
+		Writes(pipeline.Build{}).
+		Returns(http.StatusCreated, "new build", pipeline.Build{}), tagBuilds, 400, 401, 403, 404, 502, 503))
+	ws.Route(doc(ws.GET("/{buildNumber}/stages").To(r.listStages).
+		Doc("List a build's stages").
+		Param(o).Param(rp).Param(bn).
+		Writes([]pipeline.Stage{}).
+		Returns(http.StatusOK, "stages", []pipeline.Stage{}), tagStages, 400, 401, 404, 502, 503))
+	ws.Route(doc(ws.GET("/{buildNumber}/stages/{stageIndex}").To(r.getStage).
+		Doc("Show one stage").
+		Param(o).Param(rp).Param(bn).Param(si).
+		Writes(pipeline.Stage{}).
+		Returns(http.StatusOK, "stage", pipeline.Stage{}), tagStages, 400, 401, 404, 502, 503))
+	ws.Route(doc(ws.POST("/{buildNumber}/stages/{stageIndex}").To(r.postStage).
+		Doc("Approve a WAITING wait stage with ?continue=yes (Bearer user token, push), or a build agent's status update (Bearer stage token)").
+		Param(o).Param(rp).Param(bn).Param(si).
+		Param(ws.QueryParameter("continue", "yes to approve a waiting wait stage").DataType("string")).
+		Reads(pipeline.AgentUpdate{}).
+		Writes(pipeline.Stage{}).
+		Returns(http.StatusOK, "updated", pipeline.Stage{}).
+		Metadata(metaPublic, true), tagStages, 400, 401, 403, 404, 409, 502, 503))
+	ws.Route(doc(ws.POST("/{buildNumber}/stages/{stageIndex}/run").To(r.runFrom).
+		Doc("Re-run a finished build from this stage (push)").
+		Param(o).Param(rp).Param(bn).Param(si).
+		Writes(pipeline.Build{}).
+		Returns(http.StatusOK, "re-running", pipeline.Build{}), tagStages, 400, 401, 403, 404, 409, 502, 503))
+	ws.Route(doc(ws.GET("/{buildNumber}/stages/{stageIndex}/logs").To(r.logs).
+		Produces(restful.MIME_JSON, "text/plain", "text/event-stream").
+		Doc("A stage's log: JSON [{filename, content (base64)}]; Accept: text/plain for raw text; ?follow=true with Accept: text/event-stream streams lines until the stage ends").
+		Param(o).Param(rp).Param(bn).Param(si).
+		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
+		Writes([]LogFile{}).
+		Returns(http.StatusOK, "log", []LogFile{}), tagStages, 400, 401, 404, 502, 503))
+	return []*restful.WebService{ws}
+}
+
+// target reads owner, repo and the build number.
+func target(req *restful.Request) (owner, repo string, n int, err error) {
+	if owner, repo, err = repoPath(req); err != nil {
+		return
+	}
+	n, err = positive(req, pBuild)
+	return
+}
+
+func (r *BuildResources) listBuilds(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	limit, before := 50, 0
+	if err == nil {
+		limit, before, err = paging(req)
+	}
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var bs []pipeline.Build
+			if bs, err = r.svc.ListBuilds(req.Request.Context(), c, owner, repo, limit, before); err == nil {
+				if bs == nil {
+					bs = []pipeline.Build{}
+				}
+				writeJSON(resp, http.StatusOK, bs)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func paging(req *restful.Request) (limit, before int, err error) {
+	limit = 50
+	if s := req.QueryParameter("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 200 {
+			return 0, 0, pipeline.Invalid("limit", "%q must be an integer from 1 to 200", s)
+		}
+	}
+	if s := req.QueryParameter("before"); s != "" {
+		if before, err = strconv.Atoi(s); err != nil || before < 1 {
+			return 0, 0, pipeline.Invalid("before", "%q must be a positive integer", s)
+		}
+	}
+	return limit, before, nil
+}
+
+// postBuilds takes webhook deliveries and manual triggers.
+func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	if ev := req.HeaderParameter("X-Custom-Event"); ev != "" {
+		ctx, err := r.authn.Authenticate(req.Request)
+		if err != nil {
+			writeError(req, resp, err)
+			return
+		}
+		req.Request = req.Request.WithContext(ctx)
+		var body pipeline.ManualTrigger
+		if err = decodeJSON(req, &body); err == nil {
+			var c pipeline.Caller
+			if c, err = r.caller(req); err == nil {
+				var b pipeline.Build
+				if b, err = r.svc.TriggerBuild(req.Request.Context(), c, owner, repo, ev, body); err == nil {
+					writeJSON(resp, http.StatusCreated, b)
+					return
+				}
+			}
+		}
+		writeError(req, resp, err)
+		return
+	}
+	event := req.HeaderParameter("X-GitHub-Event")
+	if event == "" {
+		writeStatus(resp, http.StatusBadRequest, "missing X-GitHub-Event (webhook) or X-Custom-Event (manual trigger)")
+		return
+	}
+	body, err := io.ReadAll(req.Request.Body)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	res, err := r.svc.HandleWebhook(req.Request.Context(), owner, repo, pipeline.WebhookRequest{
+		Event: event, Delivery: req.HeaderParameter("X-GitHub-Delivery"),
+		Signature: req.HeaderParameter("X-Hub-Signature-256"), Body: body,
+	})
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	switch res.Outcome {
+	case pipeline.WebhookCreated:
+		writeJSON(resp, http.StatusCreated, res.Build)
+	case pipeline.WebhookDuplicate:
+		writeJSON(resp, http.StatusOK, res.Build)
+	case pipeline.WebhookIgnored:
+		writeJSON(resp, http.StatusAccepted, res)
+	default:
+		writeJSON(resp, http.StatusOK, res)
+	}
+}
+
+func (r *BuildResources) getBuild(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var b pipeline.Build
+			if b, err = r.svc.GetBuild(req.Request.Context(), c, owner, repo, n); err == nil {
+				writeJSON(resp, http.StatusOK, b)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *BuildResources) deleteBuild(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			if err = r.svc.DeleteBuild(req.Request.Context(), c, owner, repo, n); err == nil {
+				resp.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *BuildResources) cancel(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var b pipeline.Build
+			if b, err = r.svc.CancelBuild(req.Request.Context(), c, owner, repo, n); err == nil {
+				writeJSON(resp, http.StatusOK, b)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *BuildResources) restart(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var b pipeline.Build
+			if b, err = r.svc.RestartBuild(req.Request.Context(), c, owner, repo, n); err == nil {
+				writeJSON(resp, http.StatusCreated, b)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *BuildResources) listStages(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var b pipeline.Build
+			if b, err = r.svc.GetBuild(req.Request.Context(), c, owner, repo, n); err == nil {
+				st := b.Stages
+				if st == nil {
+					st = []pipeline.Stage{}
+				}
+				writeJSON(resp, http.StatusOK, st)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *BuildResources) getStage(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	var idx int
+	if err == nil {
+		idx, err = positive(req, pStage)
+	}
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var st pipeline.Stage
+			if st, err = r.svc.GetStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
+				writeJSON(resp, http.StatusOK, st)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+// postStage approves a wait stage (user token) or applies an agent's
+// status update (stage token).
+func (r *BuildResources) postStage(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	var idx int
+	if err == nil {
+		idx, err = positive(req, pStage)
+	}
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	if cont := req.QueryParameter("continue"); cont != "" {
+		if cont != "yes" && cont != "true" {
+			writeError(req, resp, pipeline.Invalid("continue", "use continue=yes"))
+			return
+		}
+		ctx, err := r.authn.Authenticate(req.Request)
+		if err == nil {
+			req.Request = req.Request.WithContext(ctx)
+			var c pipeline.Caller
+			if c, err = r.caller(req); err == nil {
+				var b pipeline.Build
+				if b, err = r.svc.ContinueStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
+					writeJSON(resp, http.StatusOK, b)
+					return
+				}
+			}
+		}
+		writeError(req, resp, err)
+		return
+	}
+	token := bearer(req.HeaderParameter("Authorization"))
+	var body pipeline.AgentUpdate
+	if err = decodeJSON(req, &body); err == nil {
+		var st pipeline.Stage
+		if st, err = r.svc.AgentStatus(req.Request.Context(), owner, repo, n, idx, token, body); err == nil {
+			writeJSON(resp, http.StatusOK, st)
+			return
+		}
+	}
+	writeError(req, resp, err)
+}
+
+// bearer returns the token of an "Authorization: Bearer x" header
+// (scheme case-insensitive).
+func bearer(h string) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+func (r *BuildResources) runFrom(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	var idx int
+	if err == nil {
+		idx, err = positive(req, pStage)
+	}
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var b pipeline.Build
+			if b, err = r.svc.RunFromStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
+				writeJSON(resp, http.StatusOK, b)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, err := target(req)
+	var idx int
+	if err == nil {
+		idx, err = positive(req, pStage)
+	}
+	var c pipeline.Caller
+	if err == nil {
+		c, err = r.caller(req)
+	}
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	ctx := req.Request.Context()
+	accept := req.HeaderParameter("Accept")
+	follow := req.QueryParameter("follow") == "true" || req.QueryParameter("follow") == "yes"
+	if follow && strings.Contains(accept, "text/event-stream") {
+		// Check access before committing to a stream.
+		if _, err := r.svc.GetBuild(ctx, c, owner, repo, n); err != nil {
+			writeError(req, resp, err)
+			return
+		}
+		h := resp.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		resp.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(resp.ResponseWriter)
+		_ = rc.Flush() // best effort: a writer that cannot flush still works
+		w := bufio.NewWriter(resp)
+		err := r.svc.FollowStageLog(ctx, c, owner, repo, n, idx, func(line []byte) error {
+			w.WriteString("data: ")
+			w.Write(line)
+			w.WriteString("\n\n")
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			return rc.Flush()
+		})
+		if err != nil && ctx.Err() == nil {
+			fmt.Fprintf(w, "event: error\ndata: %s\n\n", pipeline.PublicMessage(err))
+		} else {
+			fmt.Fprint(w, "event: end\ndata: stage log ended\n\n")
+		}
+		_ = w.Flush() // the client may be gone
+		return
+	}
+	st, data, err := r.svc.StageLog(ctx, c, owner, repo, n, idx)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	if strings.Contains(accept, "text/plain") && !strings.Contains(accept, "application/json") {
+		resp.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		resp.WriteHeader(http.StatusOK)
+		_, _ = resp.Write(data) // the client may be gone
+		return
+	}
+	name := fmt.Sprintf("%d-%s.log", st.Index, safeName(st.Name))
+	files := []LogFile{{Filename: name, Content: base64.StdEncoding.EncodeToString(data)}}
+	writeJSON(resp, http.StatusOK, files)
+}
+
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '_'
+	}, s)
+}

@@ -1,0 +1,237 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	restful "github.com/emicklei/go-restful/v3"
+
+	"github.com/kontinuous/kontinuous/auth"
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+const tagLogin = "login"
+
+// LoginService runs the GitHub web login; *auth.Login implements it.
+// Defined here, where it is consumed.
+type LoginService interface {
+	Authorize(redirectURI string) (string, error)
+	Complete(ctx context.Context, code, state, redirectURI string) (auth.LoginResult, error)
+}
+
+// LoginConfig configures NewLoginResources.
+type LoginConfig struct {
+	// Login runs the flow (required).
+	Login LoginService
+	// Limiter bounds login attempts per client address (default:
+	// auth.NewLimiter with its defaults: bursts of 10, 30 a minute).
+	Limiter *auth.Limiter
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed. Empty (the default): the TCP peer is the client.
+	TrustedProxies []netip.Prefix
+}
+
+// LoginResources serves the GitHub login: GET /api/v1/login/github/authorize,
+// POST /api/v1/login/github and its alias POST /login/github (what the
+// original web UI calls). They are the public routes of the API; every
+// one of them is rate-limited per client address.
+type LoginResources struct {
+	cfg LoginConfig
+}
+
+// NewLoginResources returns the login resources.
+func NewLoginResources(cfg LoginConfig) *LoginResources {
+	if cfg.Limiter == nil {
+		cfg.Limiter = auth.NewLimiter(auth.LimiterConfig{})
+	}
+	return &LoginResources{cfg: cfg}
+}
+
+// LoginRequest is the optional body of POST /login/github; query
+// parameters of the same names take precedence.
+type LoginRequest struct {
+	Code        string `json:"code" description:"the code GitHub gave the browser"`
+	State       string `json:"state" description:"the state GitHub echoed"`
+	RedirectURI string `json:"redirect_uri,omitempty" description:"the redirect_uri the login started with"`
+}
+
+// WebServices implements Resource.
+func (r *LoginResources) WebServices() []*restful.WebService {
+	ws := new(restful.WebService)
+	ws.Path("/api/v1/login").Produces(restful.MIME_JSON)
+	ws.Route(doc(ws.GET("/github/authorize").To(r.authorize).Filter(r.limit).
+		Doc("Start a GitHub login: redirects to GitHub's authorize page with a server-issued state (ks1., single use, 10 minutes)").
+		Param(ws.QueryParameter("redirect_uri", "where GitHub sends the browser back (absolute http(s) URL); default: the OAuth app's callback").DataType("string")).
+		Metadata(metaPublic, true).
+		Returns(http.StatusFound, "redirect to GitHub (Location header)", nil).
+		Returns(http.StatusNotImplemented, "GitHub login is not configured on this server", Error{}), tagLogin, 400, 429))
+	ws.Route(r.complete(ws, ws.POST("/github")).
+		Doc("Finish a GitHub login: exchange the code, store the user and their GitHub token, answer a Kontinuous JWT"))
+
+	alias := new(restful.WebService)
+	alias.Path("/login").Produces(restful.MIME_JSON)
+	alias.Route(r.complete(alias, alias.POST("/github")).
+		Doc("Alias of POST /api/v1/login/github, as the original web UI calls it"))
+	return []*restful.WebService{ws, alias}
+}
+
+// complete documents a code-exchange route.
+func (r *LoginResources) complete(ws *restful.WebService, rb *restful.RouteBuilder) *restful.RouteBuilder {
+	return doc(rb.To(r.login).Filter(r.limit).
+		Param(ws.QueryParameter("code", "the code GitHub gave the browser (required)").DataType("string")).
+		Param(ws.QueryParameter("state", "the state GitHub echoed (required): a server-issued ks1. state, or the client's own").DataType("string")).
+		Param(ws.QueryParameter("redirect_uri", "the redirect_uri the login started with, if any").DataType("string")).
+		Metadata(metaPublic, true).
+		Writes(auth.LoginResult{}).
+		Returns(http.StatusOK, "logged in", auth.LoginResult{}).
+		Returns(http.StatusNotImplemented, "GitHub login is not configured on this server", Error{}),
+		tagLogin, 400, 401, 413, 429, 502, 503)
+}
+
+func (r *LoginResources) authorize(req *restful.Request, resp *restful.Response) {
+	u, err := r.cfg.Login.Authorize(req.QueryParameter("redirect_uri"))
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	resp.Header().Set("Cache-Control", "no-store")
+	resp.Header().Set("Location", u)
+	resp.WriteHeader(http.StatusFound)
+}
+
+func (r *LoginResources) login(req *restful.Request, resp *restful.Response) {
+	in, err := loginParams(req)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	res, err := r.cfg.Login.Complete(req.Request.Context(), in.Code, in.State, in.RedirectURI)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	// The reply carries a credential (RFC 6749 §5.1).
+	resp.Header().Set("Cache-Control", "no-store")
+	writeJSON(resp, http.StatusOK, res)
+}
+
+// loginParams reads code, state and redirect_uri from the query, filling
+// what is missing from a JSON or form body.
+func loginParams(req *restful.Request) (LoginRequest, error) {
+	q := req.Request.URL.Query()
+	in := LoginRequest{Code: q.Get("code"), State: q.Get("state"), RedirectURI: q.Get("redirect_uri")}
+	if (in.Code != "" && in.State != "") || req.Request.Body == nil || req.Request.Body == http.NoBody {
+		return in, nil
+	}
+	ct, _, _ := mime.ParseMediaType(req.Request.Header.Get("Content-Type")) // a bad type reads as none
+	var body LoginRequest
+	switch ct {
+	case restful.MIME_JSON:
+		b, err := io.ReadAll(req.Request.Body)
+		if err != nil {
+			return in, err
+		}
+		if len(strings.TrimSpace(string(b))) > 0 {
+			if err := json.Unmarshal(b, &body); err != nil {
+				return in, pipeline.Invalid("body", "is not a JSON object with code and state")
+			}
+		}
+	case "application/x-www-form-urlencoded":
+		if err := req.Request.ParseForm(); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return in, err
+			}
+			return in, pipeline.Invalid("body", "is not a valid form")
+		}
+		f := req.Request.PostForm
+		body = LoginRequest{Code: f.Get("code"), State: f.Get("state"), RedirectURI: f.Get("redirect_uri")}
+	}
+	if in.Code == "" {
+		in.Code = body.Code
+	}
+	if in.State == "" {
+		in.State = body.State
+	}
+	if in.RedirectURI == "" {
+		in.RedirectURI = body.RedirectURI
+	}
+	return in, nil
+}
+
+// limit is a route filter that refuses a client address over its login
+// attempt budget with 429 and Retry-After.
+func (r *LoginResources) limit(req *restful.Request, resp *restful.Response, chain *restful.FilterChain) {
+	ok, wait := r.cfg.Limiter.Allow(clientKey(req.Request, r.cfg.TrustedProxies))
+	if !ok {
+		secs := auth.RetryAfterSeconds(wait)
+		resp.Header().Set("Retry-After", strconv.Itoa(secs))
+		writeError(req, resp, pipeline.Errorf(pipeline.ErrRateLimited, "too many login attempts from this address; retry in %d s", secs))
+		return
+	}
+	chain.ProcessFilter(req, resp)
+}
+
+// clientKey identifies the client for rate limiting: its IP address, or
+// for IPv6 its /64 (one subscriber's usual allocation). X-Forwarded-For is
+// read only when the TCP peer is a trusted proxy, right to left, skipping
+// trusted hops.
+func clientKey(r *http.Request, trusted []netip.Prefix) string {
+	addr := peerAddr(r.RemoteAddr)
+	if addr.IsValid() && isTrusted(addr, trusted) {
+		hops := r.Header.Values("X-Forwarded-For")
+		var chain []string
+		for _, h := range hops {
+			chain = append(chain, strings.Split(h, ",")...)
+		}
+		for i := len(chain) - 1; i >= 0; i-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(chain[i]))
+			if err != nil {
+				break
+			}
+			addr = a.Unmap()
+			if !isTrusted(addr, trusted) {
+				break
+			}
+		}
+	}
+	if !addr.IsValid() {
+		return r.RemoteAddr
+	}
+	if addr.Is6() {
+		p, err := addr.Prefix(64)
+		if err == nil {
+			return p.String()
+		}
+	}
+	return addr.String()
+}
+
+func peerAddr(remote string) netip.Addr {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,285 @@
+package api
+
+import (
+	"net/http"
+
+	restful "github.com/emicklei/go-restful/v3"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+const (
+	tagRepos     = "repositories"
+	tagPipelines = "pipelines"
+)
+
+// PipelineResources serves repositories, pipelines, definitions and
+// secrets.
+type PipelineResources struct{ routes }
+
+// NewPipelineResources returns the pipeline resources.
+func NewPipelineResources(svc *pipeline.Service, callers Callers) *PipelineResources {
+	return &PipelineResources{routes{svc: svc, callers: callers}}
+}
+
+// WebServices implements Resource.
+func (r *PipelineResources) WebServices() []*restful.WebService {
+	repos := new(restful.WebService)
+	repos.Path("/api/v1/repositories").Produces(restful.MIME_JSON)
+	repos.Route(doc(repos.GET("").To(r.listRepos).
+		Doc("List the caller's GitHub repositories").
+		Writes([]pipeline.Repository{}).
+		Returns(http.StatusOK, "repositories", []pipeline.Repository{}), tagRepos, 401, 429, 502))
+	repos.Route(doc(repos.GET("/{owner}/{repo}").To(r.getRepo).
+		Doc("Show one of the caller's GitHub repositories").
+		Param(ownerParam(repos)).Param(repoParam(repos)).
+		Writes(pipeline.Repository{}).
+		Returns(http.StatusOK, "repository", pipeline.Repository{}), tagRepos, 400, 401, 404, 429, 502))
+
+	ws := new(restful.WebService)
+	ws.Path("/api/v1/pipelines").Consumes(restful.MIME_JSON).Produces(restful.MIME_JSON)
+	ws.Route(doc(ws.GET("").To(r.listPipelines).
+		Doc("List the pipelines the caller can see").
+		Writes([]pipeline.Pipeline{}).
+		Returns(http.StatusOK, "pipelines", []pipeline.Pipeline{}), tagPipelines, 401, 502, 503))
+	ws.Route(doc(ws.POST("").To(r.createPipeline).
+		Doc("Create a pipeline: needs admin on the repository; installs a webhook and a read-only deploy key").
+		Reads(pipeline.NewPipeline{}).
+		Writes(pipeline.Pipeline{}).
+		Returns(http.StatusCreated, "created", pipeline.Pipeline{}), tagPipelines, 400, 401, 403, 404, 409, 413, 502, 503))
+	ws.Route(doc(ws.GET("/{owner}/{repo}").To(r.getPipeline).
+		Doc("Show a pipeline").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Writes(pipeline.Pipeline{}).
+		Returns(http.StatusOK, "pipeline", pipeline.Pipeline{}), tagPipelines, 400, 401, 404, 502, 503))
+	ws.Route(doc(ws.DELETE("/{owner}/{repo}").To(r.deletePipeline).
+		Doc("Delete a pipeline with its webhook, deploy key, builds, logs and secrets (admin)").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Returns(http.StatusNoContent, "deleted", nil), tagPipelines, 400, 401, 403, 404, 502, 503))
+	ws.Route(doc(ws.GET("/{owner}/{repo}/definition").To(r.getDefinition).
+		Doc("Read .pipeline.yml on the default branch").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Writes(pipeline.Definition{}).
+		Returns(http.StatusOK, "definition", pipeline.Definition{}), tagPipelines, 400, 401, 404, 502, 503))
+	ws.Route(doc(ws.GET("/{owner}/{repo}/definition/{ref}").To(r.getDefinition).
+		Doc("Read .pipeline.yml at a branch, tag or commit").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Param(ws.PathParameter(pRef, "branch, tag or commit SHA").DataType("string")).
+		Writes(pipeline.Definition{}).
+		Returns(http.StatusOK, "definition", pipeline.Definition{}), tagPipelines, 400, 401, 404, 502, 503))
+	ws.Route(doc(ws.POST("/{owner}/{repo}/definition").To(r.updateDefinition).
+		Doc("Commit a new .pipeline.yml, directly or through a pull request (admin)").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Reads(pipeline.DefinitionUpdate{}).
+		Writes(pipeline.DefinitionResult{}).
+		Returns(http.StatusOK, "committed", pipeline.DefinitionResult{}), tagPipelines, 400, 401, 403, 404, 409, 413, 502, 503))
+	ws.Route(doc(ws.GET("/{owner}/{repo}/secrets").To(r.listSecrets).
+		Doc("List secret sets: names and keys, never values (admin)").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Writes([]pipeline.SecretSet{}).
+		Returns(http.StatusOK, "secret sets", []pipeline.SecretSet{}), tagPipelines, 400, 401, 403, 404, 503))
+	ws.Route(doc(ws.GET("/{owner}/{repo}/secrets/{name}").To(r.getSecret).
+		Doc("Show a secret set's keys, never values (admin)").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Param(ws.PathParameter(pSecret, "secret set name").DataType("string")).
+		Writes(pipeline.SecretSet{}).
+		Returns(http.StatusOK, "secret set", pipeline.SecretSet{}), tagPipelines, 400, 401, 403, 404, 503))
+	ws.Route(doc(ws.PUT("/{owner}/{repo}/secrets/{name}").To(r.putSecret).
+		Doc("Create or replace a secret set; each key becomes an environment variable of stages naming it (admin)").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Param(ws.PathParameter(pSecret, "secret set name").DataType("string")).
+		Reads(pipeline.SecretsBody{}).
+		Writes(pipeline.SecretSet{}).
+		Returns(http.StatusOK, "stored", pipeline.SecretSet{}), tagPipelines, 400, 401, 403, 404, 413, 503))
+	ws.Route(doc(ws.DELETE("/{owner}/{repo}/secrets/{name}").To(r.deleteSecret).
+		Doc("Delete a secret set (admin)").
+		Param(ownerParam(ws)).Param(repoParam(ws)).
+		Param(ws.PathParameter(pSecret, "secret set name").DataType("string")).
+		Returns(http.StatusNoContent, "deleted", nil), tagPipelines, 400, 401, 403, 404, 503))
+	return []*restful.WebService{repos, ws}
+}
+
+func (r *PipelineResources) listRepos(req *restful.Request, resp *restful.Response) {
+	c, err := r.caller(req)
+	if err == nil {
+		var repos []pipeline.Repository
+		if repos, err = r.svc.Repositories(req.Request.Context(), c); err == nil {
+			if repos == nil {
+				repos = []pipeline.Repository{}
+			}
+			writeJSON(resp, http.StatusOK, repos)
+			return
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) getRepo(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var rp pipeline.Repository
+			if rp, err = r.svc.Repository(req.Request.Context(), c, owner, repo); err == nil {
+				writeJSON(resp, http.StatusOK, rp)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) listPipelines(req *restful.Request, resp *restful.Response) {
+	c, err := r.caller(req)
+	if err == nil {
+		var ps []pipeline.Pipeline
+		if ps, err = r.svc.ListPipelines(req.Request.Context(), c); err == nil {
+			writeJSON(resp, http.StatusOK, ps)
+			return
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) createPipeline(req *restful.Request, resp *restful.Response) {
+	var body pipeline.NewPipeline
+	err := decodeJSON(req, &body)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var p pipeline.Pipeline
+			if p, err = r.svc.CreatePipeline(req.Request.Context(), c, body); err == nil {
+				resp.Header().Set("Location", "/api/v1/pipelines/"+p.Owner+"/"+p.Repo)
+				writeJSON(resp, http.StatusCreated, p)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) getPipeline(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var p pipeline.Pipeline
+			if p, err = r.svc.GetPipeline(req.Request.Context(), c, owner, repo); err == nil {
+				writeJSON(resp, http.StatusOK, p)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) deletePipeline(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			if err = r.svc.DeletePipeline(req.Request.Context(), c, owner, repo); err == nil {
+				resp.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) getDefinition(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var d pipeline.Definition
+			if d, err = r.svc.GetDefinition(req.Request.Context(), c, owner, repo, req.PathParameter(pRef)); err == nil {
+				writeJSON(resp, http.StatusOK, d)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) updateDefinition(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	var body pipeline.DefinitionUpdate
+	if err == nil {
+		err = decodeJSON(req, &body)
+	}
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var res pipeline.DefinitionResult
+			if res, err = r.svc.UpdateDefinition(req.Request.Context(), c, owner, repo, body); err == nil {
+				writeJSON(resp, http.StatusOK, res)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) listSecrets(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var sets []pipeline.SecretSet
+			if sets, err = r.svc.ListSecrets(req.Request.Context(), c, owner, repo); err == nil {
+				writeJSON(resp, http.StatusOK, sets)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) getSecret(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var set pipeline.SecretSet
+			if set, err = r.svc.GetSecret(req.Request.Context(), c, owner, repo, req.PathParameter(pSecret)); err == nil {
+				writeJSON(resp, http.StatusOK, set)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) putSecret(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	var body pipeline.SecretsBody
+	if err == nil {
+		err = decodeJSON(req, &body)
+	}
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var set pipeline.SecretSet
+			if set, err = r.svc.PutSecret(req.Request.Context(), c, owner, repo, req.PathParameter(pSecret), body.Data); err == nil {
+				writeJSON(resp, http.StatusOK, set)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}
+
+func (r *PipelineResources) deleteSecret(req *restful.Request, resp *restful.Response) {
+	owner, repo, err := repoPath(req)
+	if err == nil {
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			if err = r.svc.DeleteSecret(req.Request.Context(), c, owner, repo, req.PathParameter(pSecret)); err == nil {
+				resp.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+	}
+	writeError(req, resp, err)
+}

@@ -1,0 +1,269 @@
+// Package api serves Kontinuous's HTTP API: go-restful resources for
+// pipelines, builds, stages and logs, login, health, metrics and the
+// OpenAPI description. It speaks HTTP and calls the pipeline and auth
+// packages; it never talks to etcd or GitHub itself.
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emicklei/go-restful/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Body limits of the contract.
+const (
+	// MaxJSONBody bounds JSON request bodies (1 MiB).
+	MaxJSONBody = 1 << 20
+	// MaxWebhookBody bounds webhook deliveries (25 MiB, GitHub's own cap).
+	MaxWebhookBody = 25 << 20
+)
+
+// Route metadata keys.
+const (
+	// metaPublic marks a route that needs no Bearer token. Every other route
+	// is authenticated: the safe path is the default.
+	metaPublic = "kontinuous.public"
+)
+
+// Authenticator verifies a request's credentials (the Bearer token) and
+// returns a context carrying the caller's identity. The auth package
+// implements it; defined here because this is where it is consumed.
+type Authenticator interface {
+	Authenticate(r *http.Request) (context.Context, error)
+}
+
+// Config is what the API server needs. Zero values get defaults where
+// noted.
+type Config struct {
+	// Logger receives one line per request (default slog.Default()).
+	Logger *slog.Logger
+	// Version is shown at /version.
+	Version string
+	// PublicURL is the server's public base URL (webhooks, links).
+	PublicURL string
+	// CORSOrigins a browser UI may call from (default: PublicURL's origin).
+	CORSOrigins []string
+	// Ready reports whether backing services (etcd) are reachable.
+	Ready func(ctx context.Context) error
+	// Authenticator verifies Bearer tokens. Required.
+	Authenticator Authenticator
+	// Registry receives the HTTP metrics (default: a new registry that
+	// also has the Go and process collectors).
+	Registry *prometheus.Registry
+	// Resources are the resource modules to mount (login, pipelines...).
+	Resources []Resource
+	// SwaggerUI serves /apidocs/ (optional).
+	SwaggerUI http.Handler
+}
+
+// Resource is one API resource: it returns its own WebService(s).
+type Resource interface {
+	WebServices() []*restful.WebService
+}
+
+// Server is the assembled HTTP API.
+type Server struct {
+	cfg       Config
+	container *restful.Container
+	handler   http.Handler
+	metrics   *httpMetrics
+	origins   map[string]bool
+}
+
+// New assembles the container: resources, filters, OpenAPI, health and
+// metrics routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.Authenticator == nil {
+		return nil, fmt.Errorf("api: an Authenticator is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func(context.Context) error { return nil }
+	}
+	s := &Server{cfg: cfg, origins: map[string]bool{}}
+	origins := cfg.CORSOrigins
+	if len(origins) == 0 && cfg.PublicURL != "" {
+		origins = []string{cfg.PublicURL}
+	}
+	for _, o := range origins {
+		if u, err := url.Parse(strings.TrimSpace(o)); err == nil && u.Scheme != "" && u.Host != "" {
+			s.origins[strings.ToLower(u.Scheme+"://"+u.Host)] = true
+		} else if o == "*" {
+			s.origins["*"] = true
+		}
+	}
+	m, err := newHTTPMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+
+	c := restful.NewContainer()
+	c.Router(restful.CurlyRouter{})
+	c.ServiceErrorHandler(func(se restful.ServiceError, req *restful.Request, resp *restful.Response) {
+		msg := se.Message
+		switch se.Code {
+		case http.StatusNotFound:
+			msg = "no route for " + req.Request.Method + " " + req.Request.URL.Path
+		case http.StatusMethodNotAllowed:
+			msg = "method " + req.Request.Method + " not allowed on " + req.Request.URL.Path
+		case http.StatusUnsupportedMediaType:
+			msg = "unsupported Content-Type; send application/json"
+		case http.StatusNotAcceptable:
+			msg = "cannot produce the requested Accept type"
+		}
+		writeStatus(resp, se.Code, msg)
+	})
+	c.RecoverHandler(func(p any, w http.ResponseWriter) {
+		cfg.Logger.Error("panic in handler", "panic", fmt.Sprint(p))
+		WriteHTTPError(w, http.StatusInternalServerError, "internal error")
+	})
+	c.Filter(s.observe)
+	c.Filter(s.authenticate)
+
+	services := []*restful.WebService{s.systemWebService()}
+	for _, r := range cfg.Resources {
+		services = append(services, r.WebServices()...)
+	}
+	for _, ws := range services {
+		c.Add(ws)
+	}
+	c.Add(openAPIWebService(services, cfg.Version))
+	c.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	if cfg.SwaggerUI != nil {
+		c.Handle("/apidocs/", cfg.SwaggerUI)
+		c.Handle("/apidocs", cfg.SwaggerUI)
+	}
+	s.container = c
+	s.handler = s.cors(s.limitBodies(c))
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// authenticate is a container filter: every route not marked public needs
+// valid credentials. Unmatched routes pass so the router answers 404/405.
+func (s *Server) authenticate(req *restful.Request, resp *restful.Response, chain *restful.FilterChain) {
+	route := req.SelectedRoute()
+	if route == nil || isPublic(route.Metadata()) {
+		chain.ProcessFilter(req, resp)
+		return
+	}
+	ctx, err := s.cfg.Authenticator.Authenticate(req.Request)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	req.Request = req.Request.WithContext(ctx)
+	chain.ProcessFilter(req, resp)
+}
+
+func isPublic(md map[string]any) bool {
+	v, ok := md[metaPublic].(bool)
+	return ok && v
+}
+
+// observe logs each request and records its metrics. It logs the path
+// without the query (which could carry tokens a client put there).
+func (s *Server) observe(req *restful.Request, resp *restful.Response, chain *restful.FilterChain) {
+	start := time.Now()
+	chain.ProcessFilter(req, resp)
+	d := time.Since(start)
+	route := "unmatched"
+	if r := req.SelectedRoute(); r != nil {
+		route = r.Path()
+	}
+	status := resp.StatusCode()
+	if status == 0 {
+		status = http.StatusOK
+	}
+	s.metrics.observe(req.Request.Method, route, status, d)
+	level := slog.LevelInfo
+	attrs := []any{"method", req.Request.Method, "path", req.Request.URL.Path, "status", status,
+		"duration", d.Round(time.Microsecond).String(), "remote", req.Request.RemoteAddr}
+	if err, ok := req.Attribute(attrError).(error); ok && err != nil {
+		level = slog.LevelError
+		attrs = append(attrs, "error", err.Error())
+	}
+	s.cfg.Logger.Log(req.Request.Context(), level, "request", attrs...)
+}
+
+// limitBodies caps request bodies: webhook deliveries at 25 MiB, the rest
+// at 1 MiB. Handlers that read past the cap get an *http.MaxBytesError,
+// which writeError maps to 413.
+func (s *Server) limitBodies(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			limit := int64(MaxJSONBody)
+			if r.Method == http.MethodPost && strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/builds") {
+				limit = MaxWebhookBody
+			}
+			if r.ContentLength > limit {
+				WriteHTTPError(w, http.StatusRequestEntityTooLarge, "request body exceeds "+strconv.FormatInt(limit, 10)+" bytes")
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cors answers preflights and adds CORS headers for allowed origins.
+func (s *Server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		allowed := s.origins["*"] || s.origins[strings.ToLower(origin)]
+		h := w.Header()
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			if !allowed {
+				WriteHTTPError(w, http.StatusForbidden, "origin "+origin+" is not allowed (see --cors-origins)")
+				return
+			}
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, Origin, X-Custom-Event")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if allowed {
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Expose-Headers", "Retry-After, Location")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Routes lists "METHOD path" of every registered route (for tests).
+func (s *Server) Routes() []string {
+	var out []string
+	for _, ws := range s.container.RegisteredWebServices() {
+		for _, r := range ws.Routes() {
+			out = append(out, r.Method+" "+r.Path)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

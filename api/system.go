@@ -1,0 +1,101 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+	"strconv"
+	"time"
+
+	restfulspec "github.com/emicklei/go-restful-openapi/v2"
+	restful "github.com/emicklei/go-restful/v3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Health is the body of /healthz and /readyz.
+type Health struct {
+	Status string `json:"status"`
+}
+
+// VersionInfo is the body of /version.
+type VersionInfo struct {
+	Version string `json:"version"`
+	Go      string `json:"go"`
+}
+
+const tagSystem = "system"
+
+// systemWebService serves /healthz, /readyz and /version.
+func (s *Server) systemWebService() *restful.WebService {
+	ws := new(restful.WebService)
+	ws.Path("/").Produces(restful.MIME_JSON)
+	tags := []string{tagSystem}
+	ws.Route(ws.GET("/healthz").To(s.healthz).
+		Doc("Liveness: the process serves HTTP").
+		Metadata(restfulspec.KeyOpenAPITags, tags).Metadata(metaPublic, true).
+		Writes(Health{}).
+		Returns(http.StatusOK, "alive", Health{}))
+	ws.Route(ws.GET("/readyz").To(s.readyz).
+		Doc("Readiness: etcd is reachable").
+		Metadata(restfulspec.KeyOpenAPITags, tags).Metadata(metaPublic, true).
+		Writes(Health{}).
+		Returns(http.StatusOK, "ready", Health{}).
+		Returns(http.StatusServiceUnavailable, "etcd unreachable", Error{}))
+	ws.Route(ws.GET("/version").To(s.version).
+		Doc("Build version").
+		Metadata(restfulspec.KeyOpenAPITags, tags).Metadata(metaPublic, true).
+		Writes(VersionInfo{}).
+		Returns(http.StatusOK, "version", VersionInfo{}))
+	return ws
+}
+
+func (s *Server) healthz(req *restful.Request, resp *restful.Response) {
+	_ = resp.WriteEntity(Health{Status: "ok"}) // error ignored: the client went away
+}
+
+func (s *Server) readyz(req *restful.Request, resp *restful.Response) {
+	ctx, cancel := context.WithTimeout(req.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Ready(ctx); err != nil {
+		writeStatus(resp, http.StatusServiceUnavailable, "not ready: etcd unreachable")
+		return
+	}
+	_ = resp.WriteEntity(Health{Status: "ready"}) // error ignored: the client went away
+}
+
+func (s *Server) version(req *restful.Request, resp *restful.Response) {
+	_ = resp.WriteEntity(VersionInfo{Version: s.cfg.Version, Go: runtime.Version()}) // error ignored: the client went away
+}
+
+// httpMetrics are the Prometheus metrics of the HTTP layer.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kontinuous_http_requests_total",
+			Help: "HTTP requests by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kontinuous_http_request_duration_seconds",
+			Help:    "HTTP request latency by method and route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"method", "route"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(method, route, statusLabel(status)).Inc()
+	m.latency.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+func statusLabel(code int) string { return strconv.Itoa(code) }

@@ -1,0 +1,92 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	restful "github.com/emicklei/go-restful/v3"
+
+	"github.com/kontinuous/kontinuous/auth"
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+const tagUser = "user"
+
+// Sessions revokes the caller's token; *auth.Verifier implements it.
+// Defined here, where it is consumed.
+type Sessions interface {
+	Revoke(ctx context.Context, id auth.Identity) error
+}
+
+// UserInfo is the caller as GET /api/v1/user shows them.
+type UserInfo struct {
+	UserID   string `json:"user_id" description:"github|<numeric GitHub id>"`
+	UserName string `json:"user_name" description:"GitHub login"`
+}
+
+// UserResources serves GET /api/v1/user and POST /api/v1/logout. Both need
+// a Bearer token (the auth filter's default).
+type UserResources struct {
+	users    auth.UserReader
+	sessions Sessions
+}
+
+// NewUserResources returns the user resources: users reads stored users
+// (pipeline.Store), sessions revokes tokens (*auth.Verifier).
+func NewUserResources(users auth.UserReader, sessions Sessions) *UserResources {
+	return &UserResources{users: users, sessions: sessions}
+}
+
+// WebServices implements Resource.
+func (r *UserResources) WebServices() []*restful.WebService {
+	ws := new(restful.WebService)
+	ws.Path("/api/v1").Produces(restful.MIME_JSON)
+	ws.Route(doc(ws.GET("/user").To(r.me).
+		Doc("The caller: user id and GitHub login").
+		Writes(UserInfo{}).
+		Returns(http.StatusOK, "the caller", UserInfo{}), tagUser, 401, 503))
+	ws.Route(doc(ws.POST("/logout").To(r.logout).
+		Doc("Revoke the presented token until it expires; using it afterwards answers 401").
+		Returns(http.StatusNoContent, "revoked", nil).
+		Returns(http.StatusNotImplemented, "revocation is not configured", Error{}), tagUser, 400, 401, 503))
+	return []*restful.WebService{ws}
+}
+
+func (r *UserResources) me(req *restful.Request, resp *restful.Response) {
+	ctx := req.Request.Context()
+	id, err := auth.FromContext(ctx)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	info := UserInfo{UserID: id.UserID, UserName: id.Login}
+	u, err := r.users.GetUser(ctx, id.UserID)
+	switch {
+	case err == nil:
+		if u.Login != "" {
+			info.UserName = u.Login
+		}
+	case errors.Is(err, pipeline.ErrNotFound):
+		// A token from jwt-gen or Auth0 for a user who never logged in
+		// here: the token's own name is all there is.
+	default:
+		writeError(req, resp, err)
+		return
+	}
+	writeJSON(resp, http.StatusOK, info)
+}
+
+func (r *UserResources) logout(req *restful.Request, resp *restful.Response) {
+	ctx := req.Request.Context()
+	id, err := auth.FromContext(ctx)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	if err := r.sessions.Revoke(ctx, id); err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	resp.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
+)
+
+// App is a started server: HTTP listener, etcd, engine.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	URL      string // base URL actually listened on
+	Addr     net.Addr
+	srv      *http.Server
+	serveErr chan error
+	closers  []func(context.Context) error
+}
+
+// secretFile is where a generated auth secret is kept in the data dir.
+const secretFile = "auth-secret"
+
+// loadOrCreateSecret returns cfg's secret, or the one kept in the data dir,
+// generating 32 random bytes on first start (file mode 0600).
+func loadOrCreateSecret(dataDir string, log *slog.Logger) ([]byte, error) {
+	path := filepath.Join(dataDir, secretFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s, err := DecodeSecret(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("auth secret in %s: %w", path, err)
+		}
+		log.Info("using the auth secret kept in the data dir", "file", path)
+		return s, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read auth secret: %w", err)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	enc := encodeSecret(secret)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("keep auth secret: %w", err)
+	}
+	if _, err := f.WriteString(enc + "\n"); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("keep auth secret: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("keep auth secret: %w", err)
+	}
+	log.Info("generated an auth secret (set --auth-secret/AUTH_SECRET to choose one)", "file", path)
+	return secret, nil
+}
+
+// openEtcd starts the embedded etcd or connects to the external cluster.
+func openEtcd(ctx context.Context, cfg Config, log *slog.Logger) (*clientv3.Client, func(context.Context) error, error) {
+	if len(cfg.EtcdEndpoints) > 0 {
+		cli, err := etcdstore.Connect(ctx, etcdstore.ClientConfig{
+			Endpoints: cfg.EtcdEndpoints, CAFile: cfg.EtcdCA, CertFile: cfg.EtcdCert, KeyFile: cfg.EtcdKey,
+			DialTimeout: 5 * time.Second,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("setting --etcd-endpoints (KV_ADDRESS): %w", err)
+		}
+		log.Info("using external etcd", "endpoints", strings.Join(cfg.EtcdEndpoints, ","))
+		return cli, func(context.Context) error { return cli.Close() }, nil
+	}
+	dir := filepath.Join(cfg.DataDir, "etcd")
+	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: dir, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	}
+	cli, err := etcdstore.Connect(ctx, etcdstore.ClientConfig{Endpoints: emb.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		emb.Close()
+		return nil, nil, fmt.Errorf("embedded etcd: %w", err)
+	}
+	log.Info("embedded etcd started", "dir", dir)
+	return cli, func(context.Context) error {
+		err := cli.Close()
+		emb.Close()
+		return err
+	}, nil
+}
+
+// listen opens the listener, with TLS (and HTTP/2) when configured.
+func listen(cfg Config) (net.Listener, *tls.Config, error) {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("setting --listen (KONTINUOUS_LISTEN): %w", err)
+	}
+	if cfg.TLSCert == "" {
+		return ln, nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("setting --tls-cert/--tls-key (CERT_FILE/KEY_FILE): %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	return ln, tc, nil
+}
+
+// Shutdown stops accepting, drains in-flight requests (bounded), stops
+// the engine and closes etcd.
+func (a *App) Shutdown(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var errs []error
+	if a.srv != nil {
+		if err := a.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http: %w", err))
+		}
+	}
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func encodeSecret(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kontinuous/kontinuous/api"
+	"github.com/kontinuous/kontinuous/auth"
+	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
+	"github.com/kontinuous/kontinuous/pipeline/executor/local"
+	"github.com/kontinuous/kontinuous/pipeline/githubscm"
+	"github.com/kontinuous/kontinuous/pipeline/logstore"
+	"github.com/kontinuous/kontinuous/pipeline/secretbox"
+	swaggerui "github.com/kontinuous/kontinuous/swagger-ui"
+)
+
+// callers resolves the authenticated identity on a request's context to
+// the acting user with their GitHub token.
+type callers struct {
+	users auth.UserReader
+}
+
+func (c callers) Caller(ctx context.Context) (pipeline.Caller, error) {
+	id, err := auth.FromContext(ctx)
+	if err != nil {
+		return pipeline.Caller{}, err
+	}
+	tok, err := auth.GitHubToken(ctx, id, c.users)
+	if err != nil {
+		return pipeline.Caller{}, err
+	}
+	return pipeline.Caller{UserID: id.UserID, Login: id.Login, Token: tok}, nil
+}
+
+// Start opens everything cfg asks for and serves until Shutdown. Nothing
+// is left half-started: on error, what was opened is closed.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err error) {
+	app = &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			// Best effort: the start-up error is what matters.
+			_ = app.Shutdown(context.Background())
+			app = nil
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("setting --data-dir (KONTINUOUS_DATA_DIR): %w", err)
+	}
+	secret := cfg.AuthSecret
+	if secret == nil {
+		if secret, err = loadOrCreateSecret(cfg.DataDir, log); err != nil {
+			return app, err
+		}
+	}
+	ln, tlsCfg, err := listen(cfg)
+	if err != nil {
+		return app, err
+	}
+	if cfg.urlDerived {
+		scheme := "http"
+		if tlsCfg != nil {
+			scheme = "https"
+		}
+		host, _, _ := net.SplitHostPort(cfg.URL[len(scheme)+3:]) // built by LoadConfig
+		_, port, _ := net.SplitHostPort(ln.Addr().String())      // a TCP address
+		cfg.URL = scheme + "://" + net.JoinHostPort(host, port)
+		app.cfg = cfg
+	}
+	app.closers = append(app.closers, func(context.Context) error {
+		// Closed by Shutdown already when serving; a second close is harmless.
+		_ = ln.Close()
+		return nil
+	})
+
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cli, closeEtcd, err := openEtcd(sctx, cfg, log)
+	if err != nil {
+		return app, err
+	}
+	app.closers = append(app.closers, closeEtcd)
+	box, err := secretbox.New(secret)
+	if err != nil {
+		return app, fmt.Errorf("setting --auth-secret (AUTH_SECRET): %w", err)
+	}
+	store := etcdstore.New(cli, box, etcdstore.Options{Logger: log})
+	if err := store.Start(sctx); err != nil {
+		return app, fmt.Errorf("etcd store: %w", err)
+	}
+	app.closers = append(app.closers, func(context.Context) error { store.Close(); return nil })
+
+	scm, err := githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log})
+	if err != nil {
+		return app, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
+	}
+	logs, err := logstore.New(filepath.Join(cfg.DataDir, "logs"), logstore.Options{})
+	if err != nil {
+		return app, fmt.Errorf("log store: %w", err)
+	}
+	exec, err := newExecutor(cfg, log)
+	if err != nil {
+		return app, err
+	}
+	engine := pipeline.NewEngine(pipeline.EngineConfig{
+		Store: store, SCM: scm, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
+		StageTimeout: cfg.StageTimeout, Namespace: namespacePolicy(cfg), StaleAfter: cfg.StaleAfter,
+	})
+	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine})
+
+	vctx, vcancel := context.WithCancel(context.WithoutCancel(ctx))
+	app.closers = append(app.closers, func(context.Context) error { vcancel(); return nil })
+	verifier, err := auth.NewVerifier(vctx, auth.VerifierConfig{
+		Secret: secret, Auth0Issuer: cfg.Auth0Issuer, Auth0Audience: cfg.Auth0Audience,
+		JWKSURL: cfg.Auth0JWKSURL, Revocations: store, Logger: log,
+	})
+	if err != nil {
+		return app, fmt.Errorf("setting --auth0-issuer (AUTH0_ISSUER): %w", err)
+	}
+	issuer, err := auth.NewIssuer(auth.IssuerConfig{Secret: secret, TTL: cfg.TokenTTL})
+	if err != nil {
+		return app, err
+	}
+	states, err := auth.NewStates(auth.StatesConfig{Secret: secret, Once: store})
+	if err != nil {
+		return app, err
+	}
+	oauth, err := auth.NewGitHubOAuth(auth.GitHubOAuthConfig{ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubSecret, WebURL: cfg.GitHubURL})
+	if err != nil {
+		return app, fmt.Errorf("setting --github-url (GITHUB_URL): %w", err)
+	}
+	login, err := auth.NewLogin(auth.LoginConfig{OAuth: oauth, Users: store, Forge: scm, Issuer: issuer, States: states})
+	if err != nil {
+		return app, err
+	}
+	cl := callers{users: store}
+	server, err := api.New(api.Config{
+		Logger: log, Version: version, PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
+		Ready: store.Ready, Authenticator: verifier,
+		Resources: []api.Resource{
+			api.NewLoginResources(api.LoginConfig{Login: login}),
+			api.NewUserResources(store, verifier),
+			api.NewPipelineResources(svc, cl),
+			api.NewBuildResources(svc, cl, verifier),
+		},
+		SwaggerUI: swaggerui.Handler(api.SpecPath),
+	})
+	if err != nil {
+		return app, err
+	}
+	engine.Start(ctx)
+	app.closers = append(app.closers, engine.Stop)
+
+	app.srv = &http.Server{
+		Handler:           server,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		TLSConfig:         tlsCfg,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	app.Addr = ln.Addr()
+	app.URL = cfg.URL
+	app.serveErr = make(chan error, 1)
+	go func() {
+		var err error
+		if tlsCfg != nil {
+			err = app.srv.ServeTLS(ln, "", "")
+		} else {
+			err = app.srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			app.serveErr <- err
+		}
+		close(app.serveErr)
+	}()
+	log.Info("kontinuous serving", "listen", ln.Addr().String(), "url", cfg.URL, "apidocs", cfg.URL+"/apidocs/", "executor", exec.Name(), "version", version)
+	return app, nil
+}
+
+func newExecutor(cfg Config, log *slog.Logger) (pipeline.Executor, error) {
+	switch cfg.Executor {
+	case "kubernetes":
+		return newKubeExecutor(cfg, log)
+	default:
+		return local.New(local.Config{
+			WorkDir: filepath.Join(cfg.DataDir, "workspaces"), DefaultTimeout: cfg.StageTimeout,
+			Logger: log, Kubeconfig: cfg.Kubeconfig, Path: cfg.Path, DockerHost: cfg.DockerHost,
+		}), nil
+	}
+}
+
+// namespacePolicy: stages run in the configured namespace; a spec may ask
+// for one of the allowed ones, nothing else.
+func namespacePolicy(cfg Config) func(pipeline.Pipeline, string) (string, error) {
+	return func(p pipeline.Pipeline, requested string) (string, error) {
+		def := cfg.KubeNamespace
+		if p.Namespace != "" {
+			def = p.Namespace
+		}
+		if requested == "" || requested == def {
+			return def, nil
+		}
+		for _, ns := range cfg.KubeNamespaces {
+			if ns == requested {
+				return ns, nil
+			}
+		}
+		return "", fmt.Errorf("metadata.namespace %q is not allowed on this server (allowed: %s; see --kube-allowed-namespaces)", requested, allowedList(def, cfg.KubeNamespaces))
+	}
+}
+
+func allowedList(def string, extra []string) string {
+	out := def
+	for _, e := range extra {
+		out += ", " + e
+	}
+	return out
+}

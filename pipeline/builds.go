@@ -1,0 +1,267 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+)
+
+// WebhookOutcome says what a delivery did.
+type WebhookOutcome string
+
+// Webhook outcomes.
+const (
+	// WebhookCreated: a build was queued (HTTP 201).
+	WebhookCreated WebhookOutcome = "created"
+	// WebhookDuplicate: a redelivery; the original build (HTTP 200).
+	WebhookDuplicate WebhookOutcome = "duplicate"
+	// WebhookPong: a ping (HTTP 200).
+	WebhookPong WebhookOutcome = "pong"
+	// WebhookIgnored: valid but makes no build (HTTP 202).
+	WebhookIgnored WebhookOutcome = "ignored"
+)
+
+// WebhookResult is the reply to a delivery.
+type WebhookResult struct {
+	Outcome WebhookOutcome `json:"outcome"`
+	Reason  string         `json:"reason,omitempty"`
+	Build   *Build         `json:"build,omitempty"`
+}
+
+// HandleWebhook verifies and acts on a forge delivery for owner/repo.
+// The signature is checked before anything is parsed or stored.
+func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req WebhookRequest) (WebhookResult, error) {
+	if err := ValidateRepoName(owner, repo); err != nil {
+		return WebhookResult{}, err
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			// Same answer as a bad signature: don't reveal which exist.
+			return WebhookResult{}, Errorf(ErrUnauthorized, "webhook signature does not match")
+		}
+		return WebhookResult{}, err
+	}
+	ev, err := s.cfg.SCM.ParseWebhook(req, p.WebhookSecret)
+	if err != nil {
+		return WebhookResult{}, err
+	}
+	if ev.Kind == "ping" {
+		return WebhookResult{Outcome: WebhookPong}, nil
+	}
+	if !s.namesPipeline(p, ev) {
+		return WebhookResult{}, Invalid("repository", "the payload names %s/%s, not this pipeline's repository", ev.RepoOwner, ev.RepoName)
+	}
+	if !slices.Contains(p.Events, ev.Kind) {
+		return WebhookResult{Outcome: WebhookIgnored, Reason: "the pipeline is not subscribed to " + ev.Kind}, nil
+	}
+	b := Build{Event: ev.Kind, Branch: ev.Branch, Commit: ev.Commit, Author: ev.Author, DeliveryID: req.Delivery, Fork: ev.Fork}
+	switch ev.Kind {
+	case EventPush:
+		if ev.Deleted {
+			return WebhookResult{Outcome: WebhookIgnored, Reason: "branch deletion"}, nil
+		}
+		if ev.Tag {
+			return WebhookResult{Outcome: WebhookIgnored, Reason: "tag push"}, nil
+		}
+	case EventPullRequest:
+		if ev.Action != "opened" && ev.Action != "synchronize" && ev.Action != "reopened" {
+			return WebhookResult{Outcome: WebhookIgnored, Reason: "pull_request action " + ev.Action}, nil
+		}
+	case EventDeployment:
+	default:
+		return WebhookResult{Outcome: WebhookIgnored, Reason: "event " + ev.Kind}, nil
+	}
+	if b.Commit == "" || strings.Trim(b.Commit, "0") == "" {
+		return WebhookResult{}, Invalid("after", "the payload names no commit")
+	}
+	if err := ValidateRef("commit", b.Commit); err != nil {
+		return WebhookResult{}, err
+	}
+	if b.Branch != "" {
+		if err := ValidateRef("branch", b.Branch); err != nil {
+			return WebhookResult{}, err
+		}
+	}
+	nb, err := s.cfg.Engine.Trigger(ctx, p, b)
+	if errors.Is(err, ErrConflict) && nb.Number > 0 {
+		return WebhookResult{Outcome: WebhookDuplicate, Build: &nb}, nil
+	}
+	if err != nil {
+		return WebhookResult{}, err
+	}
+	return WebhookResult{Outcome: WebhookCreated, Build: &nb}, nil
+}
+
+func (s *Service) namesPipeline(p Pipeline, ev WebhookEvent) bool {
+	if p.RepoID != 0 && ev.RepoID != 0 {
+		return p.RepoID == ev.RepoID
+	}
+	return strings.EqualFold(ev.RepoOwner, p.Owner) && strings.EqualFold(ev.RepoName, p.Repo)
+}
+
+// ManualTrigger is the body of a build started from the UI or CLI.
+type ManualTrigger struct {
+	Author string `json:"author"`
+	Branch string `json:"branch,omitempty"`
+}
+
+// TriggerBuild starts a build of a branch head (default branch when
+// empty), pinning the head's commit SHA.
+func (s *Service) TriggerBuild(ctx context.Context, c Caller, owner, repo, event string, t ManualTrigger) (Build, error) {
+	if event != EventDashboard && event != EventCLI {
+		return Build{}, Invalid("X-Custom-Event", "%q: use dashboard or cli", event)
+	}
+	if t.Branch != "" {
+		if err := ValidateRef("branch", t.Branch); err != nil {
+			return Build{}, err
+		}
+	}
+	if err := s.authorize(ctx, c, owner, repo, PermPush); err != nil {
+		return Build{}, err
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if err != nil {
+		return Build{}, err
+	}
+	branch := t.Branch
+	if branch == "" {
+		branch = p.DefaultBranch
+		if branch == "" {
+			r, err := s.cfg.SCM.Repository(ctx, c.Token, p.Owner, p.Repo)
+			if err != nil {
+				return Build{}, err
+			}
+			branch = r.DefaultBranch
+		}
+	}
+	sha, err := s.cfg.SCM.BranchHead(ctx, c.Token, p.Owner, p.Repo, branch)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Build{}, Invalid("branch", "branch %q does not exist", branch)
+		}
+		return Build{}, err
+	}
+	author := t.Author
+	if author == "" {
+		author = c.Login
+	}
+	return s.cfg.Engine.Trigger(ctx, p, Build{Event: event, Branch: branch, Commit: sha, Author: author})
+}
+
+// RestartBuild makes a new build of the same commit.
+func (s *Service) RestartBuild(ctx context.Context, c Caller, owner, repo string, number int) (Build, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermPush); err != nil {
+		return Build{}, err
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if err != nil {
+		return Build{}, err
+	}
+	old, err := s.cfg.Store.GetBuild(ctx, owner, repo, number)
+	if err != nil {
+		return Build{}, err
+	}
+	return s.cfg.Engine.Trigger(ctx, p, Build{Event: old.Event, Branch: old.Branch, Commit: old.Commit, Author: c.Login, Fork: old.Fork})
+}
+
+// CancelBuild stops a build.
+func (s *Service) CancelBuild(ctx context.Context, c Caller, owner, repo string, number int) (Build, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermPush); err != nil {
+		return Build{}, err
+	}
+	return s.cfg.Engine.Cancel(ctx, owner, repo, number)
+}
+
+// ContinueStage approves a waiting wait stage.
+func (s *Service) ContinueStage(ctx context.Context, c Caller, owner, repo string, number, index int) (Build, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermPush); err != nil {
+		return Build{}, err
+	}
+	return s.cfg.Engine.Continue(ctx, owner, repo, number, index)
+}
+
+// RunFromStage re-runs a finished build from stage index.
+func (s *Service) RunFromStage(ctx context.Context, c Caller, owner, repo string, number, index int) (Build, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermPush); err != nil {
+		return Build{}, err
+	}
+	return s.cfg.Engine.RunFrom(ctx, owner, repo, number, index)
+}
+
+// AgentStatus applies a build agent's stage report (stage-token auth).
+func (s *Service) AgentStatus(ctx context.Context, owner, repo string, number, index int, token string, u AgentUpdate) (Stage, error) {
+	if err := ValidateRepoName(owner, repo); err != nil {
+		return Stage{}, err
+	}
+	return s.cfg.Engine.AgentStatus(ctx, owner, repo, number, index, token, u)
+}
+
+// StageLog returns a stage's stored log (read access).
+func (s *Service) StageLog(ctx context.Context, c Caller, owner, repo string, number, index int) (Stage, []byte, error) {
+	st, err := s.GetStage(ctx, c, owner, repo, number, index)
+	if err != nil {
+		return Stage{}, nil, err
+	}
+	data, err := s.cfg.Logs.Read(ctx, LogRef{Pipeline: Key(owner, repo), Build: number, Stage: index})
+	if errors.Is(err, ErrNotFound) {
+		return st, nil, nil
+	}
+	return st, data, err
+}
+
+// FollowStageLog streams a stage's log lines until the stage's log ends.
+// A stage that has not started yet (or a build not yet laid out) is
+// waited for.
+func (s *Service) FollowStageLog(ctx context.Context, c Caller, owner, repo string, number, index int, fn func([]byte) error) error {
+	b, err := s.GetBuild(ctx, c, owner, repo, number)
+	if err != nil {
+		return err
+	}
+	startedOrOver := func(b Build) (started, over bool) {
+		if i := stagePos(&b, index); i >= 0 {
+			st := b.Stages[i].Status
+			if st != StatusPending && st != StatusWaiting {
+				return true, false
+			}
+		} else if len(b.Stages) > 0 {
+			return false, true // no such stage
+		}
+		return false, b.Status.Done()
+	}
+	started, over := startedOrOver(b)
+	if !started && !over {
+		werr := s.cfg.Store.WatchBuild(ctx, owner, repo, number, func(nb Build) bool {
+			started, over = startedOrOver(nb)
+			return !started && !over
+		})
+		if werr != nil && ctx.Err() == nil {
+			return werr
+		}
+	}
+	if !started {
+		if len(b.Stages) > 0 && stagePos(&b, index) < 0 {
+			return Errorf(ErrNotFound, "build %d has no stage %d", number, index)
+		}
+		return nil
+	}
+	ref := LogRef{Pipeline: Key(owner, repo), Build: number, Stage: index}
+	for attempt := 0; ; attempt++ {
+		err := s.cfg.Logs.Follow(ctx, ref, fn)
+		if !errors.Is(err, ErrNotFound) || attempt == 50 {
+			if errors.Is(err, ErrNotFound) {
+				return nil // the stage ended without writing a log
+			}
+			return err
+		}
+		// The runner marks the stage RUNNING just before it creates the
+		// log: give it a moment.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package etcdstore_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+func TestUseOnceRefusesSecondUse(t *testing.T) {
+	s := newStore(t)
+	exp := time.Now().Add(10 * time.Minute)
+	if err := s.UseOnce(t.Context(), "ks1.state-a", exp); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.UseOnce(t.Context(), "ks1.state-a", exp), pipeline.ErrConflict)
+	if err := s.UseOnce(t.Context(), "ks1.state-b", exp); err != nil {
+		t.Errorf("another id: %v", err)
+	}
+	// A second instance shares the record.
+	other := newStoreWith(t, sharedClient(t), newOpts(prefixOf(t)))
+	wantErr(t, other.UseOnce(t.Context(), "ks1.state-b", exp), pipeline.ErrConflict)
+}
+
+func TestUseOnceForgetsIDWhenItExpires(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	if err := s.UseOnce(t.Context(), "short", time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// etcd's lease expiry (minimum TTL about 2s) removes the record.
+	eventually(t, 15*time.Second, "id usable again after expiry", func() bool {
+		return s.UseOnce(t.Context(), "short", time.Now().Add(time.Minute)) == nil
+	})
+}
+
+func TestRevokeIsSeenByAnotherInstanceThroughItsWatch(t *testing.T) {
+	cli := sharedClient(t)
+	a := newStoreWith(t, cli, newOpts(prefixOf(t)))
+	b := newStoreWith(t, cli, newOpts(prefixOf(t)))
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if b.Revoked("jti-1") {
+		t.Fatal("jti-1 revoked before Revoke")
+	}
+	if err := a.Revoke(t.Context(), "jti-1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Revoked("jti-1") {
+		t.Error("revoking instance does not see its own revocation at once")
+	}
+	eventually(t, 5*time.Second, "second instance sees the revocation", func() bool { return b.Revoked("jti-1") })
+	if b.Revoked("jti-2") {
+		t.Error("an unrelated jti is reported revoked")
+	}
+
+	// A third instance started later loads it at Start.
+	c := newStoreWith(t, cli, newOpts(prefixOf(t)))
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Revoked("jti-1") {
+		t.Error("instance started after the revocation does not load it")
+	}
+}
+
+func TestRevocationLapsesAfterTokenExpiry(t *testing.T) {
+	t.Parallel()
+	cli := sharedClient(t)
+	a := newStoreWith(t, cli, newOpts(prefixOf(t)))
+	b := newStoreWith(t, cli, newOpts(prefixOf(t)))
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Kept for two minutes of leeway past expiry: this one lapses in ~2s.
+	exp := time.Now().Add(-2*time.Minute + 2*time.Second)
+	if err := a.Revoke(t.Context(), "lapsing", exp); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "second instance sees the revocation", func() bool { return b.Revoked("lapsing") })
+	eventually(t, 15*time.Second, "revocation lapses", func() bool { return !a.Revoked("lapsing") && !b.Revoked("lapsing") })
+	// Revoking a token long expired stores nothing and is harmless.
+	if err := a.Revoke(t.Context(), "old", time.Now().Add(-time.Hour)); err != nil {
+		t.Errorf("Revoke of an expired token: %v", err)
+	}
+}
+
+func TestStoreCloseStopsWatchAndIsIdempotent(t *testing.T) {
+	s := newStore(t)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Errorf("second Start: %v", err)
+	}
+	s.Close()
+	s.Close()
+}

@@ -1,0 +1,725 @@
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+// defaultPage is ListBuilds' page size when limit <= 0.
+const defaultPage = 50
+
+// deliveryLeaseWindow: deliveries share one lease per window, so they are
+// remembered between DeliveryTTL and DeliveryTTL+window.
+const deliveryLeaseWindow = time.Hour
+
+// CreateBuild stores b as the pipeline's next build. The number is the
+// pipeline counter + 1, written in the same transaction as the build (and
+// its delivery record), so numbers are unique and gap-free under any
+// concurrency and never reused. It sets Number, Owner and Repo (the
+// pipeline's display case), ID (a random UUID unless set) and Created (if
+// zero). If b.DeliveryID was already recorded for this pipeline, it
+// returns the build made for it and an error wrapping ErrConflict.
+//
+// Concurrent calls for one pipeline are committed together (group
+// commit, see createBatcher): one transaction allocates consecutive
+// numbers to every waiting build, instead of each caller racing for the
+// counter and retrying.
+func (s *Store) CreateBuild(ctx context.Context, owner, repo string, b pipeline.Build) (pipeline.Build, error) {
+	pk, err := pipelineKey(owner, repo)
+	if err != nil {
+		return pipeline.Build{}, s.wrap(err, "create build")
+	}
+	if b.DeliveryID != "" {
+		if err := checkSegment("delivery", b.DeliveryID); err != nil {
+			return pipeline.Build{}, s.wrap(err, "create build of %s", pk)
+		}
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	if b.ID == "" {
+		b.ID = uuid.NewString()
+	}
+	if b.Created == 0 {
+		b.Created = pipeline.Now()
+	}
+	req := &createReq{b: b, ctx: ctx, done: make(chan createRes, 1)}
+	s.creates.enqueue(s, pk, req)
+	select {
+	case r := <-req.done:
+		return r.b, r.err
+	case <-ctx.Done():
+		// The batch may still commit: a retried delivery then finds it.
+		return pipeline.Build{}, s.wrap(ctx.Err(), "create build of %s", pk)
+	}
+}
+
+// Group commit of new builds.
+const (
+	// maxCreateBatch bounds the builds of one transaction: each takes up
+	// to three operations (build, active marker, delivery) of the
+	// maxOpsPerTxn, plus the counter.
+	maxCreateBatch = (maxOpsPerTxn - 1) / 3
+	// maxCreateBatchBytes keeps a batch well under etcd's default request
+	// limit (1.5 MiB).
+	maxCreateBatchBytes = 1 << 20
+)
+
+// createReq is one CreateBuild call waiting for its batch.
+type createReq struct {
+	b    pipeline.Build
+	ctx  context.Context
+	done chan createRes // buffered: the committer never blocks on it
+}
+
+type createRes struct {
+	b   pipeline.Build
+	err error
+}
+
+// createBatcher queues CreateBuild calls per pipeline. While a pipeline
+// has waiting calls, one committer goroutine takes all of them (up to
+// maxCreateBatch), allocates consecutive numbers and stores them in one
+// transaction; callers arriving meanwhile form the next batch. Under load
+// every transaction carries many builds, so the write rate follows etcd's
+// transaction rate instead of collapsing into conflicts on the counter.
+type createBatcher struct {
+	mu     sync.Mutex
+	queues map[string]*createQueue
+}
+
+// createQueue is one pipeline's waiting calls and what its committer
+// learned from its last transaction.
+type createQueue struct {
+	pending []*createReq
+	running bool
+	// state is used only by the running committer (handed over under mu).
+	state counterState
+}
+
+// counterState caches the pipeline and counter as last committed by this
+// store, so that a batch needs one round trip when no other writer
+// intervened (the transaction compares revisions, so a stale cache only
+// costs a retry with the values the failed transaction read).
+type counterState struct {
+	ok           bool
+	owner, repo  string // display case
+	pipelineRev  int64  // CreateRevision of the pipeline
+	last         int    // counter value
+	counterModRv int64  // ModRevision of the counter; 0 = no counter yet
+}
+
+func (c *createBatcher) enqueue(s *Store, pk string, r *createReq) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.queues == nil {
+		c.queues = map[string]*createQueue{}
+	}
+	q := c.queues[pk]
+	if q == nil {
+		q = &createQueue{}
+		c.queues[pk] = q
+	}
+	q.pending = append(q.pending, r)
+	if !q.running {
+		q.running = true
+		go s.commitLoop(pk, q)
+	}
+}
+
+// commitLoop commits q's waiting calls batch after batch until none wait.
+func (s *Store) commitLoop(pk string, q *createQueue) {
+	for {
+		s.creates.mu.Lock()
+		n := min(len(q.pending), maxCreateBatch)
+		if n == 0 {
+			q.running = false
+			q.pending = nil
+			s.creates.mu.Unlock()
+			return
+		}
+		batch := append([]*createReq(nil), q.pending[:n]...)
+		q.pending = q.pending[n:]
+		s.creates.mu.Unlock()
+		if rest := s.commitBatch(pk, q, batch); len(rest) > 0 {
+			s.creates.mu.Lock()
+			q.pending = append(rest, q.pending...)
+			s.creates.mu.Unlock()
+		}
+	}
+}
+
+// commitBatch stores the builds of batch in one transaction and answers
+// each caller. It returns the calls it left for the next batch (over the
+// size limit).
+func (s *Store) commitBatch(pk string, q *createQueue, batch []*createReq) (rest []*createReq) {
+	live := batch[:0:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- createRes{err: s.wrap(err, "create build of %s", pk)}
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	failAll := func(err error) {
+		q.state.ok = false
+		for _, r := range live {
+			r.done <- createRes{err: s.wrap(err, "create build of %s", pk)}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+	defer cancel()
+
+	pKey, cKey := s.pipelineKeyOf(pk), s.counterKey(pk)
+	var dKeys []string // distinct delivery keys, in batch order
+	seen := map[string]bool{}
+	for _, r := range live {
+		if r.b.DeliveryID == "" {
+			continue
+		}
+		if dk := s.deliveryKey(pk, r.b.DeliveryID); !seen[dk] {
+			seen[dk] = true
+			dKeys = append(dKeys, dk)
+		}
+	}
+	reads := []clientv3.Op{clientv3.OpGet(pKey), clientv3.OpGet(cKey)}
+	for _, dk := range dKeys {
+		reads = append(reads, clientv3.OpGet(dk))
+	}
+	// fresh holds reads of the keys when the cache cannot be trusted; nil
+	// means: try the cached counter and assume the deliveries are new.
+	var fresh []*pb.ResponseOp
+	if !q.state.ok {
+		resp, err := s.readTxnRetrying(ctx, reads)
+		if err != nil {
+			failAll(err)
+			return nil
+		}
+		fresh = resp.Responses
+	}
+	var lease clientv3.LeaseID
+	for attempt := 0; ; attempt++ {
+		delivered := map[string]*mvccpb.KeyValue{} // delivery key → record (fresh reads only)
+		if fresh != nil {
+			pkvs := fresh[0].GetResponseRange().Kvs
+			if len(pkvs) == 0 {
+				failAll(fmt.Errorf("no such pipeline: %w", pipeline.ErrNotFound))
+				return nil
+			}
+			var prec pipelineRecord
+			if err := json.Unmarshal(pkvs[0].Value, &prec); err != nil {
+				failAll(fmt.Errorf("decode pipeline: %w", err))
+				return nil
+			}
+			st := counterState{ok: true, owner: prec.Owner, repo: prec.Repo, pipelineRev: pkvs[0].CreateRevision}
+			if ckvs := fresh[1].GetResponseRange().Kvs; len(ckvs) > 0 {
+				last, err := strconv.Atoi(string(ckvs[0].Value))
+				if err != nil {
+					failAll(fmt.Errorf("bad counter: %w", err))
+					return nil
+				}
+				st.last, st.counterModRv = last, ckvs[0].ModRevision
+			}
+			q.state = st
+			for i, dk := range dKeys {
+				if kvs := fresh[2+i].GetResponseRange().Kvs; len(kvs) > 0 {
+					delivered[dk] = kvs[0]
+				}
+			}
+		}
+		st := q.state
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(pKey), "=", st.pipelineRev)}
+		if st.counterModRv == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cKey), "=", 0))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(cKey), "=", st.counterModRv))
+		}
+		if len(dKeys) > 0 && lease == 0 {
+			var err error
+			if lease, err = s.deliveryLease.get(ctx, s.cli, s.opts.DeliveryTTL, deliveryLeaseWindow); err != nil {
+				failAll(fmt.Errorf("delivery lease: %w", err))
+				return nil
+			}
+		}
+		// What each call gets: a new build (results[i] without error), the
+		// build another call of this batch makes for the same delivery
+		// (dupOf[i] ≥ 0), or the build the delivery made before.
+		results := make([]createRes, len(live))
+		dupOf := make([]int, len(live))
+		maker := map[string]int{}         // delivery key → index of the call making its build
+		earlier := map[string]createRes{} // delivery key → answer for a delivery seen before
+		n := st.last
+		var ops []clientv3.Op
+		size := 0
+		var over []*createReq
+		for i, r := range live {
+			dupOf[i] = -1
+			dk := ""
+			if r.b.DeliveryID != "" {
+				dk = s.deliveryKey(pk, r.b.DeliveryID)
+				if j, ok := maker[dk]; ok {
+					dupOf[i] = j
+					continue
+				}
+				if res, ok := earlier[dk]; ok {
+					results[i] = res
+					continue
+				}
+				if kv := delivered[dk]; kv != nil {
+					existing, err := s.deliveredBuild(ctx, pk, kv)
+					if err == nil {
+						results[i] = createRes{b: existing, err: s.wrap(pipeline.ErrConflict, "create build of %s: delivery already made build %d", pk, existing.Number)}
+						earlier[dk] = results[i]
+						continue
+					}
+					if !errors.Is(err, pipeline.ErrNotFound) {
+						failAll(err)
+						return nil
+					}
+					// The delivery's build was deleted: the delivery makes a new one.
+					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(dk), "=", kv.ModRevision))
+				} else {
+					cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(dk), "=", 0))
+				}
+			}
+			if n+1 > maxBuildNumber {
+				results[i] = createRes{err: s.wrap(pipeline.ErrConflict, "create build of %s: build numbers exhausted", pk)}
+				continue
+			}
+			nb := r.b
+			nb.Number, nb.Owner, nb.Repo = n+1, st.owner, st.repo
+			raw, err := json.Marshal(toBuildRecord(&nb))
+			if err != nil {
+				results[i] = createRes{err: s.wrap(err, "create build of %s", pk)}
+				continue
+			}
+			if size > 0 && size+len(raw) > maxCreateBatchBytes {
+				// Leave this call and the rest for the next batch.
+				over = live[i:]
+				live, results, dupOf = live[:i], results[:i], dupOf[:i]
+				break
+			}
+			size += len(raw)
+			n++
+			results[i] = createRes{b: nb}
+			ops = append(ops, clientv3.OpPut(s.buildKey(pk, n), string(raw)))
+			if !nb.Status.Done() {
+				ops = append(ops, clientv3.OpPut(s.activeKey(pk, n), ""))
+			}
+			if dk != "" {
+				maker[dk] = i
+				ops = append(ops, clientv3.OpPut(dk, strconv.Itoa(n), clientv3.WithLease(lease)))
+			}
+		}
+		answer := func() {
+			for i, r := range live {
+				switch {
+				case dupOf[i] >= 0:
+					first := results[dupOf[i]]
+					if first.err != nil {
+						r.done <- first
+					} else {
+						r.done <- createRes{b: first.b, err: s.wrap(pipeline.ErrConflict, "create build of %s: delivery already made build %d", pk, first.b.Number)}
+					}
+				default:
+					r.done <- results[i]
+				}
+			}
+		}
+		if n == st.last {
+			// Nothing to write: every call was answered without a new build.
+			answer()
+			return over
+		}
+		ops = append(ops, clientv3.OpPut(cKey, strconv.Itoa(n)))
+		actx, acancel := s.attemptCtx(ctx)
+		tr, err := s.cli.Txn(actx).If(cmps...).Then(ops...).Else(reads...).Commit()
+		acancel()
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) && attempt+1 < s.opts.MaxAttempts {
+			s.deliveryLease.forget(lease)
+			lease = 0
+			live = append(live, over...)
+			continue
+		}
+		if err != nil && isUnavailable(err) && ctx.Err() == nil {
+			// The answer was lost (leader change, lost connection): the
+			// batch may have been stored. Its first build tells.
+			applied, aerr := s.wasApplied(ctx, ops[0])
+			if aerr == nil && applied {
+				q.state.ok = false // the counter's revision is unknown
+				s.newest.see(pk, n)
+				answer()
+				return over
+			}
+			if aerr == nil {
+				live = append(live, over...)
+				r, rerr := s.readTxnRetrying(ctx, reads)
+				if rerr == nil {
+					fresh = r.Responses
+					if err := sleepCtx(ctx, unavailableRetryDelay(attempt)); err == nil {
+						continue
+					}
+				}
+				failAll(err)
+				return nil
+			}
+		}
+		if err != nil {
+			live = append(live, over...)
+			failAll(err)
+			return nil
+		}
+		if tr.Succeeded {
+			q.state.last, q.state.counterModRv = n, tr.Header.Revision
+			s.newest.see(pk, n)
+			answer()
+			return over
+		}
+		fresh = tr.Responses
+		live = append(live, over...)
+		if attempt+1 >= s.opts.MaxAttempts {
+			failAll(fmt.Errorf("%w: gave up after %d concurrent changes", pipeline.ErrConflict, attempt+1))
+			return nil
+		}
+		if err := backoff(ctx, attempt); err != nil {
+			failAll(err)
+			return nil
+		}
+	}
+}
+
+// readTxnRetrying reads ops in one transaction, retrying while etcd is
+// briefly unavailable (until ctx ends).
+func (s *Store) readTxnRetrying(ctx context.Context, ops []clientv3.Op) (*clientv3.TxnResponse, error) {
+	for attempt := 0; ; attempt++ {
+		actx, acancel := s.attemptCtx(ctx)
+		r, err := s.cli.Txn(actx).Then(ops...).Commit()
+		acancel()
+		if err == nil || !isUnavailable(err) || ctx.Err() != nil {
+			return r, err
+		}
+		if serr := sleepCtx(ctx, unavailableRetryDelay(attempt)); serr != nil {
+			return nil, err
+		}
+	}
+}
+
+// deliveredBuild returns the build a delivery record points at.
+func (s *Store) deliveredBuild(ctx context.Context, pk string, kv *mvccpb.KeyValue) (pipeline.Build, error) {
+	n, err := strconv.Atoi(string(kv.Value))
+	if err != nil {
+		return pipeline.Build{}, fmt.Errorf("bad delivery record: %w", err)
+	}
+	resp, err := s.cli.Get(ctx, s.buildKey(pk, n))
+	if err != nil {
+		return pipeline.Build{}, err
+	}
+	if len(resp.Kvs) == 0 {
+		return pipeline.Build{}, pipeline.ErrNotFound
+	}
+	return decodeBuild(resp.Kvs[0].Value)
+}
+
+// GetBuild returns one build with its stages.
+func (s *Store) GetBuild(ctx context.Context, owner, repo string, number int) (pipeline.Build, error) {
+	pk, err := pipelineKey(owner, repo)
+	if err == nil {
+		err = checkNumber(number)
+	}
+	if err != nil {
+		return pipeline.Build{}, s.wrap(err, "get build")
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.buildKey(pk, number))
+	if err != nil {
+		return pipeline.Build{}, s.wrap(err, "get build %s#%d", pk, number)
+	}
+	if len(resp.Kvs) == 0 {
+		return pipeline.Build{}, s.wrap(pipeline.ErrNotFound, "get build %s#%d", pk, number)
+	}
+	b, err := s.builds.decode(resp.Kvs[0])
+	if err != nil {
+		return pipeline.Build{}, s.wrap(err, "get build %s#%d", pk, number)
+	}
+	return b, nil
+}
+
+// ListBuilds returns up to limit builds (50 if limit <= 0) numbered below
+// before (all if before <= 0), newest first, in one round trip. It returns
+// ErrNotFound if the pipeline does not exist.
+func (s *Store) ListBuilds(ctx context.Context, owner, repo string, limit, before int) ([]pipeline.Build, error) {
+	pk, err := pipelineKey(owner, repo)
+	if err != nil {
+		return nil, s.wrap(err, "list builds")
+	}
+	if limit <= 0 {
+		limit = defaultPage
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	prefix := s.buildsPrefix(pk)
+	start, lowest := prefix, s.newest.get(pk)-limit-newestWindow
+	if before > 0 && before <= maxBuildNumber {
+		if before == 1 {
+			start = clientv3.GetPrefixRangeEnd(prefix) // empty range: no number < 1
+		} else {
+			start = s.buildKey(pk, before-1)
+		}
+		lowest = before - 1 - limit - newestWindow
+	}
+	end, bounded := s.buildsRangeEnd(pk, lowest)
+	if bounded && start >= end {
+		end, bounded = clientv3.GetPrefixRangeEnd(prefix), false
+	}
+	resp, err := s.readTxnRetrying(ctx, []clientv3.Op{
+		clientv3.OpGet(s.pipelineKeyOf(pk), clientv3.WithCountOnly()),
+		clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(int64(limit))),
+	})
+	if err != nil {
+		return nil, s.wrap(err, "list builds of %s", pk)
+	}
+	if resp.Responses[0].GetResponseRange().Count == 0 {
+		return nil, s.wrap(pipeline.ErrNotFound, "list builds of %s: no such pipeline", pk)
+	}
+	kvs := resp.Responses[1].GetResponseRange().Kvs
+	if bounded && len(kvs) < limit {
+		// Deletions thinned the window: read the open range.
+		r, err := s.cli.Get(ctx, start, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithLimit(int64(limit)))
+		if err != nil {
+			return nil, s.wrap(err, "list builds of %s", pk)
+		}
+		kvs = r.Kvs
+	}
+	out := make([]pipeline.Build, 0, len(kvs))
+	for _, kv := range kvs {
+		b, err := s.builds.decode(kv)
+		if err != nil {
+			return nil, s.wrap(err, "list builds of %s: %s", pk, kv.Key)
+		}
+		out = append(out, b)
+	}
+	if len(out) > 0 && before <= 0 {
+		s.newest.see(pk, out[0].Number)
+	}
+	return out, nil
+}
+
+// UpdateBuild applies fn to the stored build with optimistic concurrency,
+// retrying with the fresh value on conflict (fn may run several times).
+// fn cannot change the build's identity (ID, Number, Owner, Repo,
+// DeliveryID).
+func (s *Store) UpdateBuild(ctx context.Context, owner, repo string, number int, fn func(*pipeline.Build) error) (pipeline.Build, error) {
+	pk, err := pipelineKey(owner, repo)
+	if err == nil {
+		err = checkNumber(number)
+	}
+	if err != nil {
+		return pipeline.Build{}, s.wrap(err, "update build")
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	key := s.buildKey(pk, number)
+	var result pipeline.Build
+	_, err = s.update(ctx, key, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+		b, err := decodeBuild(cur.Value)
+		if err != nil {
+			return nil, err
+		}
+		wasDone := b.Status.Done()
+		id, num, o, r, d := b.ID, b.Number, b.Owner, b.Repo, b.DeliveryID
+		if err := fn(&b); err != nil {
+			return nil, err
+		}
+		b.ID, b.Number, b.Owner, b.Repo, b.DeliveryID = id, num, o, r, d
+		raw, err := json.Marshal(toBuildRecord(&b))
+		if err != nil {
+			return nil, err
+		}
+		ops := []clientv3.Op{clientv3.OpPut(key, string(raw))}
+		if done := b.Status.Done(); done != wasDone {
+			if done {
+				ops = append(ops, clientv3.OpDelete(s.activeKey(pk, number)))
+			} else {
+				ops = append(ops, clientv3.OpPut(s.activeKey(pk, number), ""))
+			}
+		}
+		result = b
+		return ops, nil
+	})
+	if err != nil {
+		return pipeline.Build{}, s.wrap(err, "update build %s#%d", pk, number)
+	}
+	return result, nil
+}
+
+// DeleteBuild removes one build and its delivery record. Its number is
+// not reused.
+func (s *Store) DeleteBuild(ctx context.Context, owner, repo string, number int) error {
+	pk, err := pipelineKey(owner, repo)
+	if err == nil {
+		err = checkNumber(number)
+	}
+	if err != nil {
+		return s.wrap(err, "delete build")
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	key := s.buildKey(pk, number)
+	_, err = s.update(ctx, key, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+		var rec buildRecord
+		if err := json.Unmarshal(cur.Value, &rec); err != nil {
+			return nil, fmt.Errorf("decode build: %w", err)
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(s.activeKey(pk, number))}
+		if rec.DeliveryID != "" && checkSegment("delivery", rec.DeliveryID) == nil {
+			ops = append(ops, clientv3.OpDelete(s.deliveryKey(pk, rec.DeliveryID)))
+		}
+		return ops, nil
+	})
+	if err != nil {
+		return s.wrap(err, "delete build %s#%d", pk, number)
+	}
+	return nil
+}
+
+// ActiveBuilds lists the builds of every pipeline whose status is not
+// final. It reads an index of active builds kept in step with every build
+// write, so its cost follows the number of active builds, not of all
+// builds.
+func (s *Store) ActiveBuilds(ctx context.Context) ([]pipeline.Build, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.activeAllPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, s.wrap(err, "active builds")
+	}
+	out := []pipeline.Build{}
+	for start := 0; start < len(resp.Kvs); start += maxOpsPerTxn {
+		chunk := resp.Kvs[start:min(start+maxOpsPerTxn, len(resp.Kvs))]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, kv := range chunk {
+			ops[i] = clientv3.OpGet(s.opts.Prefix + "builds/" + strings.TrimPrefix(string(kv.Key), s.activeAllPrefix()))
+		}
+		tr, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, s.wrap(err, "active builds")
+		}
+		for _, r := range tr.Responses {
+			kvs := r.GetResponseRange().Kvs
+			if len(kvs) == 0 {
+				continue // deleted since the index was read
+			}
+			b, err := decodeBuild(kvs[0].Value)
+			if err != nil {
+				return nil, s.wrap(err, "active builds: %s", kvs[0].Key)
+			}
+			if !b.Status.Done() {
+				out = append(out, b)
+			}
+		}
+	}
+	return out, nil
+}
+
+// WatchBuild calls fn with the build's current value, then with each new
+// version, until fn returns false (nil), ctx ends (ctx's error) or the
+// build is deleted (ErrNotFound). Versions written while the watch was
+// interrupted may be skipped, never the latest one.
+func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, fn func(pipeline.Build) bool) error {
+	pk, err := pipelineKey(owner, repo)
+	if err == nil {
+		err = checkNumber(number)
+	}
+	if err != nil {
+		return s.wrap(err, "watch build")
+	}
+	key := s.buildKey(pk, number)
+	var lastMod int64
+	for {
+		// (Re)read the current value, then watch from just after it.
+		gctx, cancel := s.opCtx(ctx)
+		resp, err := s.cli.Get(gctx, key)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return s.wrap(err, "watch build %s#%d", pk, number)
+		}
+		if len(resp.Kvs) == 0 {
+			return s.wrap(pipeline.ErrNotFound, "watch build %s#%d", pk, number)
+		}
+		if kv := resp.Kvs[0]; kv.ModRevision > lastMod {
+			lastMod = kv.ModRevision
+			b, err := decodeBuild(kv.Value)
+			if err != nil {
+				return s.wrap(err, "watch build %s#%d", pk, number)
+			}
+			if !fn(b) {
+				return nil
+			}
+		}
+		done, err := s.watchBuildFrom(ctx, key, resp.Header.Revision+1, &lastMod, fn)
+		if done {
+			if err != nil {
+				return s.wrap(err, "watch build %s#%d", pk, number)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// The watch was cut (compaction, lost leader): read again.
+		s.log.Warn("etcdstore: build watch restarted", "build", fmt.Sprintf("%s#%d", pk, number), "err", err)
+		if err := sleepCtx(ctx, watchRetryDelay); err != nil {
+			return err
+		}
+	}
+}
+
+// watchBuildFrom follows key from rev. It returns done=true when the
+// watch is over for good (fn said stop: nil; deleted: ErrNotFound), and
+// done=false with the cause when it must be set up again.
+func (s *Store) watchBuildFrom(ctx context.Context, key string, rev int64, lastMod *int64, fn func(pipeline.Build) bool) (bool, error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range s.cli.Watch(wctx, key, clientv3.WithRev(rev)) {
+		if err := wr.Err(); err != nil {
+			return false, err
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == mvccpb.DELETE {
+				return true, pipeline.ErrNotFound
+			}
+			if ev.Kv.ModRevision <= *lastMod {
+				continue
+			}
+			*lastMod = ev.Kv.ModRevision
+			b, err := decodeBuild(ev.Kv.Value)
+			if err != nil {
+				return true, err
+			}
+			if !fn(b) {
+				return true, nil
+			}
+		}
+	}
+	return false, ctx.Err()
+}

@@ -1,0 +1,279 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Store persists the domain. The engine and the use cases need it; the
+// etcd adapter (pipeline/etcdstore) implements it for embedded and external
+// etcd alike. Every method honours ctx's deadline, wraps the domain sentinels
+// (ErrNotFound, ErrConflict, ErrUnavailable when the backend cannot be
+// reached) and never leaves a half-written entity. Owner and repo match
+// case-insensitively. Secret material (webhook secret, deploy key, forge
+// tokens, secret values) is encrypted by the store before it is written.
+type Store interface {
+	// PutUser creates or replaces a user.
+	PutUser(ctx context.Context, u User) error
+	// GetUser returns a user by id ("github|1001").
+	GetUser(ctx context.Context, id string) (User, error)
+
+	// CreatePipeline stores a new pipeline; ErrConflict if owner/repo exists.
+	CreatePipeline(ctx context.Context, p Pipeline) (Pipeline, error)
+	// GetPipeline returns a pipeline with LatestBuild filled.
+	GetPipeline(ctx context.Context, owner, repo string) (Pipeline, error)
+	// ListPipelines returns every pipeline with LatestBuild filled.
+	ListPipelines(ctx context.Context) ([]Pipeline, error)
+	// UpdatePipeline applies fn to the stored pipeline with optimistic
+	// concurrency (retrying on conflict) and returns the result.
+	UpdatePipeline(ctx context.Context, owner, repo string, fn func(*Pipeline) error) (Pipeline, error)
+	// DeletePipeline removes the pipeline with its builds, secrets and
+	// delivery records.
+	DeletePipeline(ctx context.Context, owner, repo string) error
+
+	// PutSecret creates or replaces one secret set of a pipeline and keeps
+	// the pipeline's Secrets name list in step (same transaction).
+	PutSecret(ctx context.Context, owner, repo string, s SecretSet) error
+	// GetSecret returns one secret set with its data.
+	GetSecret(ctx context.Context, owner, repo, name string) (SecretSet, error)
+	// ListSecrets returns every secret set of a pipeline, with data, by name.
+	ListSecrets(ctx context.Context, owner, repo string) ([]SecretSet, error)
+	// DeleteSecret removes one secret set (and its name from the pipeline).
+	DeleteSecret(ctx context.Context, owner, repo, name string) error
+
+	// CreateBuild stores b as the pipeline's next build: the number is
+	// allocated in the same transaction (unique, gap-free, starting at 1).
+	// If b.DeliveryID is set and a build already exists for that delivery,
+	// it returns that build and an error wrapping ErrConflict.
+	CreateBuild(ctx context.Context, owner, repo string, b Build) (Build, error)
+	// GetBuild returns one build with its stages.
+	GetBuild(ctx context.Context, owner, repo string, number int) (Build, error)
+	// ListBuilds returns builds newest first; before > 0 returns only
+	// numbers < before; limit <= 0 means a default page of 50.
+	ListBuilds(ctx context.Context, owner, repo string, limit, before int) ([]Build, error)
+	// UpdateBuild applies fn with optimistic concurrency, retrying on
+	// conflict with the fresh value; fn may run several times.
+	UpdateBuild(ctx context.Context, owner, repo string, number int, fn func(*Build) error) (Build, error)
+	// DeleteBuild removes one build.
+	DeleteBuild(ctx context.Context, owner, repo string, number int) error
+	// ActiveBuilds lists builds of every pipeline whose status is not final.
+	ActiveBuilds(ctx context.Context) ([]Build, error)
+	// WatchBuild calls fn with each new version of the build until ctx ends
+	// or fn returns false.
+	WatchBuild(ctx context.Context, owner, repo string, number int, fn func(Build) bool) error
+}
+
+// Permission is a user's access to a repository on the forge.
+type Permission int
+
+// Permissions, weakest first.
+const (
+	PermNone Permission = iota
+	PermRead
+	PermPush
+	PermAdmin
+)
+
+func (p Permission) String() string {
+	switch p {
+	case PermRead:
+		return "read"
+	case PermPush:
+		return "push"
+	case PermAdmin:
+		return "admin"
+	}
+	return "none"
+}
+
+// Repository is a forge repository as its API reports it.
+type Repository struct {
+	ID            int64  `json:"-"`
+	Owner         string `json:"owner"`
+	Name          string `json:"name"`
+	FullName      string `json:"full_name"`
+	AvatarURL     string `json:"avatar_url"`
+	DefaultBranch string `json:"default_branch"`
+	CloneURL      string `json:"-"`
+	Private       bool   `json:"-"`
+}
+
+// ForgeUser is the identity the forge reports for a token.
+type ForgeUser struct {
+	ID    int64
+	Login string
+}
+
+// File is a file's content at a ref.
+type File struct {
+	Content []byte
+	SHA     string
+}
+
+// Hook describes a webhook to install.
+type Hook struct {
+	URL    string
+	Secret string
+	Events []string
+}
+
+// CommitStatus is a status posted on a commit.
+type CommitStatus struct {
+	// State: "pending", "success", "failure" or "error".
+	State       string
+	Context     string
+	Description string
+	TargetURL   string
+}
+
+// WebhookRequest is an incoming delivery, transport-neutral.
+type WebhookRequest struct {
+	Event     string // X-GitHub-Event
+	Delivery  string // X-GitHub-Delivery
+	Signature string // X-Hub-Signature-256
+	Body      []byte
+}
+
+// WebhookEvent is what a verified delivery means to the engine.
+type WebhookEvent struct {
+	// Kind: "ping", "push", "pull_request", "deployment" or the raw event name.
+	Kind     string
+	Delivery string
+	// Action of a pull_request ("opened", ...).
+	Action string
+	// Repository the payload names.
+	RepoID    int64
+	RepoOwner string
+	RepoName  string
+	// Branch (push: from ref; pull_request: head ref), Commit (push: after;
+	// pull_request: head sha), Author (pusher / sender login).
+	Branch string
+	Commit string
+	Author string
+	// Deleted: a branch deletion push; Tag: a tag push.
+	Deleted bool
+	Tag     bool
+	// Fork: a pull request whose head repository differs from the base.
+	Fork bool
+}
+
+// SCM is the forge, as the use cases need it. GitHub implements it
+// (pipeline/githubscm); nothing forge-specific leaks through it. Calls that
+// act for a user take that user's token. Errors wrap ErrNotFound,
+// ErrForbidden, ErrUnauthorized (bad token), ErrRateLimited or ErrUpstream.
+type SCM interface {
+	// Name is the forge's id prefix for users, e.g. "github".
+	Name() string
+	// User returns the token's owner.
+	User(ctx context.Context, tok ForgeToken) (ForgeUser, error)
+	// Repositories lists repositories the token's user can access.
+	Repositories(ctx context.Context, tok ForgeToken) ([]Repository, error)
+	// Repository returns one repository.
+	Repository(ctx context.Context, tok ForgeToken, owner, name string) (Repository, error)
+	// Permission is the token user's access to the repository (cached briefly).
+	Permission(ctx context.Context, tok ForgeToken, owner, name string) (Permission, error)
+	// BranchHead returns the commit SHA at the tip of branch.
+	BranchHead(ctx context.Context, tok ForgeToken, owner, name, branch string) (string, error)
+	// FileAt reads a file at ref (branch, tag or SHA; "" = default branch).
+	FileAt(ctx context.Context, tok ForgeToken, owner, name, path, ref string) (File, error)
+	// PutFile creates or updates a file on branch with a commit; sha is the
+	// blob being replaced ("" when creating). It returns the new commit SHA.
+	PutFile(ctx context.Context, tok ForgeToken, owner, name, path, branch, message string, content []byte, sha string) (string, error)
+	// CreateBranch makes branch point at the commit sha.
+	CreateBranch(ctx context.Context, tok ForgeToken, owner, name, branch, sha string) error
+	// CreatePullRequest opens a pull request and returns its web URL.
+	CreatePullRequest(ctx context.Context, tok ForgeToken, owner, name, title, head, base string) (string, error)
+	// CreateWebhook installs a webhook and returns its id.
+	CreateWebhook(ctx context.Context, tok ForgeToken, owner, name string, h Hook) (int64, error)
+	// DeleteWebhook removes a webhook; a missing one is not an error.
+	DeleteWebhook(ctx context.Context, tok ForgeToken, owner, name string, id int64) error
+	// CreateDeployKey adds a read-only deploy key and returns its id.
+	CreateDeployKey(ctx context.Context, tok ForgeToken, owner, name, title, publicKey string) (int64, error)
+	// DeleteDeployKey removes a deploy key; a missing one is not an error.
+	DeleteDeployKey(ctx context.Context, tok ForgeToken, owner, name string, id int64) error
+	// SetCommitStatus posts a status on a commit.
+	SetCommitStatus(ctx context.Context, tok ForgeToken, owner, name, sha string, st CommitStatus) error
+	// ParseWebhook checks the delivery's signature against secret in
+	// constant time before parsing anything (ErrUnauthorized when it does
+	// not match) and decodes it (ErrInvalid when malformed).
+	ParseWebhook(req WebhookRequest, secret string) (WebhookEvent, error)
+}
+
+// LogRef names one stage's log.
+type LogRef struct {
+	Pipeline string // Key(owner, repo)
+	Build    int
+	Stage    int
+}
+
+// LogStore keeps stage logs. The file adapter keeps them under the data
+// dir; an object store can replace it.
+type LogStore interface {
+	// Create opens ref's log for appending (truncating an older one). Writes
+	// beyond the per-stage cap drop the oldest bytes (the tail is kept) and
+	// the log says so. Close marks the log finished, which ends Follow.
+	Create(ctx context.Context, ref LogRef) (io.WriteCloser, error)
+	// Read returns the whole stored log (ErrNotFound if none).
+	Read(ctx context.Context, ref LogRef) ([]byte, error)
+	// Follow calls fn with each line (without its newline) from the start,
+	// then live as it is written, until the log is finished, ctx ends or fn
+	// returns an error.
+	Follow(ctx context.Context, ref LogRef, fn func(line []byte) error) error
+	// DeleteBuild removes the logs of one build; DeletePipeline of all.
+	DeleteBuild(ctx context.Context, pipeline string, build int) error
+	DeletePipeline(ctx context.Context, pipeline string) error
+}
+
+// StageJob is everything an executor needs to run one stage.
+type StageJob struct {
+	Owner, Repo string
+	BuildNumber int
+	BuildID     string
+	Commit      string
+	Branch      string
+	// CloneURL is the HTTPS clone URL recorded on the build; CloneToken
+	// authenticates it as basic auth "x-access-token:<token>".
+	CloneURL   string
+	CloneToken string
+	// Stage has its params already rendered from the spec's templates.
+	Stage Stage
+	// Env: KONTINUOUS_* + vars (+ secret values for the local executor).
+	Env map[string]string
+	// SecretNames: the secret sets the stage may read (kubernetes envFrom).
+	SecretNames []string
+	// Timeout bounds the stage; the executor must stop it when exceeded.
+	Timeout time.Duration
+	// Namespace is where the kubernetes executor runs it (server-decided).
+	Namespace string
+	// AgentToken authenticates status callbacks for this stage.
+	AgentToken string
+	// ServerURL is the public base URL of Kontinuous.
+	ServerURL string
+}
+
+// StageOutcome reports where an executor ran a stage.
+type StageOutcome struct {
+	PodNamespace string
+	JobName      string
+	PodName      string
+	DockerImage  string
+	Message      string
+}
+
+// Executor runs stages. The engine calls RunStage for each non-wait stage
+// in order, with a ctx that is canceled when the build is canceled; the
+// executor must stop the stage's work (kill the process group / delete the
+// Job) before returning when ctx ends or job.Timeout passes. RunStage
+// returns nil when the stage succeeded, or an error whose message (safe to
+// show, no secrets) says why it failed. It writes the stage's output to log
+// line by line. Calling RunStage again for a stage that is already running
+// (after a server restart) adopts it where the executor can (kubernetes);
+// Resumable says whether it can. CleanupBuild releases a build's resources
+// (workspace, per-build secrets) when the build ends.
+type Executor interface {
+	Name() string
+	Resumable() bool
+	RunStage(ctx context.Context, job StageJob, log io.Writer, report func(StageOutcome)) error
+	CleanupBuild(ctx context.Context, owner, repo string, build int) error
+}

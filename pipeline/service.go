@@ -1,0 +1,637 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// SpecPath is where a repository keeps its pipeline definition.
+const SpecPath = ".pipeline.yml"
+
+// Caller is the user acting on the API, with the forge token their calls
+// use.
+type Caller struct {
+	UserID string
+	Login  string
+	Token  ForgeToken
+}
+
+// ServiceConfig wires the use cases.
+type ServiceConfig struct {
+	Store Store
+	SCM   SCM
+	Logs  LogStore
+	// PublicURL is the server's base URL (webhook target, links).
+	PublicURL string
+	Logger    *slog.Logger
+	// Engine runs builds; nil until builds are wired.
+	Engine *Engine
+}
+
+// Service holds the use cases behind the API: authorization against the
+// forge, pipeline lifecycle, definitions, secrets, builds.
+type Service struct {
+	cfg ServiceConfig
+	log *slog.Logger
+}
+
+// NewService returns the use cases.
+func NewService(cfg ServiceConfig) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
+	return &Service{cfg: cfg, log: cfg.Logger}
+}
+
+// Name rules (GitHub's): owner 1–39 of [A-Za-z0-9-], repo 1–100 of
+// [A-Za-z0-9._-] and not "." or "..".
+var (
+	ownerRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
+	repoRe  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+	// secretNameRe is a Kubernetes Secret name (DNS-1123 subdomain, short).
+	secretNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$`)
+	envKeyRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+	// refRe is a conservative git ref name.
+	refRe = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,255}$`)
+)
+
+// ValidateRepoName checks owner and repo against GitHub's name rules.
+func ValidateRepoName(owner, repo string) error {
+	if !ownerRe.MatchString(owner) {
+		return Invalid("owner", "%q is not a valid GitHub owner name", owner)
+	}
+	if !repoRe.MatchString(repo) || repo == "." || repo == ".." {
+		return Invalid("repo", "%q is not a valid GitHub repository name", repo)
+	}
+	return nil
+}
+
+// ValidateRef checks a branch, tag or SHA name.
+func ValidateRef(field, ref string) error {
+	if !refRe.MatchString(ref) || strings.Contains(ref, "..") || strings.HasPrefix(ref, "/") || strings.HasSuffix(ref, "/") || strings.HasPrefix(ref, "-") {
+		return Invalid(field, "%q is not a valid git ref", ref)
+	}
+	return nil
+}
+
+// authorize returns ErrNotFound when the caller cannot see the repository
+// (never revealing it exists) and ErrForbidden when they can see it but
+// lack need.
+func (s *Service) authorize(ctx context.Context, c Caller, owner, repo string, need Permission) error {
+	if err := ValidateRepoName(owner, repo); err != nil {
+		return err
+	}
+	if !c.Token.Valid() {
+		return Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
+	}
+	p, err := s.cfg.SCM.Permission(ctx, c.Token, owner, repo)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
+		}
+		return err
+	}
+	if p == PermNone {
+		return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
+	}
+	if p < need {
+		return Errorf(ErrForbidden, "this needs %s access to %s/%s; you have %s", need, owner, repo, p)
+	}
+	return nil
+}
+
+// Repositories lists the caller's forge repositories.
+func (s *Service) Repositories(ctx context.Context, c Caller) ([]Repository, error) {
+	if !c.Token.Valid() {
+		return nil, Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
+	}
+	return s.cfg.SCM.Repositories(ctx, c.Token)
+}
+
+// Repository returns one of the caller's repositories.
+func (s *Service) Repository(ctx context.Context, c Caller, owner, name string) (Repository, error) {
+	if err := s.authorize(ctx, c, owner, name, PermRead); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Repository{}, Errorf(ErrNotFound, "repository %s/%s not found", owner, name)
+		}
+		return Repository{}, err
+	}
+	return s.cfg.SCM.Repository(ctx, c.Token, owner, name)
+}
+
+// ListPipelines returns the pipelines the caller can read.
+func (s *Service) ListPipelines(ctx context.Context, c Caller) ([]Pipeline, error) {
+	all, err := s.cfg.Store.ListPipelines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Token.Valid() {
+		return nil, Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
+	}
+	visible := make([]bool, len(all))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, 8)
+	for i := range all {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p, err := s.cfg.SCM.Permission(ctx, c.Token, all[i].Owner, all[i].Repo)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				return
+			}
+			visible[i] = err == nil && p >= PermRead
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	out := make([]Pipeline, 0, len(all))
+	for i, p := range all {
+		if visible[i] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// NewPipeline is the body of a create request.
+type NewPipeline struct {
+	Owner  string   `json:"owner"`
+	Repo   string   `json:"repo"`
+	Events []string `json:"events"`
+	Login  string   `json:"login"`
+}
+
+// CreatePipeline wires a repository: admin check, webhook, read-only
+// deploy key, then the stored pipeline. If any step fails, earlier ones
+// are undone and nothing is stored.
+func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline) (Pipeline, error) {
+	if err := ValidateRepoName(req.Owner, req.Repo); err != nil {
+		return Pipeline{}, err
+	}
+	events, err := normalizeEvents(req.Events)
+	if err != nil {
+		return Pipeline{}, err
+	}
+	if err := s.authorize(ctx, c, req.Owner, req.Repo, PermAdmin); err != nil {
+		return Pipeline{}, err
+	}
+	if _, err := s.cfg.Store.GetPipeline(ctx, req.Owner, req.Repo); err == nil {
+		return Pipeline{}, Errorf(ErrConflict, "pipeline %s/%s already exists", req.Owner, req.Repo)
+	} else if !errors.Is(err, ErrNotFound) {
+		return Pipeline{}, err
+	}
+	repo, err := s.cfg.SCM.Repository(ctx, c.Token, req.Owner, req.Repo)
+	if err != nil {
+		return Pipeline{}, err
+	}
+	// Keep the creator's token: the pipeline's clones and statuses use it.
+	if err := s.cfg.Store.PutUser(ctx, User{ID: c.UserID, Login: c.Login, Token: c.Token, Updated: Now()}); err != nil {
+		return Pipeline{}, err
+	}
+	secret, err := randomString(32)
+	if err != nil {
+		return Pipeline{}, err
+	}
+	pub, priv, err := newDeployKey(fmt.Sprintf("kontinuous@%s/%s", repo.Owner, repo.Name))
+	if err != nil {
+		return Pipeline{}, err
+	}
+	// Undo what was made if a later step fails. The undo uses a fresh
+	// context: the request's may be what ended.
+	var undo []func()
+	fail := func(err error) (Pipeline, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return Pipeline{}, err
+	}
+	hookURL := fmt.Sprintf("%s/api/v1/pipelines/%s/%s/builds", s.cfg.PublicURL, repo.Owner, repo.Name)
+	hookID, err := s.cfg.SCM.CreateWebhook(ctx, c.Token, repo.Owner, repo.Name, Hook{URL: hookURL, Secret: secret, Events: events})
+	if err != nil {
+		return fail(fmt.Errorf("create webhook: %w", err))
+	}
+	undo = append(undo, func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := s.cfg.SCM.DeleteWebhook(uctx, c.Token, repo.Owner, repo.Name, hookID); err != nil {
+			s.log.Warn("undo: delete webhook", "pipeline", Key(repo.Owner, repo.Name), "error", err.Error())
+		}
+	})
+	keyID, err := s.cfg.SCM.CreateDeployKey(ctx, c.Token, repo.Owner, repo.Name, "kontinuous (read-only)", pub)
+	if err != nil {
+		return fail(fmt.Errorf("create deploy key: %w", err))
+	}
+	undo = append(undo, func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := s.cfg.SCM.DeleteDeployKey(uctx, c.Token, repo.Owner, repo.Name, keyID); err != nil {
+			s.log.Warn("undo: delete deploy key", "pipeline", Key(repo.Owner, repo.Name), "error", err.Error())
+		}
+	})
+	login := req.Login
+	if login == "" {
+		login = c.Login
+	}
+	p := Pipeline{
+		Owner: repo.Owner, Repo: repo.Name, Events: events, Login: login,
+		Notif: []Notif{}, Secrets: []string{}, Vars: map[string]string{},
+		OwnerUserID: c.UserID, RepoID: repo.ID, CloneURL: repo.CloneURL, DefaultBranch: repo.DefaultBranch,
+		WebhookID: hookID, WebhookSecret: secret,
+		DeployKeyID: keyID, DeployKeyPublic: pub, DeployKeyPrivate: priv,
+		Created: Now(),
+	}
+	stored, err := s.cfg.Store.CreatePipeline(ctx, p)
+	if err != nil {
+		if errors.Is(err, ErrConflict) {
+			err = Errorf(ErrConflict, "pipeline %s/%s already exists", req.Owner, req.Repo)
+		}
+		return fail(err)
+	}
+	s.log.Info("pipeline created", "pipeline", stored.Key(), "by", c.UserID)
+	return stored, nil
+}
+
+func normalizeEvents(in []string) ([]string, error) {
+	if len(in) == 0 {
+		return nil, Invalid("events", "required; must include %q", EventPush)
+	}
+	allowed := []string{EventPush, EventPullRequest, EventDeployment}
+	var out []string
+	for _, e := range in {
+		e = strings.TrimSpace(e)
+		if !slices.Contains(allowed, e) {
+			return nil, Invalid("events", "%q is not one of push, pull_request, deployment", e)
+		}
+		if !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	if !slices.Contains(out, EventPush) {
+		return nil, Invalid("events", "must include %q", EventPush)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// GetPipeline returns a pipeline the caller can read.
+func (s *Service) GetPipeline(ctx context.Context, c Caller, owner, repo string) (Pipeline, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
+		return Pipeline{}, err
+	}
+	return s.cfg.Store.GetPipeline(ctx, owner, repo)
+}
+
+// DeletePipeline removes the webhook, the deploy key, builds, logs and
+// secrets of a pipeline.
+func (s *Service) DeletePipeline(ctx context.Context, c Caller, owner, repo string) error {
+	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
+		return err
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Engine != nil {
+		s.cfg.Engine.CancelPipeline(ctx, p)
+	}
+	if p.WebhookID != 0 {
+		if err := s.cfg.SCM.DeleteWebhook(ctx, c.Token, p.Owner, p.Repo, p.WebhookID); err != nil {
+			return fmt.Errorf("delete webhook: %w", err)
+		}
+	}
+	if p.DeployKeyID != 0 {
+		if err := s.cfg.SCM.DeleteDeployKey(ctx, c.Token, p.Owner, p.Repo, p.DeployKeyID); err != nil {
+			return fmt.Errorf("delete deploy key: %w", err)
+		}
+	}
+	if err := s.cfg.Store.DeletePipeline(ctx, owner, repo); err != nil {
+		return err
+	}
+	if s.cfg.Logs != nil {
+		if err := s.cfg.Logs.DeletePipeline(ctx, p.Key()); err != nil {
+			s.log.Warn("delete pipeline logs", "pipeline", p.Key(), "error", err.Error())
+		}
+	}
+	s.log.Info("pipeline deleted", "pipeline", p.Key(), "by", c.UserID)
+	return nil
+}
+
+// Definition is a .pipeline.yml at a ref, as the original API showed it.
+type Definition struct {
+	// Content is the file, base64-encoded.
+	Content string `json:"content"`
+	// SHA is the blob SHA (needed to update the file).
+	SHA string `json:"sha"`
+}
+
+// GetDefinition reads .pipeline.yml at ref ("" = default branch).
+func (s *Service) GetDefinition(ctx context.Context, c Caller, owner, repo, ref string) (Definition, error) {
+	if ref != "" {
+		if err := ValidateRef("ref", ref); err != nil {
+			return Definition{}, err
+		}
+	}
+	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
+		return Definition{}, err
+	}
+	if _, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err != nil {
+		return Definition{}, err
+	}
+	f, err := s.cfg.SCM.FileAt(ctx, c.Token, owner, repo, SpecPath, ref)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Definition{}, Errorf(ErrNotFound, "%s not found at %q in %s/%s", SpecPath, refOrDefault(ref), owner, repo)
+		}
+		return Definition{}, err
+	}
+	return Definition{Content: base64.StdEncoding.EncodeToString(f.Content), SHA: f.SHA}, nil
+}
+
+func refOrDefault(ref string) string {
+	if ref == "" {
+		return "default branch"
+	}
+	return ref
+}
+
+// DefinitionUpdate is the body of a definition update.
+type DefinitionUpdate struct {
+	Definition Definition   `json:"definition"`
+	Commit     CommitOption `json:"commit"`
+}
+
+// CommitOption says how a definition change is committed.
+type CommitOption struct {
+	Message string `json:"message"`
+	// Option is "commit" (straight to BranchName, default the default
+	// branch) or "pull_request" (a new branch BranchName and a PR).
+	Option     string `json:"option"`
+	BranchName string `json:"branch_name"`
+}
+
+// DefinitionResult tells what an update made.
+type DefinitionResult struct {
+	Commit      string `json:"commit"`
+	Branch      string `json:"branch"`
+	PullRequest string `json:"pull_request,omitempty"`
+}
+
+// UpdateDefinition commits a new .pipeline.yml directly or through a pull
+// request.
+func (s *Service) UpdateDefinition(ctx context.Context, c Caller, owner, repo string, u DefinitionUpdate) (DefinitionResult, error) {
+	content, err := base64.StdEncoding.DecodeString(u.Definition.Content)
+	if err != nil {
+		return DefinitionResult{}, Invalid("definition.content", "must be base64")
+	}
+	if len(content) == 0 {
+		return DefinitionResult{}, Invalid("definition.content", "must not be empty")
+	}
+	if u.Commit.Message == "" {
+		u.Commit.Message = "Update " + SpecPath
+	}
+	switch u.Commit.Option {
+	case "", "commit", "pull_request":
+	default:
+		return DefinitionResult{}, Invalid("commit.option", "%q: use commit or pull_request", u.Commit.Option)
+	}
+	if u.Commit.BranchName != "" {
+		if err := ValidateRef("commit.branch_name", u.Commit.BranchName); err != nil {
+			return DefinitionResult{}, err
+		}
+	}
+	if u.Commit.Option == "pull_request" && u.Commit.BranchName == "" {
+		return DefinitionResult{}, Invalid("commit.branch_name", "required for a pull_request")
+	}
+	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
+		return DefinitionResult{}, err
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if err != nil {
+		return DefinitionResult{}, err
+	}
+	r, err := s.cfg.SCM.Repository(ctx, c.Token, p.Owner, p.Repo)
+	if err != nil {
+		return DefinitionResult{}, err
+	}
+	base := r.DefaultBranch
+	if u.Commit.Option == "pull_request" {
+		head, err := s.cfg.SCM.BranchHead(ctx, c.Token, p.Owner, p.Repo, base)
+		if err != nil {
+			return DefinitionResult{}, err
+		}
+		if err := s.cfg.SCM.CreateBranch(ctx, c.Token, p.Owner, p.Repo, u.Commit.BranchName, head); err != nil {
+			return DefinitionResult{}, err
+		}
+		sha, err := s.cfg.SCM.PutFile(ctx, c.Token, p.Owner, p.Repo, SpecPath, u.Commit.BranchName, u.Commit.Message, content, u.Definition.SHA)
+		if err != nil {
+			return DefinitionResult{}, err
+		}
+		pr, err := s.cfg.SCM.CreatePullRequest(ctx, c.Token, p.Owner, p.Repo, u.Commit.Message, u.Commit.BranchName, base)
+		if err != nil {
+			return DefinitionResult{}, err
+		}
+		return DefinitionResult{Commit: sha, Branch: u.Commit.BranchName, PullRequest: pr}, nil
+	}
+	branch := u.Commit.BranchName
+	if branch == "" {
+		branch = base
+	}
+	sha, err := s.cfg.SCM.PutFile(ctx, c.Token, p.Owner, p.Repo, SpecPath, branch, u.Commit.Message, content, u.Definition.SHA)
+	if err != nil {
+		return DefinitionResult{}, err
+	}
+	return DefinitionResult{Commit: sha, Branch: branch}, nil
+}
+
+// SecretsBody is the body of a secret PUT.
+type SecretsBody struct {
+	Data map[string]string `json:"data"`
+}
+
+// PutSecret stores a secret set (values encrypted at rest by the store).
+func (s *Service) PutSecret(ctx context.Context, c Caller, owner, repo, name string, data map[string]string) (SecretSet, error) {
+	if !secretNameRe.MatchString(name) {
+		return SecretSet{}, Invalid("name", "%q must be lower-case letters, digits, '-' or '.', at most 63 characters", name)
+	}
+	if len(data) == 0 {
+		return SecretSet{}, Invalid("data", "must have at least one key")
+	}
+	size := 0
+	keys := make([]string, 0, len(data))
+	for k, v := range data {
+		if !envKeyRe.MatchString(k) {
+			return SecretSet{}, Invalid("data", "key %q must be a valid environment variable name", k)
+		}
+		size += len(k) + len(v)
+		keys = append(keys, k)
+	}
+	if size > 256<<10 {
+		return SecretSet{}, Invalid("data", "a secret set holds at most 256 KiB")
+	}
+	sort.Strings(keys)
+	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
+		return SecretSet{}, err
+	}
+	set := SecretSet{Name: name, Data: data, Keys: keys}
+	if err := s.cfg.Store.PutSecret(ctx, owner, repo, set); err != nil {
+		return SecretSet{}, err
+	}
+	return SecretSet{Name: name, Keys: keys}, nil
+}
+
+// ListSecrets lists secret names and keys, never values.
+func (s *Service) ListSecrets(ctx context.Context, c Caller, owner, repo string) ([]SecretSet, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
+		return nil, err
+	}
+	sets, err := s.cfg.Store.ListSecrets(ctx, owner, repo)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SecretSet, 0, len(sets))
+	for _, set := range sets {
+		out = append(out, redact(set))
+	}
+	return out, nil
+}
+
+// GetSecret shows one secret set's keys, never values.
+func (s *Service) GetSecret(ctx context.Context, c Caller, owner, repo, name string) (SecretSet, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
+		return SecretSet{}, err
+	}
+	set, err := s.cfg.Store.GetSecret(ctx, owner, repo, name)
+	if err != nil {
+		return SecretSet{}, err
+	}
+	return redact(set), nil
+}
+
+func redact(set SecretSet) SecretSet {
+	keys := make([]string, 0, len(set.Data))
+	for k := range set.Data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return SecretSet{Name: set.Name, Keys: keys}
+}
+
+// DeleteSecret removes a secret set.
+func (s *Service) DeleteSecret(ctx context.Context, c Caller, owner, repo, name string) error {
+	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
+		return err
+	}
+	return s.cfg.Store.DeleteSecret(ctx, owner, repo, name)
+}
+
+// ListBuilds pages through builds, newest first.
+func (s *Service) ListBuilds(ctx context.Context, c Caller, owner, repo string, limit, before int) ([]Build, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
+		return nil, err
+	}
+	// Store.ListBuilds answers ErrNotFound for a missing pipeline in the
+	// same round trip: no separate GetPipeline.
+	return s.cfg.Store.ListBuilds(ctx, owner, repo, limit, before)
+}
+
+// GetBuild returns one build with its stages.
+func (s *Service) GetBuild(ctx context.Context, c Caller, owner, repo string, number int) (Build, error) {
+	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
+		return Build{}, err
+	}
+	return s.cfg.Store.GetBuild(ctx, owner, repo, number)
+}
+
+// DeleteBuild removes a finished build and its logs.
+func (s *Service) DeleteBuild(ctx context.Context, c Caller, owner, repo string, number int) error {
+	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
+		return err
+	}
+	b, err := s.cfg.Store.GetBuild(ctx, owner, repo, number)
+	if err != nil {
+		return err
+	}
+	if !b.Status.Done() {
+		return Errorf(ErrConflict, "build %d is %s; cancel it before deleting it", number, b.Status)
+	}
+	if err := s.cfg.Store.DeleteBuild(ctx, owner, repo, number); err != nil {
+		return err
+	}
+	if s.cfg.Logs != nil {
+		if err := s.cfg.Logs.DeleteBuild(ctx, Key(owner, repo), number); err != nil {
+			s.log.Warn("delete build logs", "pipeline", Key(owner, repo), "build", number, "error", err.Error())
+		}
+	}
+	return nil
+}
+
+// GetStage returns one stage of a build.
+func (s *Service) GetStage(ctx context.Context, c Caller, owner, repo string, number, index int) (Stage, error) {
+	b, err := s.GetBuild(ctx, c, owner, repo, number)
+	if err != nil {
+		return Stage{}, err
+	}
+	return stageAt(b, index)
+}
+
+func stageAt(b Build, index int) (Stage, error) {
+	for _, st := range b.Stages {
+		if st.Index == index {
+			return st, nil
+		}
+	}
+	return Stage{}, Errorf(ErrNotFound, "build %d has no stage %d", b.Number, index)
+}
+
+// randomString returns n random bytes, base64url-encoded.
+func randomString(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// newDeployKey makes an ed25519 key pair: the OpenSSH public key line and
+// the OpenSSH PEM private key.
+func newDeployKey(comment string) (pub, priv string, err error) {
+	pk, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	sp, err := ssh.NewPublicKey(pk)
+	if err != nil {
+		return "", "", err
+	}
+	block, err := ssh.MarshalPrivateKey(sk, comment)
+	if err != nil {
+		return "", "", err
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " " + comment, string(pem.EncodeToMemory(block)), nil
+}

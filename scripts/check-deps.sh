@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Keeps dependencies pointing inward (STYLE.md): the domain and the HTTP
+# layer never import storage or forge adapters, clientv3 or go-github.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mod=$(go list -m)
+fail=0
+check() { # package pattern, forbidden regexp
+  local pkgs
+  pkgs=$(go list "$1")
+  for p in $pkgs; do
+    bad=$(go list -deps "$p" | grep -E "$2" || true)
+    if [ -n "$bad" ]; then echo "$p must not depend on: $bad"; fail=1; fi
+  done
+}
+check ./api/... "^(go.etcd.io/etcd/client/v3|github.com/google/go-github|$mod/pipeline/(etcdstore|githubscm|executor))"
+check ./auth/... "^(go.etcd.io/etcd/client/v3|$mod/pipeline/(etcdstore|githubscm|executor)|$mod/api)"
+check ./pipeline "^(go.etcd.io/etcd|github.com/google/go-github|github.com/emicklei|net/http/httptest|$mod/(api|auth|cmd))"
+check ./pipeline/spec "^(go.etcd.io/etcd|github.com/google/go-github|net/http$|os/exec)"
+[ "$fail" = 0 ] && echo "dependency layering ok"
+exit "$fail"

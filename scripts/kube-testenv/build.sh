@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# build.sh builds the binaries of a small real Kubernetes control plane for
+# Kontinuous's integration tests, from the Go module proxy alone:
+#
+#   kube-apiserver, kube-controller-manager, kube-scheduler  v1.35.4
+#   etcd                                                      v3.6.16
+#   kwok (fakes nodes and pod lifecycles)                     v0.8.0
+#
+# into ${KONTINUOUS_KUBE_CACHE:-$HOME/.cache/kontinuous-kube}/bin, plus KWOK's
+# stage configuration in .../kwok-stages. The scratch Go modules used for the
+# builds are generated at run time under .../src, outside this repository, so
+# they never become part of the main module. A finished build leaves a stamp
+# file; later runs with the same versions return at once. Concurrent runs are
+# serialised with flock on .../build.lock, so two test binaries provisioning
+# at the same time build once.
+#
+# Usage: scripts/kube-testenv/build.sh        (prints the bin directory)
+# Cold, on 2 shared cores: roughly 5-8 minutes and ~2 GB of Go build cache.
+set -euo pipefail
+
+K8S_VERSION=v1.35.4
+K8S_STAGING_VERSION=v0.35.4
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+
+CACHE="${KONTINUOUS_KUBE_CACHE:-$HOME/.cache/kontinuous-kube}"
+BIN="$CACHE/bin"
+SRC="$CACHE/src"
+# Bump LAYOUT when what this script leaves in the cache changes.
+LAYOUT=2
+STAMP="$CACHE/stamp-$LAYOUT-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
+
+log() { echo "kube-testenv: $*" >&2; }
+
+mkdir -p "$CACHE"
+exec 9>"$CACHE/build.lock"
+if ! flock -n 9; then
+	log "another build holds $CACHE/build.lock; waiting"
+	flock 9
+fi
+
+if [[ -f "$STAMP" ]]; then
+	echo "$BIN"
+	exit 0
+fi
+
+mkdir -p "$BIN" "$SRC"
+# The scratch modules must not see a go.work or the caller's module.
+export GOWORK=off GOFLAGS=-mod=mod GO111MODULE=on CGO_ENABLED=0
+unset GOOS GOARCH
+NICE="nice -n 10"
+# Module queries run where no go.mod is, so they can never touch the
+# caller's module.
+cd "$SRC"
+start=$(date +%s)
+
+# --- etcd ------------------------------------------------------------------
+if [[ ! -x "$BIN/etcd" || ! -f "$CACHE/.etcd-$ETCD_VERSION" ]]; then
+	log "building etcd $ETCD_VERSION"
+	d="$SRC/etcd"
+	rm -rf "$d"
+	mkdir -p "$d"
+	(
+		cd "$d"
+		go mod init kontinuous.local/kube-testenv/etcd >/dev/null 2>&1
+		go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
+		$NICE go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
+	)
+	mv "$BIN/etcd.tmp" "$BIN/etcd"
+	touch "$CACHE/.etcd-$ETCD_VERSION"
+fi
+
+# --- kwok ------------------------------------------------------------------
+if [[ ! -x "$BIN/kwok" || ! -f "$CACHE/.kwok-$KWOK_VERSION" ]]; then
+	log "building kwok $KWOK_VERSION"
+	d="$SRC/kwok"
+	rm -rf "$d"
+	mkdir -p "$d"
+	(
+		cd "$d"
+		go mod init kontinuous.local/kube-testenv/kwok >/dev/null 2>&1
+		go get "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null 2>&1
+		$NICE go build -trimpath -ldflags "-s -w" -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok
+	)
+	mv "$BIN/kwok.tmp" "$BIN/kwok"
+	touch "$CACHE/.kwok-$KWOK_VERSION"
+fi
+
+# --- kwok's shipped stages ---------------------------------------------------
+# The node and pod lifecycles KWOK needs to run Jobs' pods: copied from its
+# module (kustomize/stage). The test helper adds its own pod-complete and
+# pod-fail stages (scripts/kube-testenv/testenv/stages.yaml).
+if [[ ! -f "$CACHE/.kwok-stages-$KWOK_VERSION" ]]; then
+	moddir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	rm -rf "$CACHE/kwok-stages"
+	mkdir -p "$CACHE/kwok-stages"
+	for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready pod/fast/pod-delete; do
+		if [[ ! -f "$moddir/kustomize/stage/$f.yaml" ]]; then
+			log "kwok stage $f.yaml not found under $moddir/kustomize/stage"
+			exit 1
+		fi
+		cp "$moddir/kustomize/stage/$f.yaml" "$CACHE/kwok-stages/"
+		chmod u+w "$CACHE/kwok-stages/$(basename "$f").yaml"
+	done
+	touch "$CACHE/.kwok-stages-$KWOK_VERSION"
+fi
+
+# --- kube-apiserver, kube-controller-manager, kube-scheduler -----------------
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kube-scheduler" || ! -f "$CACHE/.k8s-$K8S_VERSION" ]]; then
+	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION"
+	d="$SRC/kubernetes"
+	rm -rf "$d"
+	mkdir -p "$d"
+	# k8s.io/kubernetes replaces its staging modules with ./staging paths;
+	# a module that requires it must replace them with the published ones.
+	modfile=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+	if [[ -z "$modfile" || ! -f "$modfile" ]]; then
+		log "cannot download k8s.io/kubernetes@$K8S_VERSION"
+		exit 1
+	fi
+	staging=$(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9./-]*\) => \./staging/.*#\1#p' "$modfile")
+	n=$(echo "$staging" | grep -c . || true)
+	if [[ "$n" -lt 20 ]]; then
+		log "found only $n staging replaces in $modfile"
+		exit 1
+	fi
+	{
+		echo "module kontinuous.local/kube-testenv/kubernetes"
+		echo
+		echo "go 1.25.0"
+		echo
+		echo "require k8s.io/kubernetes $K8S_VERSION"
+		echo
+		echo "replace ("
+		for m in $staging; do
+			echo "	$m => $m $K8S_STAGING_VERSION"
+		done
+		echo ")"
+	} >"$d/go.mod"
+	cat >"$d/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+	minor=${K8S_VERSION#v1.}
+	minor=${minor%%.*}
+	ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+	(
+		cd "$d"
+		GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || GOFLAGS=-mod=mod go mod tidy
+		mkdir -p out
+		$NICE go build -tags tools -trimpath -ldflags "$ldflags" -o out/ \
+			k8s.io/kubernetes/cmd/kube-apiserver \
+			k8s.io/kubernetes/cmd/kube-controller-manager \
+			k8s.io/kubernetes/cmd/kube-scheduler
+		mv out/kube-apiserver out/kube-controller-manager out/kube-scheduler "$BIN/"
+	)
+	touch "$CACHE/.k8s-$K8S_VERSION"
+fi
+
+touch "$STAMP"
+log "done in $(($(date +%s) - start))s"
+echo "$BIN"
