@@ -2,12 +2,16 @@ package api
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	restful "github.com/emicklei/go-restful/v3"
 
@@ -20,13 +24,25 @@ const (
 )
 
 // BuildResources serves builds, stages, logs and webhook deliveries.
-type BuildResources struct{ routes }
+type BuildResources struct {
+	routes
+	// streams ends open log streams when the server shuts down.
+	streams      context.Context
+	closeStreams context.CancelFunc
+}
 
 // NewBuildResources returns the build resources. authn authenticates
 // manual triggers and approvals on the routes webhooks and agents share.
 func NewBuildResources(svc *pipeline.Service, callers Callers, authn Authenticator) *BuildResources {
-	return &BuildResources{routes{svc: svc, callers: callers, authn: authn}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &BuildResources{routes: routes{svc: svc, callers: callers, authn: authn}, streams: ctx, closeStreams: cancel}
 }
+
+// CloseStreams ends every open ?follow=true log stream (each gets a final
+// "end" event) and makes new ones end at once, so that a graceful shutdown
+// is not held up by clients following logs. Register it with
+// http.Server.RegisterOnShutdown.
+func (r *BuildResources) CloseStreams() { r.closeStreams() }
 
 // LogFile is one log in the original Kontinuous shape.
 type LogFile struct {
@@ -191,6 +207,12 @@ func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response
 	event := req.HeaderParameter("X-GitHub-Event")
 	if event == "" {
 		writeStatus(resp, http.StatusBadRequest, "missing X-GitHub-Event (webhook) or X-Custom-Event (manual trigger)")
+		return
+	}
+	if req.HeaderParameter("X-Hub-Signature-256") == "" {
+		// Unsigned deliveries are refused before their body is read; the
+		// message is the one a wrong signature gets.
+		writeError(req, resp, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match"))
 		return
 	}
 	body, err := io.ReadAll(req.Request.Body)
@@ -419,18 +441,53 @@ func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
 		rc := http.NewResponseController(resp.ResponseWriter)
 		_ = rc.Flush() // best effort: a writer that cannot flush still works
 		w := bufio.NewWriter(resp)
-		err := r.svc.FollowStageLog(ctx, c, owner, repo, n, idx, func(line []byte) error {
-			w.WriteString("data: ")
-			w.Write(line)
-			w.WriteString("\n\n")
+		// The stream ends with the request or when the server shuts down.
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stopOnShutdown := context.AfterFunc(r.streams, cancel)
+		defer stopOnShutdown()
+		// Lines and keep-alive comments come from two goroutines.
+		var mu sync.Mutex
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			// A comment line every 15 s keeps proxies from closing a
+			// quiet stream.
+			t := time.NewTicker(sseKeepAlive)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-sctx.Done():
+					return
+				case <-t.C:
+					mu.Lock()
+					w.WriteString(": keep-alive\n\n")
+					if w.Flush() == nil {
+						_ = rc.Flush()
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+		err := r.svc.FollowStageLog(sctx, c, owner, repo, n, idx, func(line []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			writeSSEData(w, line)
 			if err := w.Flush(); err != nil {
 				return err
 			}
 			return rc.Flush()
 		})
-		if err != nil && ctx.Err() == nil {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case ctx.Err() == nil && r.streams.Err() != nil:
+			fmt.Fprint(w, "event: end\ndata: server shutting down; reconnect to follow on\n\n")
+		case err != nil && ctx.Err() == nil:
 			fmt.Fprintf(w, "event: error\ndata: %s\n\n", pipeline.PublicMessage(err))
-		} else {
+		default:
 			fmt.Fprint(w, "event: end\ndata: stage log ended\n\n")
 		}
 		_ = w.Flush() // the client may be gone
@@ -459,4 +516,27 @@ func safeName(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// sseKeepAlive is how often a quiet log stream gets a comment line.
+var sseKeepAlive = 15 * time.Second
+
+// writeSSEData writes one log line as an SSE event. A bare CR would end
+// the data line early in an SSE parser, so each CR-separated piece becomes
+// its own data line (a client joins them with newlines).
+func writeSSEData(w *bufio.Writer, line []byte) {
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	for {
+		i := bytes.IndexByte(line, '\r')
+		w.WriteString("data: ")
+		if i < 0 {
+			w.Write(line)
+			w.WriteString("\n")
+			break
+		}
+		w.Write(line[:i])
+		w.WriteString("\n")
+		line = line[i+1:]
+	}
+	w.WriteString("\n")
 }

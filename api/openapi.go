@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -15,6 +16,9 @@ const SpecPath = "/apidocs.json"
 
 // securityName is the Swagger security definition for Bearer tokens.
 const securityName = "Bearer"
+
+// wildcard matches a go-restful path parameter with a pattern, {name:*}.
+var wildcard = regexp.MustCompile(`\{(\w+):[^}]*\}`)
 
 // openAPIWebService serves the Swagger 2.0 description of services at
 // /apidocs.json, with a Bearer security definition applied to every route
@@ -68,7 +72,7 @@ func decorateSpec(sw *spec.Swagger, services []*restful.WebService, version stri
 			if isPublic(r.Metadata) {
 				continue
 			}
-			path := r.Path
+			path := wildcard.ReplaceAllString(r.Path, "{$1}") // the spec shows {ref:*} as {ref}
 			item, ok := sw.Paths.Paths[path]
 			if !ok {
 				path = strings.TrimSuffix(path, "/")

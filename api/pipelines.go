@@ -61,10 +61,10 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Writes(pipeline.Definition{}).
 		Returns(http.StatusOK, "definition", pipeline.Definition{}), tagPipelines, 400, 401, 404, 502, 503))
-	ws.Route(doc(ws.GET("/{owner}/{repo}/definition/{ref}").To(r.getDefinition).
+	ws.Route(doc(ws.GET("/{owner}/{repo}/definition/{ref:*}").To(r.getDefinition).
 		Doc("Read .pipeline.yml at a branch, tag or commit").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
-		Param(ws.PathParameter(pRef, "branch, tag or commit SHA").DataType("string")).
+		Param(ws.PathParameter(pRef, "branch, tag or commit SHA; may contain slashes (feature/x)").DataType("string")).
 		Writes(pipeline.Definition{}).
 		Returns(http.StatusOK, "definition", pipeline.Definition{}), tagPipelines, 400, 401, 404, 502, 503))
 	ws.Route(doc(ws.POST("/{owner}/{repo}/definition").To(r.updateDefinition).

@@ -122,18 +122,25 @@ func listen(cfg Config) (net.Listener, *tls.Config, error) {
 // Shutdown stops accepting, drains in-flight requests (bounded), stops
 // the engine and closes etcd.
 func (a *App) Shutdown(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
 	var errs []error
 	if a.srv != nil {
-		if err := a.srv.Shutdown(ctx); err != nil {
+		// Drain in-flight requests for at most 15 s, then cut the rest,
+		// so that what follows still gets its own time.
+		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		if err := a.srv.Shutdown(hctx); err != nil {
 			errs = append(errs, fmt.Errorf("http: %w", err))
+			_ = a.srv.Close()
 		}
+		cancel()
 	}
+	// Each closer (engine, stores, etcd) gets its own bound: a slow one
+	// must not leave the next, etcd above all, without time to close.
 	for i := len(a.closers) - 1; i >= 0; i-- {
-		if err := a.closers[i](ctx); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if err := a.closers[i](cctx); err != nil {
 			errs = append(errs, err)
 		}
+		cancel()
 	}
 	return errors.Join(errs...)
 }

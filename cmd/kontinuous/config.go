@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -43,7 +44,10 @@ type Config struct {
 	KubeNamespaces []string
 	StageTimeout   time.Duration
 	StaleAfter     time.Duration
-	LogLevel       string
+	// AllowForkBuilds lets pull requests from forks run on the local
+	// executor (they run untrusted code on the server's host).
+	AllowForkBuilds bool
+	LogLevel        string
 	// Path is the PATH local stage commands are looked up in (the
 	// server's own PATH); DockerHost is DOCKER_HOST for docker stages.
 	Path       string
@@ -84,6 +88,7 @@ var settings = []setting{
 	{"kube-allowed-namespaces", []string{"KONTINUOUS_ALLOWED_NAMESPACES"}, "", "extra namespaces a .pipeline.yml may ask for (comma-separated)"},
 	{"stage-timeout", []string{"KONTINUOUS_STAGE_TIMEOUT"}, "1h", "default timeout of a stage without one in its spec"},
 	{"stale-after", []string{"KONTINUOUS_STALE_AFTER"}, "45s", "a running build whose server has not been heard from for this long is taken over by another (or a restarted) server"},
+	{"allow-fork-builds", []string{"KONTINUOUS_ALLOW_FORK_BUILDS"}, "false", "run pull requests from forks on the local executor (untrusted code on this host; the kubernetes executor always runs them, without secrets)"},
 	{"log-level", []string{"KONTINUOUS_LOG_LEVEL"}, "info", "debug, info, warn or error"},
 }
 
@@ -103,7 +108,15 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	fs.SetOutput(stderr)
 	vals := map[string]*string{}
 	for _, s := range settings {
-		vals[s.flag] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, strings.Join(s.env, ", "), s.def))
+		usage := fmt.Sprintf("%s (env %s, default %q)", s.help, strings.Join(s.env, ", "), s.def)
+		if s.def == "false" {
+			// A switch: --allow-fork-builds alone means true.
+			v := new(string)
+			fs.Var((*boolText)(v), s.flag, usage)
+			vals[s.flag] = v
+			continue
+		}
+		vals[s.flag] = fs.String(s.flag, "", usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -265,6 +278,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if c.StaleAfter, err = time.ParseDuration(get("stale-after")); err != nil || c.StaleAfter < 3*time.Second || c.StaleAfter > time.Hour {
 		return c, bad("stale-after", "%q must be a duration between 3s and 1h", get("stale-after"))
 	}
+	if c.AllowForkBuilds, err = strconv.ParseBool(get("allow-fork-builds")); err != nil {
+		return c, bad("allow-fork-builds", "%q: use true or false", get("allow-fork-builds"))
+	}
 	c.Path = getenv("PATH")
 	c.DockerHost = getenv("DOCKER_HOST")
 	c.LogLevel = get("log-level")
@@ -321,3 +337,10 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// boolText is a string flag that may be given without a value (= "true").
+type boolText string
+
+func (b *boolText) String() string     { return string(*b) }
+func (b *boolText) Set(v string) error { *b = boolText(v); return nil }
+func (b *boolText) IsBoolFlag() bool   { return true }

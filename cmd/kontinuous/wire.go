@@ -141,6 +141,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 		return app, err
 	}
 	cl := callers{users: store}
+	builds := api.NewBuildResources(svc, cl, verifier)
 	server, err := api.New(api.Config{
 		Logger: log, Version: version, PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: verifier,
@@ -148,7 +149,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 			api.NewLoginResources(api.LoginConfig{Login: login}),
 			api.NewUserResources(store, verifier),
 			api.NewPipelineResources(svc, cl),
-			api.NewBuildResources(svc, cl, verifier),
+			builds,
 		},
 		SwaggerUI: swaggerui.Handler(api.SpecPath),
 	})
@@ -165,6 +166,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 		TLSConfig:         tlsCfg,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Followed log streams end when shutdown begins instead of holding it.
+	app.srv.RegisterOnShutdown(builds.CloseStreams)
 	app.Addr = ln.Addr()
 	app.URL = cfg.URL
 	app.serveErr = make(chan error, 1)
