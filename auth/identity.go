@@ -19,7 +19,9 @@ const (
 )
 
 // Identity is the authenticated caller of one request. It travels with the
-// request (see WithIdentity) and is never kept in shared state.
+// request (see WithIdentity); the Verifier remembers the identities of
+// recently accepted tokens (in memory, by token hash) and nothing else
+// keeps them.
 type Identity struct {
 	// UserID is "github|<numeric id>" for GitHub users (from user_id, else sub).
 	UserID string

@@ -97,6 +97,7 @@ type Verifier struct {
 	revocations RevocationStore
 	revoked     revokedSet
 	log         *slog.Logger
+	cache       tokenCache
 }
 
 // NewVerifier checks cfg and, when Auth0 is on, starts fetching its JWKS
@@ -172,25 +173,63 @@ func unauthorized(reason string) error {
 // caller's identity. Errors wrap pipeline.ErrUnauthorized and say briefly
 // why ("token expired", "token revoked", "invalid token"...), never which
 // key or claim comparison failed in detail, and never include the token.
+//
+// Accepted tokens are remembered (by their SHA-256) until their exp, for
+// at most a minute (see tokenCache); a remembered token is still checked
+// against the revocations on every call.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
-	id, err := v.verify(ctx, raw)
+	now := time.Now()
+	if raw != "" && len(raw) <= maxTokenLen {
+		if id, kid, ok := v.cache.get(raw, now); ok && v.keyStillServed(ctx, id, kid) {
+			if v.isRevoked(id.TokenID) {
+				err := unauthorized("token revoked")
+				v.log.DebugContext(ctx, "auth: token refused", "error", err)
+				return Identity{}, err
+			}
+			return id, nil
+		}
+	}
+	id, kid, err := v.verify(ctx, raw)
 	if err != nil {
 		v.log.DebugContext(ctx, "auth: token refused", "error", err)
 		return Identity{}, err
 	}
+	v.cache.put(raw, id, kid, now)
 	return id, nil
 }
 
-func (v *Verifier) verify(ctx context.Context, raw string) (Identity, error) {
+// keyStillServed reports whether the key that verified a remembered
+// token is still usable: always for the shared secret; for an Auth0
+// token, while its kid is in the JWKS (a removed key's tokens go through
+// the full check again, and are refused).
+func (v *Verifier) keyStillServed(ctx context.Context, id Identity, kid string) bool {
+	if id.Source != SourceAuth0 {
+		return true
+	}
+	if v.keys == nil {
+		return false
+	}
+	_, err := v.keys.storage.KeyRead(ctx, kid)
+	return err == nil
+}
+
+// isRevoked reports whether jti was revoked, here or (through the
+// revocation store's watch) on another server.
+func (v *Verifier) isRevoked(jti string) bool {
+	return jti != "" && (v.revoked.has(jti) || v.revocations != nil && v.revocations.Revoked(jti))
+}
+
+// verify checks raw in full; it also returns the kid of an RS256 token.
+func (v *Verifier) verify(ctx context.Context, raw string) (Identity, string, error) {
 	if raw == "" {
-		return Identity{}, unauthorized("missing token")
+		return Identity{}, "", unauthorized("missing token")
 	}
 	if len(raw) > maxTokenLen {
-		return Identity{}, unauthorized("token too large")
+		return Identity{}, "", unauthorized("token too large")
 	}
 	h, err := parseHeader(raw)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %v", unauthorized("malformed token"), err)
+		return Identity{}, "", fmt.Errorf("%w: %v", unauthorized("malformed token"), err)
 	}
 	var (
 		claims userClaims
@@ -210,19 +249,20 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Identity, error) {
 		keyfunc = func(*jwt.Token) (any, error) { return v.secret, nil }
 	case algRS256:
 		if v.keys == nil {
-			return Identity{}, unauthorized("RS256 tokens are not accepted: Auth0 is not configured")
+			return Identity{}, "", unauthorized("RS256 tokens are not accepted: Auth0 is not configured")
 		}
 		source = SourceAuth0
 		opts = append(opts, jwt.WithValidMethods([]string{algRS256}),
 			jwt.WithIssuer(v.issuer), jwt.WithAudience(v.audience))
 		keyfunc = v.keys.keyfunc(ctx, h.Kid)
 	default:
-		return Identity{}, unauthorized("token algorithm not accepted")
+		return Identity{}, "", unauthorized("token algorithm not accepted")
 	}
 	if _, err := jwt.NewParser(opts...).ParseWithClaims(raw, &claims, keyfunc); err != nil {
-		return Identity{}, fmt.Errorf("%w: %v", unauthorized(refusal(err)), err)
+		return Identity{}, "", fmt.Errorf("%w: %v", unauthorized(refusal(err)), err)
 	}
-	return v.identity(&claims, source)
+	id, err := v.identity(&claims, source)
+	return id, h.Kid, err
 }
 
 // refusal is the short reason shown for a jwt parse error.
@@ -255,7 +295,7 @@ func (v *Verifier) identity(c *userClaims, source string) (Identity, error) {
 	if !cleanClaim(uid) || (c.ID != "" && !cleanClaim(c.ID)) {
 		return Identity{}, unauthorized("malformed token")
 	}
-	if c.ID != "" && (v.revoked.has(c.ID) || v.revocations != nil && v.revocations.Revoked(c.ID)) {
+	if v.isRevoked(c.ID) {
 		return Identity{}, unauthorized("token revoked")
 	}
 	login := c.Nickname
@@ -427,6 +467,7 @@ func (v *Verifier) Revoke(ctx context.Context, id Identity) error {
 		return pipeline.Errorf(pipeline.ErrNotImplemented, "token revocation is not configured")
 	}
 	v.revoked.add(id.TokenID, id.Expires)
+	v.cache.forget(id.TokenID)
 	if err := v.revocations.Revoke(ctx, id.TokenID, id.Expires); err != nil {
 		return fmt.Errorf("auth: revoke token: %w", err)
 	}
