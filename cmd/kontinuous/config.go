@@ -47,7 +47,10 @@ type Config struct {
 	// AllowForkBuilds lets pull requests from forks run on the local
 	// executor (they run untrusted code on the server's host).
 	AllowForkBuilds bool
-	LogLevel        string
+	// NotifyAllowPrivate lets Slack notifications go to plain-HTTP and
+	// private or loopback addresses.
+	NotifyAllowPrivate bool
+	LogLevel           string
 	// Path is the PATH local stage commands are looked up in (the
 	// server's own PATH); DockerHost is DOCKER_HOST for docker stages.
 	Path       string
@@ -89,6 +92,7 @@ var settings = []setting{
 	{"stage-timeout", []string{"KONTINUOUS_STAGE_TIMEOUT"}, "1h", "default timeout of a stage without one in its spec"},
 	{"stale-after", []string{"KONTINUOUS_STALE_AFTER"}, "45s", "a running build whose server has not been heard from for this long is taken over by another (or a restarted) server"},
 	{"allow-fork-builds", []string{"KONTINUOUS_ALLOW_FORK_BUILDS"}, "false", "run pull requests from forks on the local executor (untrusted code on this host; the kubernetes executor always runs them, without secrets)"},
+	{"notify-allow-private", []string{"KONTINUOUS_NOTIFY_ALLOW_PRIVATE"}, "false", "let Slack notifications use plain http and private, loopback or link-local addresses (off: https to public addresses only)"},
 	{"log-level", []string{"KONTINUOUS_LOG_LEVEL"}, "info", "debug, info, warn or error"},
 }
 
@@ -280,6 +284,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if c.AllowForkBuilds, err = strconv.ParseBool(get("allow-fork-builds")); err != nil {
 		return c, bad("allow-fork-builds", "%q: use true or false", get("allow-fork-builds"))
+	}
+	if c.NotifyAllowPrivate, err = strconv.ParseBool(get("notify-allow-private")); err != nil {
+		return c, bad("notify-allow-private", "%q: use true or false", get("notify-allow-private"))
 	}
 	c.Path = getenv("PATH")
 	c.DockerHost = getenv("DOCKER_HOST")

@@ -673,7 +673,9 @@ func TestSlackNotifiedAtBuildEndWhenSpecAsks(t *testing.T) {
 		got <- m
 	}))
 	defer slack.Close()
-	w := newWorld(t)
+	// The stand-in Slack is plain HTTP on loopback: allowed only with
+	// --notify-allow-private (notify_test.go shows the default refusing it).
+	w := newWorld(t, "--notify-allow-private")
 	w.createPipeline()
 	alice := token(t, "alice", 1001, "tok-alice")
 	expect(t, w.do("PUT", "/api/v1/pipelines/acme/app/secrets/slack", alice, map[string]any{"data": map[string]string{
