@@ -240,19 +240,26 @@ func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response
 	}
 }
 
-func (r *BuildResources) getBuild(req *restful.Request, resp *restful.Response) {
+// onBuild answers status and the build that call returns for the build
+// the path names, or the error in the contract's shape.
+func (r *BuildResources) onBuild(req *restful.Request, resp *restful.Response, status int,
+	call func(ctx context.Context, c pipeline.Caller, owner, repo string, n int) (pipeline.Build, error)) {
 	owner, repo, n, err := target(req)
 	if err == nil {
 		var c pipeline.Caller
 		if c, err = r.caller(req); err == nil {
 			var b pipeline.Build
-			if b, err = r.svc.GetBuild(req.Request.Context(), c, owner, repo, n); err == nil {
-				writeJSON(resp, http.StatusOK, b)
+			if b, err = call(req.Request.Context(), c, owner, repo, n); err == nil {
+				writeJSON(resp, status, b)
 				return
 			}
 		}
 	}
 	writeError(req, resp, err)
+}
+
+func (r *BuildResources) getBuild(req *restful.Request, resp *restful.Response) {
+	r.onBuild(req, resp, http.StatusOK, r.svc.GetBuild)
 }
 
 func (r *BuildResources) deleteBuild(req *restful.Request, resp *restful.Response) {
@@ -270,33 +277,11 @@ func (r *BuildResources) deleteBuild(req *restful.Request, resp *restful.Respons
 }
 
 func (r *BuildResources) cancel(req *restful.Request, resp *restful.Response) {
-	owner, repo, n, err := target(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var b pipeline.Build
-			if b, err = r.svc.CancelBuild(req.Request.Context(), c, owner, repo, n); err == nil {
-				writeJSON(resp, http.StatusOK, b)
-				return
-			}
-		}
-	}
-	writeError(req, resp, err)
+	r.onBuild(req, resp, http.StatusOK, r.svc.CancelBuild)
 }
 
 func (r *BuildResources) restart(req *restful.Request, resp *restful.Response) {
-	owner, repo, n, err := target(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var b pipeline.Build
-			if b, err = r.svc.RestartBuild(req.Request.Context(), c, owner, repo, n); err == nil {
-				writeJSON(resp, http.StatusCreated, b)
-				return
-			}
-		}
-	}
-	writeError(req, resp, err)
+	r.onBuild(req, resp, http.StatusCreated, r.svc.RestartBuild)
 }
 
 func (r *BuildResources) listStages(req *restful.Request, resp *restful.Response) {

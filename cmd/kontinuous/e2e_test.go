@@ -590,13 +590,7 @@ func TestFollowStreamsLogLinesLiveUntilStageEnds(t *testing.T) {
 `
 	_, r := w.push(map[string]string{".pipeline.yml": spec}, "d-1")
 	expect(t, r, http.StatusCreated)
-	req, _ := http.NewRequest("GET", w.app.URL+"/api/v1/pipelines/acme/app/builds/1/stages/1/logs?follow=true", nil)
-	req.Header.Set("Authorization", "Bearer "+token(t, "dave", 1004, "tok-dave"))
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := w.follow(token(t, "dave", 1004, "tok-dave"), 1, 1)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("follow: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
@@ -611,15 +605,24 @@ func TestFollowStreamsLogLinesLiveUntilStageEnds(t *testing.T) {
 		}
 	}
 	// Strangers cannot follow.
-	req.Header.Set("Authorization", "Bearer "+token(t, "bob", 1002, "tok-bob"))
-	resp2, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp2 := w.follow(token(t, "bob", 1002, "tok-bob"), 1, 1)
 	resp2.Body.Close()
 	if resp2.StatusCode != http.StatusNotFound {
 		t.Fatalf("bob follows: %d", resp2.StatusCode)
 	}
+}
+
+// follow opens stage's log of build n as an event stream.
+func (w *world) follow(tok string, n, stage int) *http.Response {
+	w.t.Helper()
+	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/pipelines/acme/app/builds/%d/stages/%d/logs?follow=true", w.app.URL, n, stage), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return resp
 }
 
 func TestPullRequestFromForkBuildsHeadWithoutSecrets(t *testing.T) {

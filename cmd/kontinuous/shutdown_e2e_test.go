@@ -20,13 +20,7 @@ func TestShutdownEndsFollowedLogStreams(t *testing.T) {
 `
 	_, r := w.push(map[string]string{".pipeline.yml": spec}, "d-1")
 	expect(t, r, http.StatusCreated)
-	req, _ := http.NewRequest("GET", w.app.URL+"/api/v1/pipelines/acme/app/builds/1/stages/1/logs?follow=true", nil)
-	req.Header.Set("Authorization", "Bearer "+token(t, "dave", 1004, "tok-dave"))
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := w.follow(token(t, "dave", 1004, "tok-dave"), 1, 1)
 	defer resp.Body.Close()
 	lines := make(chan string, 100)
 	go func() {
