@@ -52,7 +52,7 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 		return WebhookResult{Outcome: WebhookPong}, nil
 	}
 	if !s.namesPipeline(p, ev) {
-		return WebhookResult{}, Invalid("repository", "the payload names %s/%s, not this pipeline's repository", ev.RepoOwner, ev.RepoName)
+		return WebhookResult{}, Invalid("repository", "the payload names %s/%s (id %d), not this pipeline's repository", ev.RepoOwner, ev.RepoName, ev.RepoID)
 	}
 	if !slices.Contains(p.Events, ev.Kind) {
 		return WebhookResult{Outcome: WebhookIgnored, Reason: "the pipeline is not subscribed to " + ev.Kind}, nil
@@ -95,9 +95,15 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 	return WebhookResult{Outcome: WebhookCreated, Build: &nb}, nil
 }
 
+// namesPipeline reports whether the delivery is about p's repository. The
+// forge's repository id decides when the pipeline has one recorded: a
+// repository deleted and recreated (or another renamed) under the same
+// name is another repository, and a payload without an id cannot prove
+// it is the same one. Names are compared only for pipelines recorded
+// without an id.
 func (s *Service) namesPipeline(p Pipeline, ev WebhookEvent) bool {
-	if p.RepoID != 0 && ev.RepoID != 0 {
-		return p.RepoID == ev.RepoID
+	if p.RepoID != 0 {
+		return ev.RepoID == p.RepoID
 	}
 	return strings.EqualFold(ev.RepoOwner, p.Owner) && strings.EqualFold(ev.RepoName, p.Repo)
 }
