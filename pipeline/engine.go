@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,152 @@ type EngineConfig struct {
 	// StaleAfter: a running build whose runner has not beaten its heart
 	// for this long is taken over (default 45 s).
 	StaleAfter time.Duration
+	// AllowForkBuilds lets pull requests from forks run on the local
+	// executor. Off by default: the local executor runs stages as the
+	// server's own user on the server's host, where a fork's untrusted
+	// code could read the data dir and the auth secret. When off, a fork
+	// build on the local executor is recorded but FAILs at start, before
+	// anything is cloned or run, saying so (ForkRefusedMessage). Other
+	// executors (kubernetes) run fork builds either way, without secrets
+	// unless the pipeline sets ForkSecrets. The server exposes it as
+	// --allow-fork-builds.
+	AllowForkBuilds bool
+}
+
+// ForkRefusedMessage is the message of a fork build refused by the local
+// executor (see EngineConfig.AllowForkBuilds).
+const ForkRefusedMessage = "pull requests from forks do not run on the local executor; the server operator can allow them with --allow-fork-builds"
+
+// cancelRequestedMessage marks, in Build.Message, a build whose cancel was
+// asked for while a live runner drives it: the build stays unfinished (so
+// that recovery still sees it) until the runner has stopped its stage, or
+// until recovery finds the runner gone and ends the build itself.
+const cancelRequestedMessage = "cancel requested; waiting for the running stage to stop"
+
+// cancelRequested reports whether b is being canceled or was canceled.
+func cancelRequested(b *Build) bool {
+	return b.Status == StatusCanceled || (!b.Status.Done() && b.Message == cancelRequestedMessage)
+}
+
+// Causes of a build context's end (context.Cause): a user's cancel, or
+// this instance losing the build to another one.
+var (
+	errCanceledByUser = errors.New("build canceled")
+	errTakenOver      = errors.New("build taken over by another instance")
+	// errNoop aborts an UpdateBuild that has nothing to change.
+	errNoop = errors.New("nothing to change")
+)
+
+// runnerLive reports whether b's runner has beaten its heart recently.
+func (e *Engine) runnerLive(b *Build) bool {
+	return b.Runner != "" && time.Since(time.Unix(0, b.Heartbeat)) < e.cfg.StaleAfter
+}
+
+// applyCancel ends b as CANCELED: its running and waiting stages, and the
+// current stage if it has not started, become CANCELED. It returns the
+// positions of the stages it changed.
+func applyCancel(b *Build) []int {
+	var changed []int
+	now := Now()
+	for i := range b.Stages {
+		s := &b.Stages[i]
+		if s.Status == StatusRunning || s.Status == StatusWaiting || (s.Status == StatusPending && i == b.CurrentStage) {
+			s.Status = StatusCanceled
+			s.Finished = now
+			s.Message = "canceled"
+			delete(b.StageTokens, s.Index)
+			changed = append(changed, i)
+		}
+	}
+	if b.Message == cancelRequestedMessage {
+		b.Message = ""
+	}
+	b.Status = StatusCanceled
+	if b.Finished == 0 {
+		b.Finished = now
+	}
+	b.Runner = ""
+	return changed
+}
+
+// updateRetry applies fn like Store.UpdateBuild, retrying with backoff
+// when the store fails (etcd unreachable, a lost leader) until the write
+// succeeds or ctx ends. Errors of fn and ErrNotFound are not retried.
+func (e *Engine) updateRetry(ctx context.Context, owner, repo string, number int, fn func(*Build) error) (Build, error) {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		var fnErr error
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		b, err := e.cfg.Store.UpdateBuild(actx, owner, repo, number, func(b *Build) error {
+			fnErr = fn(b)
+			return fnErr
+		})
+		cancel()
+		if err == nil || fnErr != nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || ctx.Err() != nil {
+			return b, err
+		}
+		e.log.Warn("recording build state; will retry", "pipeline", Key(owner, repo), "build", number, "attempt", attempt, "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return b, err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// logFinisher is implemented by log stores that can mark a log finished
+// without writing to it (logstore.Files).
+type logFinisher interface {
+	Finish(ctx context.Context, ref LogRef) error
+}
+
+// finishLog marks a stage's log finished so that followers stop waiting.
+func (e *Engine) finishLog(ctx context.Context, p Pipeline, build, stage int) {
+	f, ok := e.cfg.Logs.(logFinisher)
+	if !ok {
+		return
+	}
+	if err := f.Finish(ctx, LogRef{Pipeline: p.Key(), Build: build, Stage: stage}); err != nil {
+		e.log.Warn("finish stage log", "pipeline", p.Key(), "build", build, "stage", stage, "error", err.Error())
+	}
+}
+
+// afterCancel does what follows a cancel recorded without the build's
+// runner: the stages' logs end, their commit statuses say so, and the
+// build's resources are released.
+func (e *Engine) afterCancel(ctx context.Context, b Build, changed []int) {
+	p, err := e.cfg.Store.GetPipeline(ctx, b.Owner, b.Repo)
+	if err != nil {
+		e.log.Warn("canceled build: pipeline not readable", "pipeline", Key(b.Owner, b.Repo), "build", b.Number, "error", err.Error())
+		return
+	}
+	for _, i := range changed {
+		e.finishLog(ctx, p, b.Number, b.Stages[i].Index)
+		e.postStatus(p, b, b.Stages[i], "failure", "canceled")
+	}
+	e.finish(ctx, p, b)
+}
+
+// cancelOrphan ends a build whose cancel was requested but whose runner is
+// gone (absent or stale): nobody else will.
+func (e *Engine) cancelOrphan(ctx context.Context, owner, repo string, number int) {
+	var changed []int
+	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
+		if b.Status.Done() || !cancelRequested(b) || (e.runnerLive(b) && b.Runner != e.instance) {
+			return errNoop
+		}
+		changed = applyCancel(b)
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errNoop) && ctx.Err() == nil {
+			e.log.Warn("ending a canceled build", "pipeline", Key(owner, repo), "build", number, "error", err.Error())
+		}
+		return
+	}
+	e.log.Info("ended a canceled build whose runner is gone", "pipeline", Key(owner, repo), "build", number)
+	e.afterCancel(ctx, b, changed)
 }
 
 // Engine drives builds through their stages: PENDING → RUNNING → SUCCESS,
@@ -60,8 +207,8 @@ type Engine struct {
 	sem      chan struct{}
 
 	mu      sync.Mutex
-	running map[string]context.CancelFunc // build key → cancel (shutdown scope)
-	cancels map[string]context.CancelFunc // build key → cancel of its stages
+	running map[string]context.CancelFunc      // build key → cancel (shutdown scope)
+	cancels map[string]context.CancelCauseFunc // build key → cancel of its stages
 	wg      sync.WaitGroup
 	ctx     context.Context
 	stop    context.CancelFunc
@@ -90,7 +237,7 @@ func NewEngine(cfg EngineConfig) *Engine {
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	id, _ := randomString(9) // crypto/rand does not fail on supported platforms
 	return &Engine{cfg: cfg, log: cfg.Logger, instance: id, sem: make(chan struct{}, cfg.Workers),
-		running: map[string]context.CancelFunc{}, cancels: map[string]context.CancelFunc{}, statusQ: map[string]*statusQueue{}}
+		running: map[string]context.CancelFunc{}, cancels: map[string]context.CancelCauseFunc{}, statusQ: map[string]*statusQueue{}}
 }
 
 // Instance is this engine's runner id.
@@ -138,7 +285,9 @@ func buildKey(owner, repo string, n int) string { return Key(owner, repo) + "#" 
 
 // recover looks at every unfinished build: queued ones are run, running
 // ones whose runner is gone are resumed (resumable executors) or failed
-// with a message, never left RUNNING.
+// with a message, never left RUNNING; canceled ones whose runner is gone
+// are ended. A build it cannot handle is logged and skipped, never the
+// end of the sweep.
 func (e *Engine) recover(ctx context.Context, startup bool) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -150,16 +299,44 @@ func (e *Engine) recover(ctx context.Context, startup bool) {
 		return
 	}
 	for _, b := range builds {
-		if e.isRunning(b.Owner, b.Repo, b.Number) || b.Status == StatusWaiting {
-			continue
+		if ctx.Err() != nil {
+			return
 		}
-		stale := b.Runner == "" || time.Since(time.Unix(0, b.Heartbeat)) > e.cfg.StaleAfter
-		if b.Runner == e.instance || (stale && (b.Status == StatusPending || b.Status == StatusRunning)) {
-			if startup && b.Runner != "" {
-				e.log.Info("taking over build", "pipeline", Key(b.Owner, b.Repo), "build", b.Number)
-			}
-			e.Enqueue(b.Owner, b.Repo, b.Number)
+		e.recoverOne(ctx, b, startup)
+	}
+}
+
+// recoverOne is recover for one build.
+func (e *Engine) recoverOne(ctx context.Context, b Build, startup bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			e.log.Error("recovering a build failed; skipped", "pipeline", Key(b.Owner, b.Repo), "build", b.Number, "panic", fmt.Sprint(v))
 		}
+	}()
+	if b.Owner == "" || b.Repo == "" || b.Number <= 0 {
+		e.log.Warn("recover builds: skipping a malformed build record", "pipeline", Key(b.Owner, b.Repo), "build", b.Number)
+		return
+	}
+	if e.isRunning(b.Owner, b.Repo, b.Number) {
+		return
+	}
+	if cancelRequested(&b) {
+		if !e.runnerLive(&b) {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			e.cancelOrphan(cctx, b.Owner, b.Repo, b.Number)
+		}
+		return
+	}
+	if b.Status == StatusWaiting {
+		return
+	}
+	stale := !e.runnerLive(&b)
+	if b.Runner == e.instance || (stale && (b.Status == StatusPending || b.Status == StatusRunning)) {
+		if startup && b.Runner != "" {
+			e.log.Info("taking over build", "pipeline", Key(b.Owner, b.Repo), "build", b.Number)
+		}
+		e.Enqueue(b.Owner, b.Repo, b.Number)
 	}
 }
 
@@ -201,10 +378,63 @@ func (e *Engine) Enqueue(owner, repo string, number int) {
 			return
 		}
 		defer func() { <-e.sem }()
+		// A bug in a build's run must not take the server down: the
+		// build fails saying so and the server goes on.
+		defer func() {
+			if v := recover(); v != nil {
+				e.log.Error("build run panicked", "pipeline", Key(owner, repo), "build", number,
+					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				e.failAfterPanic(owner, repo, number)
+			}
+		}()
 		if err := e.run(ctx, owner, repo, number); err != nil && ctx.Err() == nil {
 			e.log.Warn("build run", "pipeline", Key(owner, repo), "build", number, "error", err.Error())
 		}
 	}()
+}
+
+// panicMessage is the message of a build (and stage) whose run panicked.
+const panicMessage = "internal error in the server while running this build; its log has the details"
+
+// failAfterPanic ends a build whose run panicked on this instance.
+func (e *Engine) failAfterPanic(owner, repo string, number int) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), 30*time.Second)
+	defer cancel()
+	var changed []int
+	b, err := e.updateRetry(ctx, owner, repo, number, func(b *Build) error {
+		changed = nil
+		if b.Status.Done() || (b.Runner != e.instance && b.Runner != "") {
+			return errNoop
+		}
+		now := Now()
+		for i := range b.Stages {
+			if st := &b.Stages[i]; st.Status == StatusRunning {
+				st.Status, st.Message, st.Finished = StatusFail, panicMessage, now
+				delete(b.StageTokens, st.Index)
+				changed = append(changed, i)
+			}
+		}
+		b.Status = StatusFail
+		b.Message = panicMessage
+		b.Finished = now
+		b.Runner = ""
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errNoop) {
+			e.log.Warn("failing a build after a panic", "pipeline", Key(owner, repo), "build", number, "error", err.Error())
+		}
+		return
+	}
+	p, err := e.cfg.Store.GetPipeline(ctx, owner, repo)
+	if err != nil {
+		return
+	}
+	for _, i := range changed {
+		e.finishLog(ctx, p, number, b.Stages[i].Index)
+		e.postStatus(p, b, b.Stages[i], "error", panicMessage)
+	}
+	e.finish(ctx, p, b)
 }
 
 var errClaimed = errors.New("build is run by another instance")
@@ -233,13 +463,18 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 	if err != nil {
 		return err
 	}
+	if cancelRequested(&b) {
+		// Canceled while no runner drove it (or its runner died).
+		e.cancelOrphan(ctx, owner, repo, number)
+		return nil
+	}
 	p, err := e.cfg.Store.GetPipeline(ctx, owner, repo)
 	if err != nil {
 		return err
 	}
 	// Watch for cancellation from any instance, and beat the heart.
-	bctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	bctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	key := buildKey(owner, repo, number)
 	e.mu.Lock()
 	e.cancels[key] = cancel
@@ -252,8 +487,12 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 	go func() {
 		// Errors end the watch; the heartbeat below still notices cancels.
 		_ = e.cfg.Store.WatchBuild(bctx, owner, repo, number, func(nb Build) bool {
-			if nb.Status == StatusCanceled {
-				cancel()
+			switch {
+			case cancelRequested(&nb):
+				cancel(errCanceledByUser)
+				return false
+			case nb.Runner != "" && nb.Runner != e.instance:
+				cancel(errTakenOver)
 				return false
 			}
 			return true
@@ -261,6 +500,11 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 	}()
 	go e.heartbeat(bctx, cancel, owner, repo, number)
 
+	if b.Fork && !e.cfg.AllowForkBuilds && e.cfg.Executor.Name() == "local" {
+		b, err = e.failBuild(ctx, p, b, ForkRefusedMessage)
+		e.finish(ctx, p, b)
+		return err
+	}
 	if len(b.Stages) == 0 {
 		b, err = e.prepare(ctx, p, b)
 		if err != nil || b.Status.Done() {
@@ -270,27 +514,26 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 	}
 	def, err := e.definition(p, b)
 	if err != nil {
-		b, _ = e.failBuild(ctx, p, b, "invalid "+SpecPath+": "+err.Error())
+		b, err = e.failBuild(ctx, p, b, "invalid "+SpecPath+": "+err.Error())
 		e.finish(ctx, p, b)
-		return nil
+		return err
 	}
-	for i := b.CurrentStage; i < len(b.Stages); i++ {
+	for i := max(b.CurrentStage, 0); i < len(b.Stages); i++ {
 		st := b.Stages[i]
 		if st.Status == StatusSuccess {
 			continue
 		}
 		if st.Type == spec.TypeWait {
 			b, err = e.wait(ctx, p, b, i)
+			if err == nil && b.Status.Done() {
+				e.finish(ctx, p, b)
+			}
 			return err
 		}
 		if st.Status == StatusRunning && !e.cfg.Executor.Resumable() {
 			// The process that ran it died with the previous server.
-			if f, ok := e.cfg.Logs.(interface {
-				Finish(context.Context, LogRef) error
-			}); ok {
-				// Best effort: ends followers of the interrupted log.
-				_ = f.Finish(ctx, LogRef{Pipeline: p.Key(), Build: b.Number, Stage: st.Index})
-			}
+			// Best effort: ends followers of the interrupted log.
+			e.finishLog(ctx, p, b.Number, st.Index)
 			b, err = e.endStage(ctx, p, b, i, StatusFail, "the server stopped while this stage was running; re-run the build from this stage", StageOutcome{})
 			if err != nil {
 				return err
@@ -299,6 +542,10 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 			return nil
 		}
 		b, err = e.runStage(bctx, ctx, p, b, def, i)
+		if errors.Is(err, errTakenOver) {
+			e.log.Info("build taken over by another instance; stopped here", "pipeline", p.Key(), "build", number)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -307,8 +554,14 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 			return nil
 		}
 	}
-	b, err = e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(nb *Build) error {
+	var changed []int
+	b, err = e.updateRetry(ctx, owner, repo, number, func(nb *Build) error {
+		changed = nil
 		if nb.Status.Done() {
+			return errNoop
+		}
+		if cancelRequested(nb) {
+			changed = applyCancel(nb)
 			return nil
 		}
 		nb.Status = StatusSuccess
@@ -316,14 +569,23 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 		nb.Runner = ""
 		return nil
 	})
+	if errors.Is(err, errNoop) {
+		return nil
+	}
 	if err != nil {
 		return err
+	}
+	for _, i := range changed {
+		e.postStatus(p, b, b.Stages[i], "failure", "canceled")
 	}
 	e.finish(ctx, p, b)
 	return nil
 }
 
-func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelFunc, owner, repo string, number int) {
+// heartbeat proves every StaleAfter/3 that this instance still drives the
+// build. It ends ctx (through cancel) when the build was canceled or when
+// another instance has taken it over.
+func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, owner, repo string, number int) {
 	t := time.NewTicker(e.cfg.StaleAfter / 3)
 	defer t.Stop()
 	for {
@@ -331,15 +593,24 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelFunc, owner
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			var seen Build
 			b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
+				seen = *b
 				if b.Runner != e.instance {
 					return errClaimed
 				}
 				b.Heartbeat = Now()
 				return nil
 			})
-			if errors.Is(err, errClaimed) || (err == nil && b.Status == StatusCanceled) {
-				cancel()
+			switch {
+			case errors.Is(err, errClaimed) && cancelRequested(&seen):
+				cancel(errCanceledByUser)
+				return
+			case errors.Is(err, errClaimed):
+				cancel(errTakenOver)
+				return
+			case err == nil && cancelRequested(&b):
+				cancel(errCanceledByUser)
 				return
 			}
 		}
@@ -441,11 +712,15 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 			stages[i].Params = map[string]any{}
 		}
 	}
-	return e.cfg.Store.UpdateBuild(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+	return e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		if nb.Status.Done() {
 			return nil
 		}
 		nb.Spec = f.Content
+		if cancelRequested(nb) {
+			applyCancel(nb)
+			return nil
+		}
 		nb.Stages = stages
 		nb.Status = StatusRunning
 		nb.Started = Now()
@@ -463,8 +738,12 @@ func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error)
 }
 
 func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string) (Build, error) {
-	nb, err := e.cfg.Store.UpdateBuild(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+	nb, err := e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		if nb.Status.Done() {
+			return nil
+		}
+		if cancelRequested(nb) {
+			applyCancel(nb)
 			return nil
 		}
 		nb.Status = StatusFail
@@ -476,14 +755,20 @@ func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string)
 	if err != nil {
 		return b, err
 	}
-	e.log.Info("build failed", "pipeline", p.Key(), "build", b.Number, "reason", msg)
+	if nb.Status == StatusFail {
+		e.log.Info("build failed", "pipeline", p.Key(), "build", b.Number, "reason", msg)
+	}
 	return nb, nil
 }
 
 // wait pauses the build at stage i until someone with push approves it.
 func (e *Engine) wait(ctx context.Context, p Pipeline, b Build, i int) (Build, error) {
-	nb, err := e.cfg.Store.UpdateBuild(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+	nb, err := e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		if nb.Status.Done() {
+			return nil
+		}
+		if cancelRequested(nb) {
+			applyCancel(nb)
 			return nil
 		}
 		st := &nb.Stages[i]
@@ -499,7 +784,7 @@ func (e *Engine) wait(ctx context.Context, p Pipeline, b Build, i int) (Build, e
 		nb.Runner = ""
 		return nil
 	})
-	if err == nil {
+	if err == nil && nb.Status == StatusWaiting {
 		e.postStatus(p, nb, nb.Stages[i], "pending", "waiting for approval")
 	}
 	return nb, err
@@ -518,8 +803,12 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		return b, err
 	}
 	sum := sha256.Sum256([]byte(agentToken))
-	b, err = e.cfg.Store.UpdateBuild(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+	b, err = e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		if nb.Status.Done() {
+			return nil
+		}
+		if cancelRequested(nb) {
+			applyCancel(nb)
 			return nil
 		}
 		s := &nb.Stages[i]
@@ -554,6 +843,13 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	for k, v := range st.Vars {
 		env[k] = v
 	}
+	// Executors that hand secrets to the stage by name (Kubernetes
+	// envFrom) get no values in Env; the values are still read, to check
+	// the sets exist and to mask them in the log.
+	byRef := false
+	if r, ok := e.cfg.Executor.(SecretReferencer); ok {
+		byRef = r.SecretsByReference()
+	}
 	var secretValues []string
 	var names []string
 	if !b.Fork || p.ForkSecrets {
@@ -564,7 +860,10 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 				return e.endStage(ctx, p, b, i, StatusFail, fmt.Sprintf("secret %q does not exist in this pipeline", name), StageOutcome{})
 			}
 			if err != nil {
-				return b, err
+				if ctx.Err() != nil {
+					return b, err
+				}
+				return e.endStage(ctx, p, b, i, StatusFail, maskString(fmt.Sprintf("reading secret %q: %v", name, err), secretValues), StageOutcome{})
 			}
 			keys := make([]string, 0, len(set.Data))
 			for k := range set.Data {
@@ -572,7 +871,9 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 			}
 			sort.Strings(keys)
 			for _, k := range keys {
-				env[k] = set.Data[k]
+				if !byRef {
+					env[k] = set.Data[k]
+				}
 				secretValues = append(secretValues, set.Data[k])
 			}
 		}
@@ -589,11 +890,14 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		return e.endStage(ctx, p, b, i, StatusFail, err.Error(), StageOutcome{})
 	}
 	ref := LogRef{Pipeline: p.Key(), Build: b.Number, Stage: st.Index}
+	secretValues = append(secretValues, tok.AccessToken)
 	lw, err := e.cfg.Logs.Create(ctx, ref)
 	if err != nil {
-		return b, fmt.Errorf("open stage log: %w", err)
+		if ctx.Err() != nil {
+			return b, err
+		}
+		return e.endStage(ctx, p, b, i, StatusFail, maskString("could not open the stage log: "+err.Error(), secretValues), StageOutcome{})
 	}
-	secretValues = append(secretValues, tok.AccessToken)
 	masked := NewMasker(lw, secretValues)
 	job := StageJob{
 		Owner: p.Owner, Repo: p.Repo, BuildNumber: b.Number, BuildID: b.ID,
@@ -618,6 +922,13 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	status, msg := StatusSuccess, ""
 	switch {
 	case runErr == nil:
+	case bctx.Err() != nil && ctx.Err() == nil && errors.Is(context.Cause(bctx), errTakenOver):
+		// Another instance drives the build now: stop here and leave
+		// the build's state to it.
+		fmt.Fprintf(masked, "[kontinuous] another server instance took this build over; this one stopped the stage\n")
+		masked.Close()
+		lw.Close()
+		return b, errTakenOver
 	case bctx.Err() != nil && ctx.Err() == nil:
 		status, msg = StatusCanceled, "canceled"
 	case ctx.Err() != nil:
@@ -680,44 +991,53 @@ func toSpecStage(st Stage) spec.Stage {
 	return spec.Stage{Name: st.Name, Type: st.Type, Params: st.Params, Labels: st.Labels, Vars: st.Vars, Secrets: st.Secrets, Artifacts: st.Artifacts}
 }
 
-// endStage records a stage's end; a failure or cancel ends the build.
+// endStage records a stage's end; a failure or cancel ends the build. The
+// write is retried until it succeeds or the engine stops: a transient
+// store error must not leave the stage RUNNING. A build that ended
+// meanwhile (canceled by another instance) is left as it is.
 func (e *Engine) endStage(ctx context.Context, p Pipeline, b Build, i int, status Status, msg string, o StageOutcome) (Build, error) {
-	nb, err := e.cfg.Store.UpdateBuild(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+	var final Status
+	var finalMsg string
+	nb, err := e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+		if nb.Status.Done() || i >= len(nb.Stages) {
+			return errNoop
+		}
 		s := &nb.Stages[i]
 		applyOutcome(s, o)
-		if nb.Status == StatusCanceled {
-			status, msg = StatusCanceled, "canceled"
+		st, m := status, msg
+		if cancelRequested(nb) {
+			st, m = StatusCanceled, "canceled"
 		}
-		s.Status = status
-		s.Message = msg
+		final, finalMsg = st, m
+		s.Status = st
+		s.Message = m
 		s.Finished = Now()
 		delete(nb.StageTokens, s.Index)
-		switch status {
+		switch st {
 		case StatusSuccess:
 			if i+1 < len(nb.Stages) {
 				nb.CurrentStage = i + 1
 			}
 		case StatusFail:
 			nb.Status = StatusFail
-			nb.Message = fmt.Sprintf("stage %d %q failed: %s", s.Index, s.Name, msg)
+			nb.Message = fmt.Sprintf("stage %d %q failed: %s", s.Index, s.Name, m)
 			nb.Finished = Now()
 			nb.Runner = ""
 		case StatusCanceled:
-			nb.Status = StatusCanceled
-			if nb.Finished == 0 {
-				nb.Finished = Now()
-			}
-			nb.Runner = ""
+			applyCancel(nb)
 		}
 		return nil
 	})
+	if errors.Is(err, errNoop) {
+		return e.cfg.Store.GetBuild(ctx, p.Owner, p.Repo, b.Number)
+	}
 	if err != nil {
 		return b, err
 	}
-	state := map[Status]string{StatusSuccess: "success", StatusFail: "failure", StatusCanceled: "failure"}[status]
-	desc := msg
+	state := map[Status]string{StatusSuccess: "success", StatusFail: "failure", StatusCanceled: "failure"}[final]
+	desc := finalMsg
 	if desc == "" {
-		desc = strings.ToLower(string(status))
+		desc = strings.ToLower(string(final))
 	}
 	e.postStatus(p, nb, nb.Stages[i], state, desc)
 	return nb, nil
@@ -776,38 +1096,58 @@ func stagePos(b *Build, index int) int {
 	return -1
 }
 
-// Cancel ends a build: running stages are stopped by their runner (which
-// watches the build), pending and waiting ones are marked CANCELED.
+// cancelWait bounds how long Cancel waits for a live runner to stop the
+// build's stage before answering.
+const cancelWait = 10 * time.Second
+
+// Cancel ends a build. A build no live instance drives (queued, waiting,
+// or whose runner is gone: none or a stale heartbeat) is ended at once:
+// its current stages become CANCELED, their logs end and their commit
+// statuses say so. A build a live runner drives is marked for cancel; the
+// runner (this instance, or another through the watch) stops the running
+// stage and ends the build CANCELED; Cancel waits a little for that and
+// returns the build as it then is. Should the runner die first, the
+// recovery sweep of any instance ends the build.
 func (e *Engine) Cancel(ctx context.Context, owner, repo string, number int) (Build, error) {
+	var now bool
+	var changed []int
 	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
+		now, changed = false, nil
 		if b.Status.Done() {
 			return Errorf(ErrConflict, "build %d already ended (%s)", number, b.Status)
 		}
-		b.Status = StatusCanceled
-		b.Finished = Now()
-		for i := range b.Stages {
-			if b.Stages[i].Status == StatusWaiting || (b.Stages[i].Status == StatusRunning && b.Runner == "") {
-				b.Stages[i].Status = StatusCanceled
-				b.Stages[i].Finished = Now()
-				b.Stages[i].Message = "canceled"
-			}
+		if cancelRequested(b) {
+			return Errorf(ErrConflict, "build %d is already being canceled", number)
 		}
+		if e.runnerLive(b) {
+			b.Message = cancelRequestedMessage
+			return nil
+		}
+		now = true
+		changed = applyCancel(b)
 		return nil
 	})
 	if err != nil {
 		return b, err
 	}
+	if now {
+		e.afterCancel(ctx, b, changed)
+		return b, nil
+	}
 	e.mu.Lock()
 	c, ok := e.cancels[buildKey(owner, repo, number)]
 	e.mu.Unlock()
 	if ok {
-		c()
+		c(errCanceledByUser)
 	}
-	if b.Runner == "" {
-		if p, err := e.cfg.Store.GetPipeline(ctx, owner, repo); err == nil {
-			e.finish(ctx, p, b)
-		}
-	}
+	wctx, cancel := context.WithTimeout(ctx, cancelWait)
+	defer cancel()
+	// The watch ends with the build's end or the wait's: either way b
+	// is the latest version seen.
+	_ = e.cfg.Store.WatchBuild(wctx, owner, repo, number, func(nb Build) bool {
+		b = nb
+		return !nb.Status.Done()
+	})
 	return b, nil
 }
 
@@ -835,6 +1175,11 @@ func (e *Engine) RunFrom(ctx context.Context, owner, repo string, number, index 
 		i := stagePos(b, index)
 		if i < 0 {
 			return Errorf(ErrNotFound, "build %d has no stage %d", number, index)
+		}
+		for j := 0; j < i; j++ {
+			if s := b.Stages[j]; s.Status != StatusSuccess {
+				return Errorf(ErrConflict, "stage %d %q is %s: a build re-runs from a stage only when every earlier stage succeeded", s.Index, s.Name, s.Status)
+			}
 		}
 		for j := i; j < len(b.Stages); j++ {
 			s := &b.Stages[j]

@@ -238,7 +238,8 @@ type StageJob struct {
 	CloneToken string
 	// Stage has its params already rendered from the spec's templates.
 	Stage Stage
-	// Env: KONTINUOUS_* + vars (+ secret values for the local executor).
+	// Env: KONTINUOUS_* + vars + secret values (no secret values for an
+	// executor that is a SecretReferencer reading them by name).
 	Env map[string]string
 	// SecretNames: the secret sets the stage may read (kubernetes envFrom).
 	SecretNames []string
@@ -276,4 +277,15 @@ type Executor interface {
 	Resumable() bool
 	RunStage(ctx context.Context, job StageJob, log io.Writer, report func(StageOutcome)) error
 	CleanupBuild(ctx context.Context, owner, repo string, build int) error
+}
+
+// SecretReferencer is implemented by executors that hand a stage its
+// secrets by name (Kubernetes envFrom) instead of by value; the engine then
+// leaves secret values out of StageJob.Env. It still passes SecretNames,
+// still checks that each named secret exists in the pipeline and still
+// masks the values in the stage's log.
+type SecretReferencer interface {
+	// SecretsByReference reports whether the executor reads secrets by
+	// name; false makes the engine put their values in Env.
+	SecretsByReference() bool
 }
