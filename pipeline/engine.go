@@ -117,12 +117,14 @@ func applyCancel(b *Build) []int {
 
 // updateRetry applies fn like Store.UpdateBuild, retrying with backoff
 // when the store fails (etcd unreachable, a lost leader) until the write
-// succeeds or ctx ends. Errors of fn and ErrNotFound are not retried.
+// succeeds or ctx ends. Errors of fn and ErrNotFound are not retried. Each
+// attempt gets a heartbeat period (StaleAfter/3, at least a second).
 func (e *Engine) updateRetry(ctx context.Context, owner, repo string, number int, fn func(*Build) error) (Build, error) {
 	backoff := 100 * time.Millisecond
+	perAttempt := max(e.cfg.StaleAfter/3, time.Second)
 	for attempt := 1; ; attempt++ {
 		var fnErr error
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, perAttempt)
 		b, err := e.cfg.Store.UpdateBuild(actx, owner, repo, number, func(b *Build) error {
 			fnErr = fn(b)
 			return fnErr
@@ -1130,15 +1132,17 @@ func (e *Engine) Cancel(ctx context.Context, owner, repo string, number int) (Bu
 	if err != nil {
 		return b, err
 	}
-	if now {
-		e.afterCancel(ctx, b, changed)
-		return b, nil
-	}
+	// A stage this instance runs stops now (also when its heart was late
+	// and the build was ended above).
 	e.mu.Lock()
 	c, ok := e.cancels[buildKey(owner, repo, number)]
 	e.mu.Unlock()
 	if ok {
 		c(errCanceledByUser)
+	}
+	if now {
+		e.afterCancel(ctx, b, changed)
+		return b, nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, cancelWait)
 	defer cancel()

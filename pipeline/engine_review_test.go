@@ -652,8 +652,9 @@ func TestStageEndIsRecordedAfterEtcdComesBack(t *testing.T) {
 	n := f.trigger(e, pipeline.Build{Commit: sha}).Number
 	waitStarted(t, x)
 	f.etcd.Stop()
-	close(x.release) // the stage succeeds while etcd is away
-	time.Sleep(2 * time.Second)
+	close(x.release) // the stage succeeds while etcd is away...
+	// ... longer than one write attempt (a heartbeat period, 1 s here).
+	time.Sleep(3 * time.Second)
 	f.etcd.Start()
 	b := f.waitBuild(n, "done", func(b pipeline.Build) bool { return b.Status.Done() })
 	if b.Status != pipeline.StatusSuccess || b.Stages[0].Status != pipeline.StatusSuccess {
