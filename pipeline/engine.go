@@ -74,14 +74,8 @@ func cancelRequested(b *Build) bool {
 	return b.Status == StatusCanceled || (!b.Status.Done() && b.Message == cancelRequestedMessage)
 }
 
-// Causes of a build context's end (context.Cause): a user's cancel, or
-// this instance losing the build to another one.
-var (
-	errCanceledByUser = errors.New("build canceled")
-	errTakenOver      = errors.New("build taken over by another instance")
-	// errNoop aborts an UpdateBuild that has nothing to change.
-	errNoop = errors.New("nothing to change")
-)
+// errNoop aborts an UpdateBuild that has nothing to change.
+var errNoop = errors.New("nothing to change")
 
 // runnerLive reports whether b's runner has beaten its heart recently.
 func (e *Engine) runnerLive(b *Build) bool {
@@ -491,10 +485,10 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 		_ = e.cfg.Store.WatchBuild(bctx, owner, repo, number, func(nb Build) bool {
 			switch {
 			case cancelRequested(&nb):
-				cancel(errCanceledByUser)
+				cancel(ErrBuildCanceled)
 				return false
 			case nb.Runner != "" && nb.Runner != e.instance:
-				cancel(errTakenOver)
+				cancel(ErrTakenOver)
 				return false
 			}
 			return true
@@ -544,7 +538,7 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 			return nil
 		}
 		b, err = e.runStage(bctx, ctx, p, b, def, i)
-		if errors.Is(err, errTakenOver) {
+		if errors.Is(err, ErrTakenOver) {
 			e.log.Info("build taken over by another instance; stopped here", "pipeline", p.Key(), "build", number)
 			return nil
 		}
@@ -606,13 +600,13 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 			})
 			switch {
 			case errors.Is(err, errClaimed) && cancelRequested(&seen):
-				cancel(errCanceledByUser)
+				cancel(ErrBuildCanceled)
 				return
 			case errors.Is(err, errClaimed):
-				cancel(errTakenOver)
+				cancel(ErrTakenOver)
 				return
 			case err == nil && cancelRequested(&b):
-				cancel(errCanceledByUser)
+				cancel(ErrBuildCanceled)
 				return
 			}
 		}
@@ -924,13 +918,13 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	status, msg := StatusSuccess, ""
 	switch {
 	case runErr == nil:
-	case bctx.Err() != nil && ctx.Err() == nil && errors.Is(context.Cause(bctx), errTakenOver):
+	case bctx.Err() != nil && ctx.Err() == nil && errors.Is(context.Cause(bctx), ErrTakenOver):
 		// Another instance drives the build now: stop here and leave
 		// the build's state to it.
 		fmt.Fprintf(masked, "[kontinuous] another server instance took this build over; this one stopped the stage\n")
 		masked.Close()
 		lw.Close()
-		return b, errTakenOver
+		return b, ErrTakenOver
 	case bctx.Err() != nil && ctx.Err() == nil:
 		status, msg = StatusCanceled, "canceled"
 	case ctx.Err() != nil:
@@ -1138,7 +1132,7 @@ func (e *Engine) Cancel(ctx context.Context, owner, repo string, number int) (Bu
 	c, ok := e.cancels[buildKey(owner, repo, number)]
 	e.mu.Unlock()
 	if ok {
-		c(errCanceledByUser)
+		c(ErrBuildCanceled)
 	}
 	if now {
 		e.afterCancel(ctx, b, changed)

@@ -272,6 +272,15 @@ func (x *recExec) endedCount() int {
 	return len(x.ended)
 }
 
+func (x *recExec) cause(i int) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if i >= len(x.ended) {
+		return nil
+	}
+	return x.ended[i]
+}
+
 // refExec is a recExec that reads secrets by name (as Kubernetes does).
 type refExec struct{ *recExec }
 
@@ -315,8 +324,8 @@ func TestCancelOnAnotherInstanceStopsTheRunnersStageThroughTheWatch(t *testing.T
 	if got.Status != pipeline.StatusCanceled || got.Stages[0].Status != pipeline.StatusCanceled {
 		t.Fatalf("cancel returned build %s stage %s %q", got.Status, got.Stages[0].Status, got.Message)
 	}
-	if runner.endedCount() != 1 {
-		t.Fatalf("the runner's stage saw %d cancels", runner.endedCount())
+	if runner.endedCount() != 1 || !errors.Is(runner.cause(0), pipeline.ErrBuildCanceled) {
+		t.Fatalf("the runner's stage saw %d cancels (%v)", runner.endedCount(), runner.cause(0))
 	}
 	final := f.build(n)
 	if final.Status != pipeline.StatusCanceled || final.Stages[0].Status != pipeline.StatusCanceled || final.Runner != "" || final.Message != "" {
@@ -436,8 +445,8 @@ func TestRunnerThatLostItsClaimStopsWithoutCancelingTheBuild(t *testing.T) {
 	for x.endedCount() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if x.endedCount() != 1 {
-		t.Fatal("the stage kept running after the takeover")
+	if x.endedCount() != 1 || !errors.Is(x.cause(0), pipeline.ErrTakenOver) {
+		t.Fatalf("after the takeover the stage saw %d ends (%v)", x.endedCount(), x.cause(0))
 	}
 	// The runner writes its last log line after the executor returned
 	// and then writes nothing to the build.

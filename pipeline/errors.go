@@ -31,6 +31,18 @@ var (
 	ErrNotImplemented = errors.New("not available")
 )
 
+// Causes (context.Cause) of the end of the ctx an Executor's RunStage gets,
+// besides the server stopping (context.Canceled).
+var (
+	// ErrBuildCanceled: the build was canceled; the executor must stop the
+	// stage's work (kill the process, delete the Job).
+	ErrBuildCanceled = errors.New("build canceled")
+	// ErrTakenOver: another server instance has taken the build over and
+	// drives it now; a resumable executor should leave the stage's work
+	// running for the new runner to adopt, and just return.
+	ErrTakenOver = errors.New("build taken over by another instance")
+)
+
 // InvalidError is an ErrInvalid that names the offending field.
 type InvalidError struct {
 	Field  string

@@ -265,7 +265,10 @@ type StageOutcome struct {
 // Executor runs stages. The engine calls RunStage for each non-wait stage
 // in order, with a ctx that is canceled when the build is canceled; the
 // executor must stop the stage's work (kill the process group / delete the
-// Job) before returning when ctx ends or job.Timeout passes. RunStage
+// Job) before returning when ctx ends or job.Timeout passes.
+// context.Cause(ctx) tells why ctx ended: ErrBuildCanceled (stop the work),
+// ErrTakenOver (another instance drives the build now and adopts the work
+// where the executor is resumable) or the server stopping. RunStage
 // returns nil when the stage succeeded, or an error whose message (safe to
 // show, no secrets) says why it failed. It writes the stage's output to log
 // line by line. Calling RunStage again for a stage that is already running
