@@ -116,6 +116,16 @@ func (f *fixture) engine(x pipeline.Executor, start bool, mod ...func(*pipeline.
 	return e
 }
 
+// stop stops an engine before the test ends.
+func stop(t *testing.T, e *pipeline.Engine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // commit puts spec on main and returns the commit.
 func (f *fixture) commit(spec string) string {
 	return f.repo.Commit("main", map[string]string{".pipeline.yml": spec}, "spec")
@@ -557,6 +567,7 @@ func TestSecretsByReferenceStayOutOfTheStageEnv(t *testing.T) {
 		t.Fatalf("by value: env API_TOKEN %q names %v", job.Env["API_TOKEN"], job.SecretNames)
 	}
 	f.waitBuild(n, "SUCCESS", func(b pipeline.Build) bool { return b.Status == pipeline.StatusSuccess })
+	stop(t, e) // its recovery must not run the next builds
 
 	// By reference: names only; the log still masks the value should the
 	// stage print it.
@@ -609,6 +620,7 @@ func TestForkBuildsOnTheLocalExecutorFailUnlessAllowed(t *testing.T) {
 	if b := f.waitBuild(n, "done", func(b pipeline.Build) bool { return b.Status.Done() }); b.Status != pipeline.StatusSuccess {
 		t.Fatalf("same-repository build: %s %q", b.Status, b.Message)
 	}
+	stop(t, e) // its recovery must not run the next builds
 
 	// The operator allows them: the fork build runs, without secrets.
 	allowed := newRecExec("local", false)
@@ -621,6 +633,7 @@ func TestForkBuildsOnTheLocalExecutorFailUnlessAllowed(t *testing.T) {
 	if b := f.waitBuild(n, "done", func(b pipeline.Build) bool { return b.Status.Done() }); b.Status != pipeline.StatusSuccess {
 		t.Fatalf("allowed fork build: %s %q", b.Status, b.Message)
 	}
+	stop(t, ea)
 
 	// Kubernetes runs fork builds (without secrets) by default.
 	kube := newRecExec("kubernetes", false)
