@@ -89,7 +89,8 @@ func (e *Executor) apply(ctx context.Context, job pipeline.StageJob, ns string, 
 		return err
 	}
 	values, vars := map[string]string{}, map[string]string{}
-	for k, v := range job.Env {
+	env, _ := plainEnv(job) // secrets are never rendered into manifests
+	for k, v := range env {
 		if strings.HasPrefix(k, "KONTINUOUS_") {
 			values[k] = v
 		} else {

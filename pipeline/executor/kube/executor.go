@@ -174,6 +174,17 @@ func (e *Executor) Name() string { return "kubernetes" }
 // Resumable is true: a RunStage after a restart adopts the stage's Job.
 func (e *Executor) Resumable() bool { return true }
 
+// SecretsByReference is true: the executor never receives or inlines the
+// values of pipeline secrets. A stage's `secrets: [name]` reaches its pod
+// only through envFrom of the Kubernetes Secret of that name in the build
+// namespace, which the cluster's operator creates; the kubelet reads it.
+// The engine, seeing this, leaves secret values out of StageJob.Env (and
+// buildJob drops any entry that is neither a KONTINUOUS_* value nor a stage
+// var, should one arrive anyway). Before creating the Job, RunStage reads
+// the referenced Secrets to fail the stage at once, saying which, when one
+// is missing, and to mask their values in the stage's log.
+func (e *Executor) SecretsByReference() bool { return true }
+
 // CheckNamespace decides the namespace of a build whose .pipeline.yml asks
 // for specNamespace (its metadata.namespace): "" gives DefaultNamespace; a
 // namespace the server allows (DefaultNamespace or AllowedNamespaces) is
@@ -246,12 +257,20 @@ func (e *Executor) RunStage(ctx context.Context, job pipeline.StageJob, log io.W
 	if err != nil {
 		return err
 	}
+	values, err := e.referencedSecrets(ctx, job, ns)
+	if err != nil {
+		return err
+	}
 	if secretName != "" {
 		if err := e.ensureCloneSecret(ctx, job, ns); err != nil {
 			return err
 		}
 	}
-	logw := &lineWriter{w: log}
+	// The Secrets' values are masked in the pod's output, like the
+	// engine masks the secrets it knows; the clone token too.
+	masked := pipeline.NewMasker(log, append(values, job.CloneToken))
+	defer masked.Close() // flushes the last partial line; errors surface on Write
+	logw := &lineWriter{w: masked}
 	if job.Stage.Type == spec.TypeCommand {
 		// Checked by buildJob already.
 		if p, err := specStage(job.Stage).Command(); err == nil && len(p.Dependencies) > 0 {
@@ -287,6 +306,33 @@ func (e *Executor) RunStage(ctx context.Context, job pipeline.StageJob, log io.W
 		r.deadline = time.Now().Add(timeout + e.grace)
 	}
 	return r.wait(ctx)
+}
+
+// referencedSecrets reads the Kubernetes Secrets job's stage names (by
+// envFrom) in ns and returns their values, for masking. A missing Secret
+// fails the stage before any Job exists, naming it and saying how to create
+// it; pipeline secrets stored in Kontinuous are never copied into the
+// cluster.
+func (e *Executor) referencedSecrets(ctx context.Context, job pipeline.StageJob, ns string) ([]string, error) {
+	var values []string
+	for _, name := range job.SecretNames {
+		s, err := e.cfg.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, pipeline.Invalid(fmt.Sprintf("stage %q secrets", job.Stage.Name),
+				"the Kubernetes Secret %q does not exist in namespace %q; with the kubernetes executor a pipeline secret is the Secret of that name in the build namespace (create it with: kubectl -n %s create secret generic %s --from-literal=KEY=value)",
+				name, ns, ns, name)
+		}
+		if err != nil {
+			return nil, apiError(fmt.Sprintf("get secret %s/%s", ns, name), err)
+		}
+		for _, v := range s.Data {
+			values = append(values, string(v))
+		}
+		for _, v := range s.StringData {
+			values = append(values, v)
+		}
+	}
+	return values, nil
 }
 
 // ensureCloneSecret creates the per-build Secret holding the clone token,

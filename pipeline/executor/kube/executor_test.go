@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,7 +33,25 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 const (
 	testCommit = "0123456789abcdef0123456789abcdef01234567"
 	testToken  = "ghs_0123456789SECRETtoken"
+	// testEnvSecret is a pipeline secret's value found in StageJob.Env.
+	testEnvSecret = "env-secret-value-never-in-jobs"
+	// testKubeSecret is a value of the Kubernetes Secret deploy-creds.
+	testKubeSecret = "kube-secret-value-masked"
 )
+
+// pipelineSecrets are the Kubernetes Secrets stageJob's stages name, in
+// the test executor's namespaces.
+func pipelineSecrets() []runtime.Object {
+	var objs []runtime.Object
+	for _, ns := range []string{"builds", "team-a"} {
+		objs = append(objs,
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "deploy-creds", Namespace: ns},
+				Data: map[string][]byte{"API_TOKEN": []byte(testKubeSecret)}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "dockerhub", Namespace: ns},
+				Data: map[string][]byte{"dockeruser": []byte("acaleph"), "dockerpass": []byte("hub-password")}})
+	}
+	return objs
+}
 
 // stageJob is a build's stage as the engine hands it to the executor.
 func stageJob(typ string, params map[string]any) pipeline.StageJob {
@@ -41,7 +61,7 @@ func stageJob(typ string, params map[string]any) pipeline.StageJob {
 		CloneURL:   "https://github.com/Acaleph/kontinuous.git",
 		CloneToken: testToken,
 		Stage: pipeline.Stage{Name: "Stage " + typ, Type: typ, Index: 2, Params: params,
-			Started: 1700000000000000000},
+			Started: 1700000000000000000, Vars: map[string]string{"GO_VERSION": "1.22"}},
 		Env: map[string]string{
 			"KONTINUOUS_PIPELINE_ID": "acaleph/kontinuous",
 			"KONTINUOUS_BUILD_ID":    "7",
@@ -50,6 +70,9 @@ func stageJob(typ string, params map[string]any) pipeline.StageJob {
 			"KONTINUOUS_COMMIT":      testCommit,
 			"KONTINUOUS_NAMESPACE":   "builds",
 			"GO_VERSION":             "1.22",
+			// A secret value an engine that inlines secrets would add:
+			// it must never reach the Job.
+			"API_TOKEN": testEnvSecret,
 		},
 		SecretNames: []string{"deploy-creds", "dockerhub"},
 		Timeout:     10 * time.Minute,
@@ -114,7 +137,7 @@ func TestJobSpecPerStageTypeMatchesGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, secret := range []string{testToken, tc.job.AgentToken} {
+			for _, secret := range []string{testToken, tc.job.AgentToken, testEnvSecret, "API_TOKEN"} {
 				if bytes.Contains(got, []byte(secret)) {
 					t.Fatalf("the Job spec contains a secret %q:\n%s", secret, got)
 				}
@@ -310,12 +333,15 @@ type cluster struct {
 }
 
 func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, client: fake.NewClientset(), logs: map[string]string{}}
-	// The API server gives created objects a UID and a creation time.
+	c := &cluster{t: t, client: fake.NewClientset(pipelineSecrets()...), logs: map[string]string{}}
+	// The API server gives created objects a UID and a creation time. The
+	// UIDs end in a serial number, unique in the test, which runPod's pod
+	// names use (pods of a deleted Job stay here: no garbage collector).
+	var serial atomic.Int64
 	c.client.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		if o, ok := a.(k8stesting.CreateAction).GetObject().(metav1.Object); ok {
 			if o.GetUID() == "" {
-				o.SetUID(types.UID("uid-" + o.GetName() + "-" + time.Now().Format("150405.000000000")))
+				o.SetUID(types.UID(fmt.Sprintf("uid-%s-%05d", o.GetName(), serial.Add(1))))
 			}
 			o.SetCreationTimestamp(metav1.Now())
 		}
@@ -491,7 +517,7 @@ func TestRunStageStreamsLogsAndSucceedsWhenTheJobCompletes(t *testing.T) {
 func TestRunStageStreamsFakeClientsetLogs(t *testing.T) {
 	// The fake clientset's own GetLogs answer, with no reactor: proves
 	// lines without kubelet timestamps are passed on as they are.
-	client := fake.NewClientset()
+	client := fake.NewClientset(pipelineSecrets()...)
 	e := newTestExecutor(t, client)
 	c := &cluster{t: t, client: client}
 	job := stageJob("command", map[string]any{"command": "true"})
@@ -746,5 +772,77 @@ func TestLogCopySkipsLinesAnEarlierAttemptWrote(t *testing.T) {
 	}
 	if n := len(strings.Join(lines[4:], "")); n != maxLine+10 {
 		t.Errorf("a long line lost bytes: %d of %d", n, maxLine+10)
+	}
+}
+
+func TestRunStageFailsBeforeCreatingAJobWhenAReferencedSecretIsMissing(t *testing.T) {
+	c := newCluster(t)
+	e := newTestExecutor(t, c.client)
+	job := stageJob("command", map[string]any{"command": "true"})
+	job.SecretNames = []string{"deploy-creds", "not-created"}
+	err := e.RunStage(t.Context(), job, io.Discard, nil)
+	if !errors.Is(err, pipeline.ErrInvalid) {
+		t.Fatalf("RunStage = %v, want ErrInvalid", err)
+	}
+	msg := pipeline.PublicMessage(err)
+	for _, want := range []string{`Secret "not-created"`, `namespace "builds"`, "kubectl -n builds create secret generic not-created"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q does not say %q", msg, want)
+		}
+	}
+	jobs, err := c.client.BatchV1().Jobs("builds").List(t.Context(), metav1.ListOptions{})
+	if err != nil || len(jobs.Items) != 0 {
+		t.Errorf("jobs = %v, %v; want none", jobs, err)
+	}
+}
+
+func TestRunStageMasksReferencedSecretValuesAndNeverInlinesThem(t *testing.T) {
+	c := newCluster(t)
+	c.logs["stage"] = "2024-05-01T10:00:01Z token is " + testKubeSecret + "\n2024-05-01T10:00:02Z pass hub-password done\n"
+	e := newTestExecutor(t, c.client)
+	if !e.SecretsByReference() {
+		t.Fatal("SecretsByReference = false")
+	}
+	job := stageJob("command", map[string]any{"command": "env"})
+	var log syncBuffer
+	var rep outcomes
+	done := runAsync(t.Context(), e, job, &log, &rep)
+	j := c.waitJob("builds", JobName(job.Owner, job.Repo, job.BuildNumber, job.Stage.Index))
+	raw, err := yaml.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{testEnvSecret, testKubeSecret, "hub-password", testToken} {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Errorf("the created Job contains the secret %q", secret)
+		}
+	}
+	c.runPod(j, corev1.PodSucceeded, terminated0, terminated0)
+	c.setCondition(j, batchv1.JobComplete, "")
+	if err := waitResult(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := log.String(), "token is ********\npass ******** done\n"; got != want {
+		t.Errorf("log = %q, want %q", got, want)
+	}
+}
+
+func TestPlainEnvKeepsOnlyKontinuousValuesAndStageVars(t *testing.T) {
+	job := pipeline.StageJob{
+		Stage: pipeline.Stage{Vars: map[string]string{"GO_VERSION": "1.22", "REGION": "eu"}},
+		Env: map[string]string{
+			"KONTINUOUS_BUILD_ID":    "7",
+			"GO_VERSION":             "1.22",
+			"REGION":                 "secret-overrode-the-var", // a secret key named like a var
+			"API_TOKEN":              "secret",
+			"KONTINUOUS_CLONE_TOKEN": "ghs_x",
+		},
+	}
+	env, dropped := plainEnv(job)
+	if fmt.Sprint(env) != "map[GO_VERSION:1.22 KONTINUOUS_BUILD_ID:7]" {
+		t.Errorf("env = %v", env)
+	}
+	if fmt.Sprint(dropped) != "[API_TOKEN KONTINUOUS_CLONE_TOKEN REGION]" {
+		t.Errorf("dropped = %v", dropped)
 	}
 }

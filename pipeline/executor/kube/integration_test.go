@@ -8,7 +8,6 @@ package kube
 // sufficient; the admin client only sets tests up and checks results.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -34,7 +32,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/spec"
@@ -92,15 +89,20 @@ func newKubeTest(t *testing.T) *kubeTest {
 			_ = kt.admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 		})
 	}
-	if _, err := kt.admin.CoreV1().ServiceAccounts(kt.serverNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kontinuous"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	kt.applyShippedRBAC(t, kt.ns)
-	tok, err := kt.admin.CoreV1().ServiceAccounts(kt.serverNS).CreateToken(ctx, "kontinuous", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}, metav1.CreateOptions{})
+	// The Kubernetes Secrets testPipeline's stages name: an operator
+	// creates them in the build namespace.
+	for name, data := range map[string]string{"deploy-creds": "API_TOKEN", "lint-token": "LINT_TOKEN"} {
+		if _, err := kt.admin.CoreV1().Secrets(kt.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name},
+			StringData: map[string]string{data: "value-of-" + name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := env.ServiceAccountToken(ctx, kt.serverNS, "kontinuous")
 	if err != nil {
 		t.Fatal(err)
 	}
-	kt.saConfig = env.Config(tok.Status.Token)
+	kt.saConfig = env.Config(tok)
 	return kt
 }
 
@@ -112,61 +114,9 @@ func (kt *kubeTest) applyShippedRBAC(t *testing.T, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roles, bindings := 0, 0
-	for _, doc := range splitYAML(raw) {
-		var meta struct{ Kind string }
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			t.Fatal(err)
-		}
-		switch meta.Kind {
-		case "Role":
-			var r rbacv1.Role
-			if err := yaml.UnmarshalStrict(doc, &r); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := kt.admin.RbacV1().Roles(ns).Create(t.Context(), &r, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			roles++
-		case "RoleBinding":
-			var b rbacv1.RoleBinding
-			if err := yaml.UnmarshalStrict(doc, &b); err != nil {
-				t.Fatal(err)
-			}
-			for i := range b.Subjects {
-				b.Subjects[i].Namespace = kt.serverNS
-			}
-			if _, err := kt.admin.RbacV1().RoleBindings(ns).Create(t.Context(), &b, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			bindings++
-		default:
-			t.Fatalf("rbac.yaml has a %s; it should hold only Roles and RoleBindings", meta.Kind)
-		}
+	if err := kt.env.ApplyRoles(t.Context(), raw, ns, kt.serverNS); err != nil {
+		t.Fatalf("rbac.yaml: %v", err)
 	}
-	if roles == 0 || bindings == 0 {
-		t.Fatalf("rbac.yaml has %d Roles and %d RoleBindings", roles, bindings)
-	}
-}
-
-func splitYAML(raw []byte) [][]byte {
-	var docs [][]byte
-	for _, d := range bytes.Split(raw, []byte("\n---")) {
-		if len(bytes.TrimSpace(stripComments(d))) > 0 {
-			docs = append(docs, d)
-		}
-	}
-	return docs
-}
-
-func stripComments(b []byte) []byte {
-	var out []byte
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if !bytes.HasPrefix(bytes.TrimSpace(l), []byte("#")) {
-			out = append(append(out, l...), '\n')
-		}
-	}
-	return out
 }
 
 // executor returns an executor acting as the ServiceAccount; wrap, if not
@@ -219,7 +169,7 @@ func (kt *kubeTest) buildJobs(t *testing.T, raw string, build int) []pipeline.St
 			Commit: testCommit, Branch: "main",
 			CloneURL: "https://github.com/Acaleph/kontinuous.git", CloneToken: testToken,
 			Stage: pipeline.Stage{Name: s.Name, Type: s.Type, Index: i + 1, Params: s.Params, Labels: s.Labels,
-				Vars: s.Vars, Secrets: s.Secrets, Started: time.Now().UnixNano()},
+				Vars: def.StageVars(i), Secrets: def.StageSecrets(i), Started: time.Now().UnixNano()},
 			Env:         env,
 			SecretNames: def.StageSecrets(i),
 			Timeout:     2 * time.Minute,
@@ -612,7 +562,8 @@ spec:
 		return pipeline.StageJob{
 			Owner: "Acaleph", Repo: "kontinuous", BuildNumber: 8, Commit: commit, Branch: "main",
 			CloneURL: dir, Namespace: kt.ns,
-			Stage: pipeline.Stage{Name: "Deploy", Type: "deploy", Index: 5, Params: params},
+			Stage: pipeline.Stage{Name: "Deploy", Type: "deploy", Index: 5, Params: params,
+				Vars: map[string]string{"GREETING": "hello"}},
 			Env: map[string]string{"KONTINUOUS_BRANCH": "main", "KONTINUOUS_COMMIT": commit,
 				"KONTINUOUS_BUILD_ID": "8", "GREETING": "hello"},
 		}
@@ -720,4 +671,48 @@ func resourceFor(t *testing.T, o *unstructured.Unstructured) schema.GroupVersion
 		t.Fatalf("unexpected kind %s in the shipped manifests", o.GetKind())
 	}
 	return gv.WithResource(plural)
+}
+
+func TestKubePreflightFindsTheShippedRoleSufficientAndWarnsWhereItIsNotBound(t *testing.T) {
+	t.Parallel()
+	kt := newKubeTest(t)
+	other := "unbound-" + randomSuffix()
+	if _, err := kt.admin.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = kt.admin.CoreV1().Namespaces().Delete(context.Background(), other, metav1.DeleteOptions{}) // best effort
+	})
+	kc, dc, err := NewForConfig(kt.saConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{Client: kc, Dynamic: dc, DefaultNamespace: kt.ns, AllowedNamespaces: []string{other}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warnings, err := e.Preflight(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], `namespace "`+other+`"`) || !strings.Contains(warnings[0], "create jobs") {
+		t.Errorf("warnings = %q, want one for %s only (the shipped Role is bound in %s)", warnings, other, kt.ns)
+	}
+
+	// An API server that does not answer is an error.
+	rc := rest.CopyConfig(kt.saConfig)
+	rc.Host = "https://127.0.0.1:1"
+	kc, dc, err = NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err = New(Config{Client: kc, Dynamic: dc, DefaultNamespace: kt.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := e.Preflight(ctx); err == nil || !strings.Contains(err.Error(), "cannot reach the Kubernetes API server") {
+		t.Errorf("Preflight against a closed port = %v", err)
+	}
 }

@@ -126,7 +126,12 @@ func (e *Executor) buildJob(job pipeline.StageJob, in jobInput) (*batchv1.Job, s
 		image    string
 		needRepo = true
 	)
-	env := stageEnv(job.Env)
+	env, dropped := stageEnv(job)
+	if len(dropped) > 0 {
+		// Names only: the values may be secrets.
+		e.log.Warn("kube: environment entries that are neither KONTINUOUS_* values nor stage vars left out of the Job; secrets reach pods only through envFrom",
+			"stage", st.Name, "names", strings.Join(dropped, ","))
+	}
 	mounts := []corev1.VolumeMount{{Name: volumeWorkspace, MountPath: workspaceDir}}
 
 	switch st.Type {
@@ -302,19 +307,42 @@ func (e *Executor) cloneContainer(job pipeline.StageJob, in jobInput) corev1.Con
 	}
 }
 
-// stageEnv is job.Env as container env, sorted by name so the Job is the
+// plainEnv is job.Env without secrets: the KONTINUOUS_* values and the
+// stage's vars. Anything else is left out and its name returned: the
+// executor takes secrets by reference (SecretsByReference), so an entry
+// that is neither a KONTINUOUS_* value nor one of the stage's vars (with
+// the var's value) can only be a secret value, which must reach neither a
+// Job (readable by everyone who may read Jobs) nor a rendered manifest.
+// Secrets reach pods only through envFrom.
+func plainEnv(job pipeline.StageJob) (env map[string]string, dropped []string) {
+	env = map[string]string{}
+	for k, v := range job.Env {
+		vv, isVar := job.Stage.Vars[k]
+		isVar = isVar && vv == v
+		if k == envCloneToken || (!isVar && !strings.HasPrefix(k, "KONTINUOUS_")) {
+			dropped = append(dropped, k)
+			continue
+		}
+		env[k] = v
+	}
+	slices.Sort(dropped)
+	return env, dropped
+}
+
+// stageEnv is plainEnv as container env, sorted by name so the Job is the
 // same for the same input.
-func stageEnv(m map[string]string) []corev1.EnvVar {
+func stageEnv(job pipeline.StageJob) (env []corev1.EnvVar, dropped []string) {
+	m, dropped := plainEnv(job)
 	names := make([]string, 0, len(m))
 	for k := range m {
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	env := make([]corev1.EnvVar, 0, len(names))
+	env = make([]corev1.EnvVar, 0, len(names))
 	for _, k := range names {
 		env = append(env, corev1.EnvVar{Name: k, Value: m[k]})
 	}
-	return env
+	return env, dropped
 }
 
 // secretsEnvFrom makes each named Secret's keys environment variables. The

@@ -190,15 +190,29 @@ func (r *run) watch(ctx context.Context, trigger chan<- struct{}, open func(meta
 		if err != nil {
 			r.e.log.Debug("kube: watch failed; relying on resync", "namespace", r.ns, "job", r.name, "err", err)
 		} else {
-			for range w.ResultChan() {
-				poke()
-			}
-			w.Stop()
-			poke()
+			r.drain(ctx, w, poke)
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// drain pokes on every event of w until w ends or ctx does, then stops w.
+// It does not count on w ending with ctx (a fake watch does not).
+func (r *run) drain(ctx context.Context, w watch.Interface, poke func()) {
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-w.ResultChan():
+			if !ok {
+				poke()
+				return
+			}
+			poke()
 		}
 	}
 }

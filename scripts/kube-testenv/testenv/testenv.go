@@ -43,7 +43,9 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +53,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
 )
 
 //go:embed stages.yaml
@@ -102,17 +105,27 @@ var (
 	buildErr error
 )
 
-// Main runs a test binary's tests for TestMain: it first builds (or finds
-// cached) the control-plane binaries, outside the -timeout that go test
-// sets for the tests themselves, then runs the tests, then stops the
-// shared control plane. It returns the exit code for os.Exit.
-func Main(m *testing.M) int {
-	flag.Parse()
+// Prepare builds (or finds cached) the control-plane binaries for a
+// TestMain that does more than Main: call it before m.Run, and StopShared
+// after. Without it, the first Require builds them inside a test, where a
+// cold build (minutes) counts against go test's -timeout.
+func Prepare() {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
 	if enabled() == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 		_, buildErr = Binaries(ctx)
 		cancel()
 	}
+}
+
+// Main runs a test binary's tests for TestMain: it first builds (or finds
+// cached) the control-plane binaries, outside the -timeout that go test
+// sets for the tests themselves, then runs the tests, then stops the
+// shared control plane. It returns the exit code for os.Exit.
+func Main(m *testing.M) int {
+	Prepare()
 	code := m.Run()
 	StopShared()
 	return code
@@ -145,9 +158,20 @@ func Require(t testing.TB) *Env {
 		t.Fatalf("cannot build the Kubernetes control plane: %v", buildErr)
 	}
 	sharedOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+		// Stop a minute before go test's -timeout would kill the binary,
+		// so a build that cannot finish in time fails the test saying so.
+		deadline := time.Now().Add(45 * time.Minute)
+		if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+			if dl, ok := d.Deadline(); ok && dl.Add(-time.Minute).Before(deadline) {
+				deadline = dl.Add(-time.Minute)
+			}
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
 		shared, sharedErr = Start(ctx)
+		if sharedErr != nil && ctx.Err() != nil {
+			sharedErr = fmt.Errorf("%w (a cold build of the binaries takes minutes: call testenv.Main or testenv.Prepare in TestMain, or run scripts/kube-testenv/build.sh first)", sharedErr)
+		}
 	})
 	if sharedErr != nil {
 		t.Fatalf("cannot provision the Kubernetes control plane: %v", sharedErr)
@@ -488,12 +512,102 @@ func writeFiles(dir, adminToken string) error {
 }
 
 func (e *Env) writeKubeconfig() error {
+	return e.WriteKubeconfig(e.Kubeconfig, e.AdminToken)
+}
+
+// WriteKubeconfig writes to path a kubeconfig for the API server that
+// authenticates with token (AdminToken, or a ServiceAccount's token from
+// ServiceAccountToken).
+func (e *Env) WriteKubeconfig(path, token string) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: e.Host, InsecureSkipTLSVerify: true}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: e.AdminToken}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
+	cfg.AuthInfos["user"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "user"}
 	cfg.CurrentContext = "test"
-	return clientcmd.WriteToFile(*cfg, e.Kubeconfig)
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// ServiceAccountToken creates the ServiceAccount ns/name (if it does not
+// exist) and returns a token for it, valid for an hour.
+func (e *Env) ServiceAccountToken(ctx context.Context, ns, name string) (string, error) {
+	admin := e.Admin()
+	_, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("create service account %s/%s: %w", ns, name, err)
+	}
+	hour := int64(3600)
+	tok, err := admin.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &hour}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token of service account %s/%s: %w", ns, name, err)
+	}
+	return tok.Status.Token, nil
+}
+
+// ApplyRoles creates in namespace ns the Roles and RoleBindings of a
+// multi-document YAML file (docs/kubernetes/rbac.yaml), with every
+// binding's ServiceAccount subjects moved to namespace subjectNS. Anything
+// but Roles and RoleBindings is an error, as is a file with none of either.
+func (e *Env) ApplyRoles(ctx context.Context, raw []byte, ns, subjectNS string) error {
+	admin := e.Admin()
+	roles, bindings := 0, 0
+	for _, doc := range splitYAML(raw) {
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return err
+		}
+		switch meta.Kind {
+		case "Role":
+			var r rbacv1.Role
+			if err := yaml.UnmarshalStrict(doc, &r); err != nil {
+				return err
+			}
+			r.Namespace = ns
+			if _, err := admin.RbacV1().Roles(ns).Create(ctx, &r, metav1.CreateOptions{}); err != nil {
+				return fmt.Errorf("create role %s/%s: %w", ns, r.Name, err)
+			}
+			roles++
+		case "RoleBinding":
+			var b rbacv1.RoleBinding
+			if err := yaml.UnmarshalStrict(doc, &b); err != nil {
+				return err
+			}
+			b.Namespace = ns
+			for i := range b.Subjects {
+				if b.Subjects[i].Kind == rbacv1.ServiceAccountKind {
+					b.Subjects[i].Namespace = subjectNS
+				}
+			}
+			if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, &b, metav1.CreateOptions{}); err != nil {
+				return fmt.Errorf("create rolebinding %s/%s: %w", ns, b.Name, err)
+			}
+			bindings++
+		default:
+			return fmt.Errorf("a %s among the Roles: only Roles and RoleBindings are expected", meta.Kind)
+		}
+	}
+	if roles == 0 || bindings == 0 {
+		return fmt.Errorf("%d Roles and %d RoleBindings, want some of each", roles, bindings)
+	}
+	return nil
+}
+
+// splitYAML splits a multi-document YAML file, dropping documents that are
+// only comments.
+func splitYAML(raw []byte) [][]byte {
+	var docs [][]byte
+	for _, d := range bytes.Split(raw, []byte("\n---")) {
+		var body []byte
+		for _, l := range bytes.Split(d, []byte("\n")) {
+			if !bytes.HasPrefix(bytes.TrimSpace(l), []byte("#")) {
+				body = append(append(body, l...), '\n')
+			}
+		}
+		if len(bytes.TrimSpace(body)) > 0 {
+			docs = append(docs, d)
+		}
+	}
+	return docs
 }
 
 func createNode(ctx context.Context, c kubernetes.Interface) error {
