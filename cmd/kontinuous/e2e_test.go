@@ -626,7 +626,7 @@ func (w *world) follow(tok string, n, stage int) *http.Response {
 }
 
 func TestPullRequestFromForkBuildsHeadWithoutSecrets(t *testing.T) {
-	w := newWorld(t)
+	w := newWorld(t, "--allow-fork-builds")
 	w.createPipeline()
 	alice := token(t, "alice", 1001, "tok-alice")
 	expect(t, w.do("PUT", "/api/v1/pipelines/acme/app/secrets/creds", alice, map[string]any{"data": map[string]string{"API_TOKEN": "fork-must-not-see"}}), http.StatusOK)

@@ -112,7 +112,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 	engine := pipeline.NewEngine(pipeline.EngineConfig{
 		Store: store, SCM: scm, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
 		StageTimeout: cfg.StageTimeout, Namespace: namespacePolicy(cfg), StaleAfter: cfg.StaleAfter,
-		HTTPClient: notifyClient(cfg.NotifyAllowPrivate),
+		HTTPClient: notifyClient(cfg.NotifyAllowPrivate), AllowForkBuilds: cfg.AllowForkBuilds,
 	})
 	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine})
 
