@@ -28,9 +28,13 @@
 // never inlined in the Job. Status comes from watching the Job and its pod
 // (with a periodic re-list, so a lost watch event only delays), never from
 // the pod calling back. Logs are streamed from the pod (follow) into the
-// stage's log. Cancel deletes the Job with background propagation. A
-// RunStage for a stage whose Job already exists (a server restart) adopts
-// that Job: it watches it and streams its logs again from the start.
+// stage's log. Cancel deletes the Job with background propagation; a
+// server that stops, or loses the build to another instance, leaves it
+// running. A RunStage for a stage whose Job already exists (a server
+// restart) adopts that Job: it watches it and streams its logs again from
+// the start. The run is told by the stage's Started time (annotation
+// kontinuous.io/run): a Job of another run of the stage (a re-run) is
+// deleted and replaced.
 package kube
 
 import (
@@ -227,8 +231,12 @@ func (e *Executor) timeout(job pipeline.StageJob) time.Duration {
 
 // RunStage runs job's stage as a Job (or, for deploy, applies its
 // manifests) and returns when it has finished: nil on success, ctx.Err()
-// when ctx ended (the Job is deleted first), otherwise an error whose
-// message says why the stage failed. It writes the pod's output to log
+// when ctx ended, otherwise an error whose message says why the stage
+// failed. When ctx ends because the build was canceled
+// (context.Cause pipeline.ErrBuildCanceled), the Job is deleted first; when
+// another instance took the build over (pipeline.ErrTakenOver) or the
+// server is stopping (context.Canceled), the Job is left running for the
+// server that drives the build next to adopt. It writes the pod's output to log
 // line by line and reports the Job and pod through report as they become
 // known. If the stage's Job already exists for the same run (a restart),
 // RunStage adopts it instead of creating another.

@@ -583,13 +583,13 @@ func TestRunStageCancelDeletesTheJobWithBackgroundPropagation(t *testing.T) {
 		return false, nil, nil
 	})
 	job := stageJob("command", map[string]any{"command": "sleep 1000"})
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancelCause(t.Context())
 	var log syncBuffer
 	var rep outcomes
 	done := runAsync(ctx, e, job, &log, &rep)
 	j := c.waitJob("builds", JobName(job.Owner, job.Repo, job.BuildNumber, job.Stage.Index))
 	c.runPod(j, corev1.PodRunning, terminated0, runningNow)
-	cancel()
+	cancel(pipeline.ErrBuildCanceled)
 	if err := waitResult(t, done); !errors.Is(err, context.Canceled) {
 		t.Fatalf("RunStage = %v, want context.Canceled", err)
 	}
@@ -844,5 +844,46 @@ func TestPlainEnvKeepsOnlyKontinuousValuesAndStageVars(t *testing.T) {
 	}
 	if fmt.Sprint(dropped) != "[API_TOKEN KONTINUOUS_CLONE_TOKEN REGION]" {
 		t.Errorf("dropped = %v", dropped)
+	}
+}
+
+func TestRunStageLeavesTheJobRunningWhenTheServerStopsOrLosesTheBuild(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cause error // nil: a plain cancel, the server stopping
+	}{
+		{"server stopping", nil},
+		{"taken over by another instance", pipeline.ErrTakenOver},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			e := newTestExecutor(t, c.client)
+			job := stageJob("command", map[string]any{"command": "sleep 1000"})
+			ctx, cancel := context.WithCancelCause(t.Context())
+			var log syncBuffer
+			var rep outcomes
+			done := runAsync(ctx, e, job, &log, &rep)
+			j := c.waitJob("builds", JobName(job.Owner, job.Repo, job.BuildNumber, job.Stage.Index))
+			c.runPod(j, corev1.PodRunning, terminated0, runningNow)
+			cancel(tc.cause)
+			if err := waitResult(t, done); !errors.Is(err, context.Canceled) {
+				t.Fatalf("RunStage = %v, want context.Canceled", err)
+			}
+			for _, a := range c.client.Actions() {
+				if a.GetVerb() == "delete" && a.GetResource().Resource == "jobs" {
+					t.Fatalf("the Job was deleted; the next server must find it running")
+				}
+			}
+			// The server that drives the build next adopts it.
+			cur, err := c.client.BatchV1().Jobs("builds").Get(t.Context(), j.Name, metav1.GetOptions{})
+			if err != nil || cur.UID != j.UID {
+				t.Fatalf("job after RunStage ended: %v, %v", cur, err)
+			}
+			next := runAsync(t.Context(), newTestExecutor(t, c.client), job, &syncBuffer{}, &outcomes{})
+			c.setCondition(j, batchv1.JobComplete, "")
+			if err := waitResult(t, next); err != nil {
+				t.Fatalf("adopting RunStage = %v, want the Job's success", err)
+			}
+		})
 	}
 }

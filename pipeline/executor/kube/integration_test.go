@@ -334,12 +334,12 @@ func TestKubeCancelDeletesTheJobAndItsPod(t *testing.T) {
 	kt := newKubeTest(t)
 	e := kt.executor(t, nil)
 	job := kt.buildJobs(t, strings.Replace(testPipeline, "command: [false]", "command: [sleep, 1h]", 1), 4)[3]
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancelCause(t.Context())
 	var log syncBuffer
 	var rep outcomes
 	done := runAsync(ctx, e, job, &log, &rep)
 	pod := waitPod(t, kt, &rep)
-	cancel()
+	cancel(pipeline.ErrBuildCanceled)
 	if err := waitResult(t, done); !errors.Is(err, context.Canceled) {
 		t.Fatalf("RunStage = %v, want context.Canceled", err)
 	}

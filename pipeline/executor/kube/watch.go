@@ -160,6 +160,11 @@ func (r *run) wait(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			if cause := context.Cause(ctx); leaveRunning(cause) {
+				r.e.log.Info("kube: leaving the stage's job running for the server that drives the build next",
+					"namespace", r.ns, "job", r.name, "why", cause.Error())
+				return ctx.Err()
+			}
 			if err := r.e.deleteJob(ctx, r.ns, r.name, r.uid); err != nil {
 				r.e.log.Warn("kube: delete canceled job", "namespace", r.ns, "job", r.name, "err", err)
 			}
@@ -173,6 +178,19 @@ func (r *run) wait(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// leaveRunning reports whether a stage whose ctx ended with cause keeps
+// its Job: when another instance took the build over
+// (pipeline.ErrTakenOver), or the server is stopping (a plain
+// context.Canceled), the Job runs on and the server that drives the build
+// next adopts it (RunStage for the same run). A canceled build
+// (pipeline.ErrBuildCanceled) or any other end deletes it.
+func leaveRunning(cause error) bool {
+	if errors.Is(cause, pipeline.ErrBuildCanceled) {
+		return false
+	}
+	return errors.Is(cause, pipeline.ErrTakenOver) || errors.Is(cause, context.Canceled)
 }
 
 // watch keeps a watch open (re-opening it when the server closes it) and
