@@ -633,17 +633,22 @@ func TestRunStageTimesOutAndDeletesTheJob(t *testing.T) {
 
 func TestRunStageAdoptsTheJobOfTheSameRunAndReplacesAStaleOne(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		run     int64
-		adopted bool
+		name     string
+		run      int64 // the existing Job's run
+		want     int64 // the run RunStage asks for
+		finished bool  // the existing Job has completed
+		adopted  bool
 	}{
-		{"same run is adopted", 1700000000000000000, true},
-		{"earlier run is replaced", 1600000000000000000, false},
+		{"same run is adopted", 1700000000000000000, 1700000000000000000, true, true},
+		{"earlier run is replaced", 1600000000000000000, 1700000000000000000, true, false},
+		{"unfinished job of another run is adopted", 0, 1700000000000000000, false, true},
+		{"finished job of an unknown run is replaced", 0, 0, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t)
 			e := newTestExecutor(t, c.client)
 			job := stageJob("command", map[string]any{"command": "true"})
+			job.Stage.Started = tc.want
 			// A Job left by a server that stopped while it ran.
 			old := job
 			old.Stage.Started = tc.run
@@ -655,13 +660,22 @@ func TestRunStageAdoptsTheJobOfTheSameRunAndReplacesAStaleOne(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			oldPod := c.runPod(existing, corev1.PodSucceeded, terminated0, terminated0)
-			c.setCondition(existing, batchv1.JobComplete, "")
+			var oldPod *corev1.Pod
+			if tc.finished {
+				oldPod = c.runPod(existing, corev1.PodSucceeded, terminated0, terminated0)
+				c.setCondition(existing, batchv1.JobComplete, "")
+			} else {
+				oldPod = c.runPod(existing, corev1.PodRunning, terminated0, runningNow)
+			}
 
 			var log syncBuffer
 			var rep outcomes
 			done := runAsync(t.Context(), e, job, &log, &rep)
 			if tc.adopted {
+				if !tc.finished {
+					waitOutcome(t, &rep, oldPod.Name)
+					c.setCondition(existing, batchv1.JobComplete, "")
+				}
 				if err := waitResult(t, done); err != nil {
 					t.Fatalf("RunStage = %v, want the adopted Job's success", err)
 				}
@@ -683,8 +697,8 @@ func TestRunStageAdoptsTheJobOfTheSameRunAndReplacesAStaleOne(t *testing.T) {
 			if j == nil || j.UID == existing.UID {
 				t.Fatal("the stale Job was not replaced")
 			}
-			if j.Annotations[annoRun] != "1700000000000000000" {
-				t.Errorf("new Job run = %q", j.Annotations[annoRun])
+			if want := fmt.Sprint(tc.want); j.Annotations[annoRun] != want {
+				t.Errorf("new Job run = %q, want %s", j.Annotations[annoRun], want)
 			}
 			c.runPod(j, corev1.PodSucceeded, terminated0, terminated0)
 			c.setCondition(j, batchv1.JobComplete, "")
@@ -885,5 +899,17 @@ func TestRunStageLeavesTheJobRunningWhenTheServerStopsOrLosesTheBuild(t *testing
 				t.Fatalf("adopting RunStage = %v, want the Job's success", err)
 			}
 		})
+	}
+}
+
+// waitOutcome waits until RunStage has reported pod.
+func waitOutcome(t *testing.T, rep *outcomes, pod string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for rep.last().PodName != pod {
+		if time.Now().After(deadline) {
+			t.Fatalf("RunStage never reported pod %s (last %+v)", pod, rep.last())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -26,8 +26,8 @@ const (
 
 // createOrAdopt creates the Job, or adopts the existing Job of the same
 // name when it belongs to the same run of the same stage (a server
-// restart). A Job of an earlier run of the stage (a re-run) is deleted and
-// replaced. A Job of that name that Kontinuous did not make for this stage
+// restart) or has not finished. A finished Job of an earlier run of the
+// stage (a re-run) is deleted and replaced. A Job of that name that Kontinuous did not make for this stage
 // is a conflict and is left alone.
 func (e *Executor) createOrAdopt(ctx context.Context, want *batchv1.Job) (*batchv1.Job, bool, error) {
 	jobs := e.cfg.Client.BatchV1().Jobs(want.Namespace)
@@ -52,8 +52,13 @@ func (e *Executor) createOrAdopt(ctx context.Context, want *batchv1.Job) (*batch
 				return nil, false, pipeline.Errorf(pipeline.ErrConflict, "job %s exists and was not made by Kontinuous for this stage", where)
 			}
 		}
+		// Adopt the Job of the same run (a restart), finished or not, and
+		// any unfinished Job of this stage: the build is running, so it is
+		// this run's whatever its Started said. A finished Job of another
+		// run (or of an unknown one, Started 0) is a re-run's stale Job.
 		run := want.Annotations[annoRun]
-		if cur.DeletionTimestamp == nil && (cur.Annotations[annoRun] == run || run == "0") {
+		sameRun := run != "0" && cur.Annotations[annoRun] == run
+		if cur.DeletionTimestamp == nil && (sameRun || !jobFinished(cur)) {
 			return cur, true, nil
 		}
 		// A stale Job of an earlier run of this stage: replace it.
@@ -66,6 +71,16 @@ func (e *Executor) createOrAdopt(ctx context.Context, want *batchv1.Job) (*batch
 		}
 	}
 	return nil, false, pipeline.Errorf(pipeline.ErrConflict, "job %s keeps coming back; is another server running this stage?", where)
+}
+
+// jobFinished reports whether j has completed or failed.
+func jobFinished(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+			return true
+		}
+	}
+	return false
 }
 
 // deleteJob deletes a Job with background propagation: the Job goes at
