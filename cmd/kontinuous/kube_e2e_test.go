@@ -279,6 +279,54 @@ func TestKubernetesExecutorRunsPushedPipelinesAsJobsThroughTheServer(t *testing.
 	})
 }
 
+func TestKubernetesExecutorRestartedServerAdoptsTheRunningJob(t *testing.T) {
+	kc := newKubeCluster(t)
+	ctx := t.Context()
+	w := newWorld(t, "--executor", "kubernetes", "--kubeconfig", kc.kubeconfig, "--kube-namespace", kc.ns, "--stage-timeout", "2m")
+	w.createPipeline()
+	spec := specHead + `    stages:
+      - name: long
+        type: command
+        params: {command: [sleep, 6s]}
+`
+	_, r := w.push(map[string]string{".pipeline.yml": spec}, "kube-restart-1")
+	expect(t, r, http.StatusCreated)
+	b := w.waitKubeBuild(1, func(b pipeline.Build) bool {
+		return b.Status.Done() || (len(b.Stages) == 1 && b.Stages[0].PodName != "")
+	})
+	if b.Status.Done() {
+		t.Fatalf("build ended %s (%q) before the restart", b.Status, b.Message)
+	}
+	name := b.Stages[0].JobName
+	before, err := kc.admin.BatchV1().Jobs(kc.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("running stage's Job: %v", err)
+	}
+
+	// The server stops (SIGTERM, a rolling update) while the Job runs,
+	// and starts again on the same etcd: it resumes the build and adopts
+	// the Job instead of deleting it or starting another.
+	w.stop()
+	if _, err := kc.admin.BatchV1().Jobs(kc.ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the stopping server deleted the running Job: %v", err)
+	}
+	w.start()
+	b = w.waitKubeBuild(1, done)
+	if b.Status != pipeline.StatusSuccess || b.Stages[0].Status != pipeline.StatusSuccess {
+		t.Fatalf("build %s (%q) stage %+v, want the adopted Job's success", b.Status, b.Message, b.Stages[0])
+	}
+	after, err := kc.admin.BatchV1().Jobs(kc.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.UID != before.UID {
+		t.Error("the restarted server replaced the running Job instead of adopting it")
+	}
+	if jobs := kc.jobs(t, 1); len(jobs) != 1 {
+		t.Errorf("%d Jobs for the build, want the one adopted", len(jobs))
+	}
+}
+
 func TestKubernetesExecutorRefusesToStartWithoutAReachableCluster(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
