@@ -15,11 +15,9 @@ package main
 //     limit of a durable write.
 //
 // Every benchmark runs its clients with b.RunParallel at the same
-// parallelism, and reports req/s and p50/p99 latency besides ns/op. The
-// read benchmarks run with go-restful's indented JSON (as served today)
-// and with compact JSON (a proposed change), each against a bare server
-// answering that mode's bytes. TestServeBenchFixture serves the same
-// fixture for external tools (kontinuous-bench, wrk).
+// parallelism, and reports req/s and p50/p99 latency besides ns/op.
+// TestServeBenchFixture serves the same fixture for external tools
+// (kontinuous-bench, wrk).
 
 import (
 	"bytes"
@@ -39,7 +37,6 @@ import (
 	"testing"
 	"time"
 
-	restful "github.com/emicklei/go-restful/v3"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
@@ -222,7 +219,7 @@ func newReadFixtureTB(b testing.TB) (*readFixture, *fakegithub.Server) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		body, ct := mustStatus(b, c, app.URL, "GET", "/api/v1/pipelines/acme/app/builds?limit=100", tok, "", nil, http.StatusOK)
-		if bytes.Count(body, []byte(`"status": "FAIL"`))+bytes.Count(body, []byte(`"status":"FAIL"`)) == n {
+		if bytes.Count(body, []byte(`"status":"FAIL"`)) == n {
 			f.list, f.ct = body, ct
 			break
 		}
@@ -267,75 +264,38 @@ func mustStatus(tb testing.TB, c *http.Client, base, method, path, tok, body str
 	return data, resp.Header.Get("Content-Type")
 }
 
-// jsonModes: the server as it is (go-restful indents every JSON reply,
-// restful.PrettyPrintResponses defaults to true), and with compact JSON, a
-// one-line change proposed for api.New, measured here so that its effect
-// is known. Each mode has its own fixture and its own bare baseline
-// serving that mode's bytes.
-var jsonModes = []struct {
-	name   string
-	pretty bool
-}{{"json=indented", true}, {"json=compact-proposed", false}}
-
-// useJSONMode sets go-restful's indentation for servers started after it
-// and restores it when b ends (after the servers it started stop).
-func useJSONMode(b testing.TB, pretty bool) {
-	old := restful.PrettyPrintResponses
-	restful.PrettyPrintResponses = pretty
-	b.Cleanup(func() { restful.PrettyPrintResponses = old })
-}
-
 // BenchmarkReadBuildsList: GET /api/v1/pipelines/acme/app/builds?limit=100
 // (100 builds) with a valid Bearer token, through the whole server.
 func BenchmarkReadBuildsList(b *testing.B) {
-	for _, m := range jsonModes {
-		b.Run(m.name, func(b *testing.B) {
-			useJSONMode(b, m.pretty)
-			f := newReadFixture(b)
-			c := benchClient()
-			url := f.app.URL + "/api/v1/pipelines/acme/app/builds?limit=100"
-			b.Run("kontinuous", func(b *testing.B) {
-				b.SetBytes(int64(len(f.list)))
-				drive(b, func(int64) error { return get(c, url, f.tok, http.StatusOK) })
-			})
-		})
-	}
+	f := newReadFixture(b)
+	c := benchClient()
+	url := f.app.URL + "/api/v1/pipelines/acme/app/builds?limit=100"
+	b.SetBytes(int64(len(f.list)))
+	drive(b, func(int64) error { return get(c, url, f.tok, http.StatusOK) })
 }
 
 // BenchmarkReadBuild: GET /api/v1/pipelines/acme/app/builds/50 with a
 // valid Bearer token, through the whole server.
 func BenchmarkReadBuild(b *testing.B) {
-	for _, m := range jsonModes {
-		b.Run(m.name, func(b *testing.B) {
-			useJSONMode(b, m.pretty)
-			f := newReadFixture(b)
-			c := benchClient()
-			url := f.app.URL + "/api/v1/pipelines/acme/app/builds/50"
-			b.Run("kontinuous", func(b *testing.B) {
-				b.SetBytes(int64(len(f.one)))
-				drive(b, func(int64) error { return get(c, url, f.tok, http.StatusOK) })
-			})
-		})
-	}
+	f := newReadFixture(b)
+	c := benchClient()
+	url := f.app.URL + "/api/v1/pipelines/acme/app/builds/50"
+	b.SetBytes(int64(len(f.one)))
+	drive(b, func(int64) error { return get(c, url, f.tok, http.StatusOK) })
 }
 
 // BenchmarkBareNetHTTP is the limit of the read benchmarks on this
 // machine: a bare net/http server answering the very bytes Kontinuous
 // answered (list and one build) from memory, driven the same way.
 func BenchmarkBareNetHTTP(b *testing.B) {
-	for _, m := range jsonModes {
-		b.Run(m.name, func(b *testing.B) {
-			useJSONMode(b, m.pretty)
-			f := newReadFixture(b)
-			url := startBare(b, map[string][]byte{"/list": f.list, "/one": f.one}, f.ct)
-			c := benchClient()
-			for _, name := range []string{"list", "one"} {
-				body := map[string][]byte{"list": f.list, "one": f.one}[name]
-				b.Run(name, func(b *testing.B) {
-					b.SetBytes(int64(len(body)))
-					drive(b, func(int64) error { return get(c, url+"/"+name, f.tok, http.StatusOK) })
-				})
-			}
+	f := newReadFixture(b)
+	url := startBare(b, map[string][]byte{"/list": f.list, "/one": f.one}, f.ct)
+	c := benchClient()
+	for _, name := range []string{"list", "one"} {
+		body := map[string][]byte{"list": f.list, "one": f.one}[name]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			drive(b, func(int64) error { return get(c, url+"/"+name, f.tok, http.StatusOK) })
 		})
 	}
 }

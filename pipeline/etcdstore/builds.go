@@ -386,6 +386,7 @@ func (s *Store) commitBatch(pk string, q *createQueue, batch []*createReq) (rest
 			return nil
 		}
 		if tr.Succeeded {
+			s.wrote(tr.Header.Revision)
 			q.state.last, q.state.counterModRv = n, tr.Header.Revision
 			s.newest.see(pk, n)
 			answer()
@@ -411,6 +412,11 @@ func (s *Store) readTxnRetrying(ctx context.Context, ops []clientv3.Op) (*client
 		actx, acancel := s.attemptCtx(ctx)
 		r, err := s.cli.Txn(actx).Then(ops...).Commit()
 		acancel()
+		if err == nil {
+			for _, op := range r.Responses {
+				s.saw(r.Header.Revision, op.GetResponseRange().GetKvs())
+			}
+		}
 		if err == nil || !isUnavailable(err) || ctx.Err() != nil {
 			return r, err
 		}
@@ -447,14 +453,21 @@ func (s *Store) GetBuild(ctx context.Context, owner, repo string, number int) (p
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.buildKey(pk, number))
-	if err != nil {
-		return pipeline.Build{}, s.wrap(err, "get build %s#%d", pk, number)
+	kv, ok := s.cachedBuild(ctx, pk, number)
+	if !ok {
+		resp, err := s.cli.Get(ctx, s.buildKey(pk, number))
+		if err != nil {
+			return pipeline.Build{}, s.wrap(err, "get build %s#%d", pk, number)
+		}
+		s.saw(resp.Header.Revision, resp.Kvs)
+		if len(resp.Kvs) > 0 {
+			kv = resp.Kvs[0]
+		}
 	}
-	if len(resp.Kvs) == 0 {
+	if kv == nil {
 		return pipeline.Build{}, s.wrap(pipeline.ErrNotFound, "get build %s#%d", pk, number)
 	}
-	b, err := s.builds.decode(resp.Kvs[0])
+	b, err := s.builds.decode(kv)
 	if err != nil {
 		return pipeline.Build{}, s.wrap(err, "get build %s#%d", pk, number)
 	}
@@ -484,6 +497,12 @@ func (s *Store) ListBuilds(ctx context.Context, owner, repo string, limit, befor
 		}
 		lowest = before - 1 - limit - newestWindow
 	}
+	if kvs, exists, ok := s.cachedList(ctx, pk, start, limit); ok {
+		if !exists {
+			return nil, s.wrap(pipeline.ErrNotFound, "list builds of %s: no such pipeline", pk)
+		}
+		return s.decodeList(pk, kvs, before)
+	}
 	end, bounded := s.buildsRangeEnd(pk, lowest)
 	if bounded && start >= end {
 		end, bounded = clientv3.GetPrefixRangeEnd(prefix), false
@@ -505,8 +524,14 @@ func (s *Store) ListBuilds(ctx context.Context, owner, repo string, limit, befor
 		if err != nil {
 			return nil, s.wrap(err, "list builds of %s", pk)
 		}
+		s.saw(r.Header.Revision, r.Kvs)
 		kvs = r.Kvs
 	}
+	return s.decodeList(pk, kvs, before)
+}
+
+// decodeList decodes the builds of a list.
+func (s *Store) decodeList(pk string, kvs []*mvccpb.KeyValue, before int) ([]pipeline.Build, error) {
 	out := make([]pipeline.Build, 0, len(kvs))
 	for _, kv := range kvs {
 		b, err := s.builds.decode(kv)
@@ -537,7 +562,8 @@ func (s *Store) UpdateBuild(ctx context.Context, owner, repo string, number int,
 	defer cancel()
 	key := s.buildKey(pk, number)
 	var result pipeline.Build
-	_, err = s.update(ctx, key, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+	first, _ := s.cachedBuild(ctx, pk, number)
+	_, err = s.update(ctx, key, first, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
 		b, err := decodeBuild(cur.Value)
 		if err != nil {
 			return nil, err
@@ -582,7 +608,7 @@ func (s *Store) DeleteBuild(ctx context.Context, owner, repo string, number int)
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.buildKey(pk, number)
-	_, err = s.update(ctx, key, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+	_, err = s.update(ctx, key, nil, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
 		var rec buildRecord
 		if err := json.Unmarshal(cur.Value, &rec); err != nil {
 			return nil, fmt.Errorf("decode build: %w", err)
@@ -663,6 +689,7 @@ func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, 
 			}
 			return s.wrap(err, "watch build %s#%d", pk, number)
 		}
+		s.saw(resp.Header.Revision, resp.Kvs)
 		if len(resp.Kvs) == 0 {
 			return s.wrap(pipeline.ErrNotFound, "watch build %s#%d", pk, number)
 		}
@@ -712,6 +739,7 @@ func (s *Store) watchBuildFrom(ctx context.Context, key string, rev int64, lastM
 				continue
 			}
 			*lastMod = ev.Kv.ModRevision
+			s.wrote(ev.Kv.ModRevision)
 			b, err := decodeBuild(ev.Kv.Value)
 			if err != nil {
 				return true, err

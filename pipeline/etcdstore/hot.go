@@ -86,13 +86,13 @@ type cachedBuild struct {
 // decode returns the build stored in kv, from the cache when kv's
 // revision was decoded before.
 func (c *buildCache) decode(kv *mvccpb.KeyValue) (pipeline.Build, error) {
-	key := string(kv.Key)
 	c.mu.RLock()
-	e, ok := c.m[key]
+	e, ok := c.m[string(kv.Key)] // no allocation for the look-up
 	c.mu.RUnlock()
 	if ok && e.rev == kv.ModRevision {
 		return cloneBuild(e.b), nil
 	}
+	key := string(kv.Key)
 	b, err := decodeBuild(kv.Value)
 	if err != nil {
 		return b, err

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 )
 
 func TestSustainedConcurrentCreatesFromTwoStoresAllSucceedGapFree(t *testing.T) {
@@ -64,7 +65,9 @@ func TestSustainedConcurrentCreatesFromTwoStoresAllSucceedGapFree(t *testing.T) 
 }
 
 func TestListAndLatestStayRightWhenTheNewestBuildsAreDeleted(t *testing.T) {
-	s := newStore(t)
+	// Linearizable reads: this is about the bounded etcd ranges, and a
+	// build made by another store must be seen at once.
+	s := newStoreWith(t, sharedClient(t), etcdstore.Options{Prefix: prefixOf(t), LinearizableReads: true})
 	mustCreatePipeline(t, s, "acme", "app")
 	const n = 200
 	for range n {

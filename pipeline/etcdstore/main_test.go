@@ -38,8 +38,14 @@ var shared struct {
 	err  error
 }
 
+// closeAtExit holds more clean-ups for TestMain (benchmark etcds).
+var closeAtExit []func()
+
 func TestMain(m *testing.M) {
 	code := m.Run()
+	for _, f := range closeAtExit {
+		f()
+	}
 	if shared.cli != nil {
 		// Closing at exit: a close error changes nothing now.
 		_ = shared.cli.Close()
@@ -97,7 +103,9 @@ func prefixOf(t testing.TB) string {
 	return p.(string)
 }
 
-// newStore returns a store on the shared etcd under the test's own prefix.
+// newStore returns a store on the shared etcd under the test's own
+// prefix, started as a server starts it (read cache on unless
+// opts.LinearizableReads).
 func newStore(t testing.TB) *etcdstore.Store {
 	t.Helper()
 	return newStoreWith(t, sharedClient(t), etcdstore.Options{})
@@ -110,6 +118,9 @@ func newStoreWith(t testing.TB, cli *clientv3.Client, opts etcdstore.Options) *e
 	}
 	s := etcdstore.New(cli, testBox(t), opts)
 	t.Cleanup(s.Close)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 

@@ -56,6 +56,7 @@ func (s *Store) CreatePipeline(ctx context.Context, p pipeline.Pipeline) (pipeli
 	if !resp.Succeeded {
 		return pipeline.Pipeline{}, s.wrap(pipeline.ErrConflict, "create pipeline %s: already exists", pk)
 	}
+	s.wrote(resp.Header.Revision)
 	return p, nil
 }
 
@@ -68,6 +69,19 @@ func (s *Store) GetPipeline(ctx context.Context, owner, repo string) (pipeline.P
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.pipelineKeyOf(pk)
+	if pkv, lkv, ok := s.cachedPipeline(ctx, pk); ok {
+		if pkv == nil {
+			return pipeline.Pipeline{}, s.wrap(pipeline.ErrNotFound, "get pipeline %s", pk)
+		}
+		p, err := s.decodePipeline(pkv)
+		if err == nil {
+			p.LatestBuild, err = s.decodeLatest(pk, lkv)
+		}
+		if err != nil {
+			return pipeline.Pipeline{}, s.wrap(err, "get pipeline %s", pk)
+		}
+		return p, nil
+	}
 	latest, bounded := s.latestBuildOp(pk)
 	resp, err := s.readTxnRetrying(ctx, []clientv3.Op{clientv3.OpGet(key), latest})
 	if err != nil {
@@ -140,7 +154,7 @@ func (s *Store) UpdatePipeline(ctx context.Context, owner, repo string, fn func(
 	key := s.pipelineKeyOf(pk)
 	var result pipeline.Pipeline
 	latest, bounded := s.latestBuildOp(pk)
-	tr, err := s.update(ctx, key, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+	tr, err := s.update(ctx, key, nil, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
 		var old pipelineRecord
 		if err := json.Unmarshal(cur.Value, &old); err != nil {
 			return nil, fmt.Errorf("decode pipeline: %w", err)
@@ -217,6 +231,9 @@ func (s *Store) DeletePipeline(ctx context.Context, owner, repo string) error {
 	}
 	s.newest.forget(pk)
 	s.builds.forgetPrefix(s.buildsPrefix(pk))
+	if resp.Succeeded {
+		s.wrote(resp.Header.Revision)
+	}
 	if !resp.Succeeded {
 		return s.wrap(pipeline.ErrNotFound, "delete pipeline %s", pk)
 	}
@@ -259,6 +276,7 @@ func (s *Store) latestFrom(ctx context.Context, pk string, r *pb.ResponseOp, bou
 		if err != nil {
 			return nil, err
 		}
+		s.saw(resp.Header.Revision, resp.Kvs)
 		kvs = resp.Kvs
 	}
 	if len(kvs) == 0 {
@@ -285,15 +303,22 @@ func (s *Store) latestFrom(ctx context.Context, pk string, r *pb.ResponseOp, bou
 // what was written (or is gone, for a delete), the write happened; if not,
 // it applies fn again to the fresh value. So a brief loss of a member
 // neither fails the caller nor applies its change twice.
-func (s *Store) update(ctx context.Context, key string, apply func(cur *mvccpb.KeyValue) ([]clientv3.Op, error)) (*clientv3.TxnResponse, error) {
-	resp, err := s.readRetrying(ctx, key)
-	if err != nil {
-		return nil, err
+//
+// first, when not nil, is key's value from the read cache: it saves the
+// first read (the transaction compares its ModRevision, so a value that
+// is no longer current only costs a retry with the one etcd returns).
+func (s *Store) update(ctx context.Context, key string, first *mvccpb.KeyValue, apply func(cur *mvccpb.KeyValue) ([]clientv3.Op, error)) (*clientv3.TxnResponse, error) {
+	cur := first
+	if cur == nil {
+		resp, err := s.readRetrying(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, pipeline.ErrNotFound
+		}
+		cur = resp.Kvs[0]
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, pipeline.ErrNotFound
-	}
-	cur := resp.Kvs[0]
 	for attempt := 0; ; attempt++ {
 		ops, err := apply(cur)
 		if err != nil {
@@ -326,9 +351,11 @@ func (s *Store) update(ctx context.Context, key string, apply func(cur *mvccpb.K
 			}
 			cur = r.Kvs[0]
 		} else if tr.Succeeded {
+			s.wrote(tr.Header.Revision)
 			return tr, nil
 		} else {
 			kvs := tr.Responses[0].GetResponseRange().Kvs
+			s.saw(tr.Header.Revision, kvs)
 			if len(kvs) == 0 {
 				return nil, pipeline.ErrNotFound
 			}
@@ -350,6 +377,9 @@ func (s *Store) readRetrying(ctx context.Context, key string) (*clientv3.GetResp
 		actx, acancel := s.attemptCtx(ctx)
 		resp, err := s.cli.Get(actx, key)
 		acancel()
+		if err == nil {
+			s.saw(resp.Header.Revision, resp.Kvs)
+		}
 		if err == nil || !isUnavailable(err) || ctx.Err() != nil {
 			return resp, err
 		}
@@ -368,9 +398,15 @@ func (s *Store) wasApplied(ctx context.Context, op clientv3.Op) (bool, error) {
 	}
 	switch {
 	case op.IsPut():
-		return len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, op.ValueBytes()), nil
+		if len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, op.ValueBytes()) {
+			s.wrote(resp.Kvs[0].ModRevision)
+			return true, nil
+		}
 	case op.IsDelete():
-		return len(resp.Kvs) == 0, nil
+		if len(resp.Kvs) == 0 {
+			s.wrote(resp.Header.Revision) // at or after the delete
+			return true, nil
+		}
 	}
 	return false, nil
 }

@@ -34,7 +34,7 @@ func (s *Store) PutSecret(ctx context.Context, owner, repo string, set pipeline.
 		return s.wrap(err, "put secret %s/%s", pk, set.Name)
 	}
 	pKey := s.pipelineKeyOf(pk)
-	_, err = s.update(ctx, pKey, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+	_, err = s.update(ctx, pKey, nil, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
 		ops := []clientv3.Op{clientv3.OpPut(sKey, string(raw))}
 		var p pipelineRecord
 		if err := json.Unmarshal(cur.Value, &p); err != nil {
@@ -127,7 +127,7 @@ func (s *Store) DeleteSecret(ctx context.Context, owner, repo, name string) erro
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	pKey := s.pipelineKeyOf(pk)
-	_, err = s.update(ctx, pKey, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+	_, err = s.update(ctx, pKey, nil, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
 		var p pipelineRecord
 		if err := json.Unmarshal(cur.Value, &p); err != nil {
 			return nil, fmt.Errorf("decode pipeline: %w", err)

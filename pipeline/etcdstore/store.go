@@ -49,6 +49,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -75,6 +76,13 @@ type Options struct {
 	// Logger receives the store's own warnings (watch restarts); nil
 	// discards them.
 	Logger *slog.Logger
+	// LinearizableReads turns the watch-fed read cache off: every
+	// GetBuild, ListBuilds and GetPipeline is a linearizable etcd read,
+	// so a read on one server sees a write just answered by another. With
+	// the cache (the default, once Start ran), reads see this server's own
+	// writes and other servers' writes as soon as the watch delivers them
+	// (see readcache.go).
+	LinearizableReads bool
 }
 
 // Store implements pipeline.Store, auth.OnceStore and auth.RevocationStore
@@ -91,12 +99,16 @@ type Store struct {
 	builds        buildCache
 	pipelines     pipelineCache
 
+	rc        readCache
+	lastWrite atomic.Int64 // revision of this store's newest committed write
+
 	revMu   sync.RWMutex
 	revoked map[string]time.Time // jti → expiry
 
 	watchMu     sync.Mutex
 	watchCancel context.CancelFunc
 	watchDone   chan struct{}
+	cacheDone   chan struct{} // nil when the read cache is off
 }
 
 // Store satisfies pipeline.Store here; auth.OnceStore and

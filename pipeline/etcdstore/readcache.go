@@ -1,0 +1,483 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+// Watch-fed read cache: GetBuild, ListBuilds and GetPipeline answer from
+// memory, with no etcd round trip, for pipelines this store has read
+// before, while a watch of the whole prefix keeps that memory current.
+//
+// What a reader sees (the guarantees, weaker than a linearizable read
+// only across servers):
+//
+//   - its own server's writes: a read waits (briefly) until the watch has
+//     delivered every write this Store committed before the read began
+//     (read-your-writes per process); if it does not catch up within
+//     readCacheCatchUp, the read goes to etcd;
+//   - other servers' writes: as soon as etcd's watch delivers them to this
+//     server (normally well under a millisecond), never older than what
+//     etcd confirmed within readCacheFresh;
+//   - etcd unavailable: the cache is not used while the client has no
+//     connection to etcd, nor when the watch, asked for a progress report
+//     every readCacheProgressEvery, has not answered for readCacheFresh;
+//     reads then go to etcd and fail with ErrUnavailable as before. A lost
+//     leader cancels the watch (it requires a leader) and empties the
+//     cache.
+//
+// For each cached pipeline the cache holds its pipeline record and every
+// build key in a complete range [builds prefix, bound): the newest
+// builds, since build keys sort newest first. New builds land inside the
+// range, so it stays complete as long as every event is applied; it is
+// trimmed from its old end (bound moves down) to readCacheBuildsPerPipeline.
+// A pipeline is loaded on its first read (one range read of its newest
+// readCacheFillBuilds builds): events committed between that read and the
+// moment it is installed are replayed from a ring of recent events, so
+// nothing is missed. Any break of the watch drops everything.
+//
+// Values are kept as etcd returned them and decoded through the
+// (key, ModRevision) decode caches, so callers still get their own
+// copies.
+const (
+	readCacheProgressEvery     = 100 * time.Millisecond
+	readCacheFresh             = 350 * time.Millisecond
+	readCacheCatchUp           = 50 * time.Millisecond
+	readCacheFillBuilds        = 200
+	readCacheBuildsPerPipeline = 1000
+	readCachePipelines         = 1024
+	readCacheRing              = 8192
+)
+
+// readCache is the watch-fed cache; its zero value is off (every read goes
+// to etcd) until Start runs it.
+type readCache struct {
+	mu        sync.RWMutex
+	running   bool      // a watch is following the prefix
+	applied   int64     // every event up to this revision is applied
+	lastHeard time.Time // last answer from the watch (events or progress)
+	advanced  chan struct{}
+	pipes     map[string]*cachedPipe
+	// ring holds the recent events of builds and pipelines, for replay
+	// into a pipeline being loaded: every event with revision > floor.
+	ring  []ringEvent
+	floor int64
+	hits  atomic.Int64 // reads answered from memory
+}
+
+type ringEvent struct {
+	del bool
+	kv  *mvccpb.KeyValue // for a delete, Key and ModRevision (of the delete)
+}
+
+// cachedPipe is one pipeline's record (nil: it does not exist) and every
+// build whose key is in [builds prefix, bound), sorted by key (newest
+// first). Values are never changed in place: they are replaced.
+type cachedPipe struct {
+	pkv    *mvccpb.KeyValue
+	builds []*mvccpb.KeyValue
+	bound  string
+	end    string // the builds prefix's range end: bound == end means all builds
+}
+
+// wrote records the revision of a write this store committed, or of a
+// value it read from etcd: reads from the cache wait until the watch has
+// applied it, so they never show anything older than what this process
+// wrote or saw (read-your-writes, monotonic reads).
+func (s *Store) wrote(rev int64) {
+	for {
+		cur := s.lastWrite.Load()
+		if rev <= cur || s.lastWrite.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// saw records the newest of the values read from etcd (see wrote); when
+// the read found nothing, the read's revision.
+func (s *Store) saw(header int64, kvs []*mvccpb.KeyValue) {
+	rev := int64(0)
+	for _, kv := range kvs {
+		rev = max(rev, kv.ModRevision)
+	}
+	if rev == 0 {
+		rev = header
+	}
+	s.wrote(rev)
+}
+
+// cacheReady waits until the cache may answer a read that starts now,
+// and returns with c.mu read-locked if so.
+func (s *Store) cacheReady(ctx context.Context) bool {
+	c := &s.rc
+	target := s.lastWrite.Load()
+	var timer *time.Timer
+	for {
+		c.mu.RLock()
+		if !c.running || time.Since(c.lastHeard) > readCacheFresh || !s.connected() {
+			c.mu.RUnlock()
+			return false
+		}
+		if c.applied >= target {
+			return true
+		}
+		ch := c.advanced
+		c.mu.RUnlock()
+		if timer == nil {
+			timer = time.NewTimer(readCacheCatchUp)
+			defer timer.Stop()
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// connected reports whether the etcd client has a connection up.
+func (s *Store) connected() bool {
+	conn := s.cli.ActiveConnection()
+	return conn != nil && conn.GetState() == connectivity.Ready
+}
+
+// cachedPipeOf returns pk's cached pipeline, loading it first if needed;
+// on true, c.mu is read-locked and the caller must unlock it.
+func (s *Store) cachedPipeOf(ctx context.Context, pk string) (*cachedPipe, bool) {
+	if !s.cacheReady(ctx) {
+		return nil, false
+	}
+	if p := s.rc.pipes[pk]; p != nil {
+		return p, true
+	}
+	s.rc.mu.RUnlock()
+	if !s.loadPipe(ctx, pk) || !s.cacheReady(ctx) {
+		return nil, false
+	}
+	if p := s.rc.pipes[pk]; p != nil {
+		return p, true
+	}
+	s.rc.mu.RUnlock()
+	return nil, false
+}
+
+// loadPipe reads pk's record and newest builds and installs them, once
+// the watch has reached the read's revision.
+func (s *Store) loadPipe(ctx context.Context, pk string) bool {
+	prefix := s.buildsPrefix(pk)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	actx, cancel := s.attemptCtx(ctx)
+	resp, err := s.cli.Txn(actx).Then(
+		clientv3.OpGet(s.pipelineKeyOf(pk)),
+		clientv3.OpGet(prefix, clientv3.WithRange(end), clientv3.WithLimit(readCacheFillBuilds)),
+	).Commit()
+	cancel()
+	if err != nil {
+		return false
+	}
+	rev := resp.Header.Revision
+	p := &cachedPipe{end: end, bound: end}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		p.pkv = kvs[0]
+	}
+	br := resp.Responses[1].GetResponseRange()
+	p.builds = br.Kvs
+	if br.More && len(br.Kvs) > 0 {
+		p.bound = string(br.Kvs[len(br.Kvs)-1].Key) + "\x00"
+	}
+	c := &s.rc
+	timer := time.NewTimer(readCacheCatchUp)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		if !c.running || c.floor > rev {
+			c.mu.Unlock()
+			return false
+		}
+		if c.applied >= rev {
+			break
+		}
+		ch := c.advanced
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	defer c.mu.Unlock()
+	if c.pipes[pk] != nil {
+		return true // loaded meanwhile by another reader
+	}
+	pipesKey := s.pipelineKeyOf(pk)
+	for _, e := range c.ring {
+		if e.kv.ModRevision > rev {
+			key := string(e.kv.Key)
+			if key == pipesKey || strings.HasPrefix(key, prefix) {
+				p.apply(key, pipesKey, e)
+			}
+		}
+	}
+	if len(c.pipes) >= readCachePipelines {
+		for k := range c.pipes { // drop one, arbitrarily (map order)
+			delete(c.pipes, k)
+			break
+		}
+	}
+	c.pipes[pk] = p
+	return true
+}
+
+// apply brings p up to date with one event on key (pipesKey is p's
+// pipeline record key). Events at or below a value's revision are
+// ignored, so replays are harmless.
+func (p *cachedPipe) apply(key, pipesKey string, e ringEvent) {
+	rev := e.kv.ModRevision
+	if key == pipesKey {
+		switch {
+		case p.pkv != nil && rev <= p.pkv.ModRevision:
+		case e.del:
+			p.pkv = nil
+		default:
+			p.pkv = e.kv
+		}
+		return
+	}
+	if key >= p.bound {
+		return
+	}
+	i := sort.Search(len(p.builds), func(i int) bool { return string(p.builds[i].Key) >= key })
+	found := i < len(p.builds) && string(p.builds[i].Key) == key
+	switch {
+	case found && rev <= p.builds[i].ModRevision:
+	case e.del && found:
+		p.builds = append(p.builds[:i:i], p.builds[i+1:]...)
+	case e.del:
+	case found:
+		nb := append([]*mvccpb.KeyValue(nil), p.builds...)
+		nb[i] = e.kv
+		p.builds = nb
+	default:
+		nb := make([]*mvccpb.KeyValue, 0, len(p.builds)+1)
+		nb = append(append(append(nb, p.builds[:i]...), e.kv), p.builds[i:]...)
+		if len(nb) > readCacheBuildsPerPipeline {
+			p.bound = string(nb[readCacheBuildsPerPipeline].Key)
+			nb = nb[:readCacheBuildsPerPipeline]
+		}
+		p.builds = nb
+	}
+}
+
+// runReadCache follows the prefix until ctx ends, starting over (with an
+// empty cache) whenever the watch breaks. It closes up once the first
+// watch is set up.
+func (s *Store) runReadCache(ctx context.Context, up, done chan struct{}) {
+	defer close(done)
+	var once sync.Once
+	for {
+		err := s.followReadCache(ctx, func() { once.Do(func() { close(up) }) })
+		s.rc.mu.Lock()
+		s.rc.running, s.rc.pipes, s.rc.ring = false, nil, nil
+		s.rc.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("etcdstore: read cache watch restarted", "err", err)
+		if sleepCtx(ctx, watchRetryDelay) != nil {
+			return
+		}
+	}
+}
+
+// followReadCache sets the watch up and applies its events until it
+// breaks or ctx ends.
+func (s *Store) followReadCache(ctx context.Context, up func()) error {
+	gctx, cancel := s.opCtx(ctx)
+	resp, err := s.cli.Get(gctx, s.opts.Prefix, clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return err
+	}
+	start := resp.Header.Revision
+	// Its own gRPC stream (streams are shared by metadata), so that
+	// progress requests and their answers concern this watch only.
+	wctx, wcancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx), "kontinuous-watch", "read-cache"))
+	defer wcancel()
+	wch := s.cli.Watch(wctx, s.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(start+1))
+	c := &s.rc
+	c.mu.Lock()
+	c.running, c.applied, c.floor, c.lastHeard = true, start, start, time.Now()
+	c.pipes, c.ring = map[string]*cachedPipe{}, nil
+	c.advance()
+	c.mu.Unlock()
+	up()
+	go func() {
+		t := time.NewTicker(readCacheProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				pctx, pcancel := context.WithTimeout(wctx, readCacheFresh)
+				_ = s.cli.RequestProgress(pctx) // no answer: the cache goes stale and is not used
+				pcancel()
+			}
+		}
+	}()
+	buildsPrefix, pipesPrefix := s.opts.Prefix+"builds/", s.pipelinesPrefix()
+	for {
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case wr, ok = <-wch:
+		}
+		if !ok {
+			return errors.New("watch closed")
+		}
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.lastHeard = time.Now()
+		top := c.applied
+		if wr.IsProgressNotify() {
+			// Sent only once every event up to this revision was sent.
+			top = max(top, wr.Header.Revision)
+		}
+		for _, ev := range wr.Events {
+			top = max(top, ev.Kv.ModRevision)
+			key := string(ev.Kv.Key)
+			var pk string
+			switch {
+			case strings.HasPrefix(key, buildsPrefix):
+				rest := key[len(buildsPrefix):]
+				i := strings.LastIndexByte(rest, '/')
+				if i < 0 {
+					continue
+				}
+				pk = rest[:i]
+			case strings.HasPrefix(key, pipesPrefix):
+				pk = key[len(pipesPrefix):]
+			default:
+				continue
+			}
+			e := ringEvent{del: ev.Type == mvccpb.DELETE, kv: ev.Kv}
+			c.ring = append(c.ring, e)
+			if p := c.pipes[pk]; p != nil {
+				p.apply(key, pipesPrefix+pk, e)
+			}
+		}
+		if len(c.ring) >= 2*readCacheRing {
+			drop := len(c.ring) - readCacheRing
+			c.floor = c.ring[drop-1].kv.ModRevision
+			c.ring = append([]ringEvent(nil), c.ring[drop:]...)
+		}
+		if top > c.applied {
+			c.applied = top
+			c.advance()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// advance wakes the readers waiting for the watch (c.mu held).
+func (c *readCache) advance() {
+	if c.advanced != nil {
+		close(c.advanced)
+	}
+	c.advanced = make(chan struct{})
+}
+
+// cachedBuild answers GetBuild from the cache: ok=false means ask etcd.
+func (s *Store) cachedBuild(ctx context.Context, pk string, number int) (*mvccpb.KeyValue, bool) {
+	p, ok := s.cachedPipeOf(ctx, pk)
+	if !ok {
+		return nil, false
+	}
+	defer s.rc.mu.RUnlock()
+	key := s.buildKey(pk, number)
+	if key >= p.bound {
+		return nil, false
+	}
+	s.rc.hits.Add(1)
+	i := sort.Search(len(p.builds), func(i int) bool { return string(p.builds[i].Key) >= key })
+	if i < len(p.builds) && string(p.builds[i].Key) == key {
+		return p.builds[i], true
+	}
+	return nil, true
+}
+
+// cachedList answers ListBuilds from the cache (the builds from start
+// on, up to limit; exists=false: no such pipeline): ok=false means ask
+// etcd.
+func (s *Store) cachedList(ctx context.Context, pk, start string, limit int) (kvs []*mvccpb.KeyValue, exists, ok bool) {
+	p, ok := s.cachedPipeOf(ctx, pk)
+	if !ok {
+		return nil, false, false
+	}
+	defer s.rc.mu.RUnlock()
+	if p.pkv != nil && start >= p.bound {
+		return nil, true, false
+	}
+	if p.pkv != nil {
+		i := sort.Search(len(p.builds), func(i int) bool { return string(p.builds[i].Key) >= start })
+		kvs = p.builds[i:min(i+limit, len(p.builds))]
+		if len(kvs) < limit && p.bound != p.end {
+			return nil, true, false
+		}
+	}
+	s.rc.hits.Add(1)
+	return kvs, p.pkv != nil, true
+}
+
+// cachedPipeline answers GetPipeline from the cache: the record (nil: no
+// such pipeline) and the newest build (nil: none); ok=false means ask
+// etcd.
+func (s *Store) cachedPipeline(ctx context.Context, pk string) (pkv, latest *mvccpb.KeyValue, ok bool) {
+	p, ok := s.cachedPipeOf(ctx, pk)
+	if !ok {
+		return nil, nil, false
+	}
+	defer s.rc.mu.RUnlock()
+	if p.pkv != nil && len(p.builds) == 0 && p.bound != p.end {
+		return nil, nil, false
+	}
+	s.rc.hits.Add(1)
+	if p.pkv == nil || len(p.builds) == 0 {
+		return p.pkv, nil, true
+	}
+	return p.pkv, p.builds[0], true
+}
+
+// decodeLatest is the summary of the newest build kv (nil: none).
+func (s *Store) decodeLatest(pk string, kv *mvccpb.KeyValue) (*pipeline.BuildSummary, error) {
+	if kv == nil {
+		return nil, nil
+	}
+	b, err := s.builds.decode(kv)
+	if err != nil {
+		return nil, err
+	}
+	s.newest.see(pk, b.Number)
+	sum := b.Summary()
+	return &sum, nil
+}
