@@ -808,8 +808,14 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 			return nil
 		}
 		s := &nb.Stages[i]
+		// A stage still RUNNING is being resumed (a restart or a takeover):
+		// it keeps its start, by which executors recognise and adopt the
+		// work of the same run (the kubernetes executor's Job).
+		resumed := s.Status == StatusRunning && s.Started != 0
 		s.Status = StatusRunning
-		s.Started = Now()
+		if !resumed {
+			s.Started = Now()
+		}
 		s.Finished = 0
 		s.Message = ""
 		nb.Status = StatusRunning
@@ -829,6 +835,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	if b.Status.Done() {
 		return b, nil
 	}
+	st = b.Stages[i] // with this run's start
 	e.postStatus(p, b, st, "pending", "running")
 
 	// Environment: KONTINUOUS_* + vars + secret values (not for forks
@@ -853,6 +860,11 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		for _, name := range st.Secrets {
 			set, err := e.cfg.Store.GetSecret(ctx, p.Owner, p.Repo, name)
 			if errors.Is(err, ErrNotFound) {
+				if byRef {
+					// The executor reads (and checks) the cluster's
+					// Secret of that name; nothing stored here to mask.
+					continue
+				}
 				return e.endStage(ctx, p, b, i, StatusFail, fmt.Sprintf("secret %q does not exist in this pipeline", name), StageOutcome{})
 			}
 			if err != nil {

@@ -585,15 +585,27 @@ func TestSecretsByReferenceStayOutOfTheStageEnv(t *testing.T) {
 	}
 	f.waitBuild(n, "SUCCESS", func(b pipeline.Build) bool { return b.Status == pipeline.StatusSuccess })
 
-	// A secret the pipeline lacks still fails the stage before it runs.
+	// A secret not stored here is left to the executor (the cluster's
+	// Secret of that name): the stage runs with the name.
 	missing := strings.Replace(secretSpec, "[creds]", "[nope]", 1)
 	n = f.trigger(e2, pipeline.Build{Commit: f.commit(missing)}).Number
+	_, job = waitStarted(t, inner)
+	if !slices.Equal(job.SecretNames, []string{"nope"}) {
+		t.Fatalf("by reference, not stored here: names %v", job.SecretNames)
+	}
+	f.waitBuild(n, "SUCCESS", func(b pipeline.Build) bool { return b.Status == pipeline.StatusSuccess })
+
+	// By value, a secret the pipeline lacks fails the stage before it runs.
+	stop(t, e2)
+	plain := newRecExec("local", false)
+	e3 := f.engine(plain, true)
+	n = f.trigger(e3, pipeline.Build{Commit: f.commit(missing)}).Number
 	b := f.waitBuild(n, "FAIL", func(b pipeline.Build) bool { return b.Status.Done() })
 	if b.Status != pipeline.StatusFail || !strings.Contains(b.Stages[0].Message, `secret "nope" does not exist`) {
-		t.Fatalf("missing secret by reference: %s stage %q", b.Status, b.Stages[0].Message)
+		t.Fatalf("missing secret by value: %s stage %q", b.Status, b.Stages[0].Message)
 	}
-	if inner.jobCount() != 1 {
-		t.Fatalf("executor ran %d stages, want 1", inner.jobCount())
+	if plain.jobCount() != 0 {
+		t.Fatalf("executor ran %d stages, want 0", plain.jobCount())
 	}
 }
 
@@ -711,4 +723,46 @@ func TestStageLogErrorFailsTheStageSayingWhy(t *testing.T) {
 	if x.jobCount() != 0 {
 		t.Fatal("the stage ran without a log")
 	}
+}
+
+// resumableExec is a recExec whose stages survive a server (Kubernetes).
+type resumableExec struct{ *recExec }
+
+func (resumableExec) Resumable() bool { return true }
+
+// A stage a dead runner left RUNNING is resumed with its original start,
+// by which a resumable executor recognises (and adopts) the same run.
+func TestResumedStageKeepsItsStartForTheExecutor(t *testing.T) {
+	f := newFixture(t)
+	// A runner that died an hour ago, its stage RUNNING (its process, and
+	// with it its log writer, gone).
+	ghost := f.storedBuild(f.commit(oneStage), func(b *pipeline.Build) {
+		b.Spec = []byte(oneStage)
+		b.Status = pipeline.StatusRunning
+		b.Started = pipeline.Now()
+		b.Stages = []pipeline.Stage{{ID: b.ID + "-1", Name: "one", Type: "command", Index: 1, Status: pipeline.StatusRunning,
+			Started: pipeline.Now() - int64(time.Minute), Params: map[string]any{"command": []any{"true"}}}}
+		b.Runner = "ghost"
+		b.Heartbeat = pipeline.Now() - int64(time.Hour)
+	})
+	started := ghost.Stages[0].Started
+	inner := newRecExec("kubernetes", false)
+	e := f.engine(resumableExec{inner}, true)
+	_, job := waitStarted(t, inner)
+	if job.Stage.Started != started {
+		t.Fatalf("resumed stage started at %d, want its original start %d", job.Stage.Started, started)
+	}
+	b := f.waitBuild(ghost.Number, "SUCCESS", func(b pipeline.Build) bool { return b.Status.Done() })
+	if b.Status != pipeline.StatusSuccess || b.Stages[0].Started != started {
+		t.Fatalf("resumed build %s, stage started %d (want %d)", b.Status, b.Stages[0].Started, started)
+	}
+	stop(t, e)
+
+	// A first run gets a fresh start, which the executor sees too.
+	n := f.trigger(f.engine(resumableExec{inner}, true), pipeline.Build{Commit: f.commit(oneStage)}).Number
+	_, job = waitStarted(t, inner)
+	if job.Stage.Started == 0 {
+		t.Fatal("a first run reached the executor without its start")
+	}
+	f.waitBuild(n, "SUCCESS", func(b pipeline.Build) bool { return b.Status == pipeline.StatusSuccess })
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,10 +31,14 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
+	"github.com/kontinuous/kontinuous/scripts/kube-testenv/testenv"
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	testenv.Prepare() // the kubernetes control plane's binaries, built once per machine
 	code := m.Run()
+	testenv.StopShared()
 	closeBenchEtcd()
 	removeServerBinary()
 	os.Exit(code)

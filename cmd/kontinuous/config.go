@@ -42,8 +42,14 @@ type Config struct {
 	Kubeconfig     string
 	KubeNamespace  string
 	KubeNamespaces []string
-	StageTimeout   time.Duration
-	StaleAfter     time.Duration
+	// Images and service account of stage pods (kubernetes executor);
+	// empty takes the executor's defaults.
+	KubeClonerImage, KubeBuilderImage, KubeDefaultImage, KubeServiceAccount string
+	// InternalRegistry is where docker_publish pushes when a stage names
+	// no external registry (KONTINUOUS_INTERNAL_REGISTRY in stages).
+	InternalRegistry string
+	StageTimeout     time.Duration
+	StaleAfter       time.Duration
 	// AllowForkBuilds lets pull requests from forks run on the local
 	// executor (they run untrusted code on the server's host).
 	AllowForkBuilds bool
@@ -89,6 +95,11 @@ var settings = []setting{
 	{"kubeconfig", []string{"KUBECONFIG"}, "", "kubeconfig for the kubernetes executor and deploy stages (empty = in-cluster)"},
 	{"kube-namespace", []string{"KONTINUOUS_NAMESPACE"}, "default", "namespace stage Jobs run in (kubernetes executor)"},
 	{"kube-allowed-namespaces", []string{"KONTINUOUS_ALLOWED_NAMESPACES"}, "", "extra namespaces a .pipeline.yml may ask for (comma-separated)"},
+	{"kube-cloner-image", []string{"KONTINUOUS_KUBE_CLONER_IMAGE"}, "", "image with git and sh that clones the commit in stage pods (default alpine/git)"},
+	{"kube-builder-image", []string{"KONTINUOUS_KUBE_BUILDER_IMAGE"}, "", "daemonless image builder for docker_build/docker_publish (default kaniko's executor)"},
+	{"kube-default-image", []string{"KONTINUOUS_KUBE_DEFAULT_IMAGE"}, "", "image of command stages that name none and follow no docker_build (default alpine)"},
+	{"kube-service-account", []string{"KONTINUOUS_KUBE_SERVICE_ACCOUNT"}, "", "service account stage pods run as (default: the namespace's default; no API token is mounted)"},
+	{"internal-registry", []string{"KONTINUOUS_INTERNAL_REGISTRY"}, "", "registry host[/path] docker_publish pushes to when a stage names no external_registry"},
 	{"stage-timeout", []string{"KONTINUOUS_STAGE_TIMEOUT"}, "1h", "default timeout of a stage without one in its spec"},
 	{"stale-after", []string{"KONTINUOUS_STALE_AFTER"}, "45s", "a running build whose server has not been heard from for this long is taken over by another (or a restarted) server"},
 	{"allow-fork-builds", []string{"KONTINUOUS_ALLOW_FORK_BUILDS"}, "false", "run pull requests from forks on the local executor (untrusted code on this host; the kubernetes executor always runs them, without secrets)"},
@@ -276,6 +287,12 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	c.Kubeconfig = get("kubeconfig")
 	c.KubeNamespace = get("kube-namespace")
 	c.KubeNamespaces = splitList(get("kube-allowed-namespaces"))
+	c.KubeClonerImage, c.KubeBuilderImage = get("kube-cloner-image"), get("kube-builder-image")
+	c.KubeDefaultImage, c.KubeServiceAccount = get("kube-default-image"), get("kube-service-account")
+	c.InternalRegistry = strings.TrimSuffix(get("internal-registry"), "/")
+	if strings.Contains(c.InternalRegistry, "://") {
+		return c, bad("internal-registry", "%q: give host[:port][/path], without a scheme", c.InternalRegistry)
+	}
 	if c.StageTimeout, err = time.ParseDuration(get("stage-timeout")); err != nil || c.StageTimeout <= 0 || c.StageTimeout > 24*time.Hour {
 		return c, bad("stage-timeout", "%q must be a duration between 1s and 24h", get("stage-timeout"))
 	}

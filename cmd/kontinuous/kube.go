@@ -29,6 +29,10 @@ func newKubeExecutor(cfg Config, log *slog.Logger) (pipeline.Executor, error) {
 		DefaultNamespace:  cfg.KubeNamespace,
 		AllowedNamespaces: cfg.KubeNamespaces,
 		DefaultTimeout:    cfg.StageTimeout,
+		ClonerImage:       cfg.KubeClonerImage,
+		BuilderImage:      cfg.KubeBuilderImage,
+		DefaultImage:      cfg.KubeDefaultImage,
+		ServiceAccount:    cfg.KubeServiceAccount,
 		Logger:            log,
 	})
 	if err != nil {

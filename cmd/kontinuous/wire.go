@@ -113,6 +113,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 		Store: store, SCM: scm, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
 		StageTimeout: cfg.StageTimeout, Namespace: namespacePolicy(cfg), StaleAfter: cfg.StaleAfter,
 		HTTPClient: notifyClient(cfg.NotifyAllowPrivate), AllowForkBuilds: cfg.AllowForkBuilds,
+		InternalRegistry: cfg.InternalRegistry,
 	})
 	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine})
 
