@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	restfulspec "github.com/emicklei/go-restful-openapi/v2"
 	restful "github.com/emicklei/go-restful/v3"
@@ -107,8 +109,30 @@ type routes struct {
 
 // writeJSON answers status with v.
 func writeJSON(resp *restful.Response, status int, v any) {
-	_ = resp.WriteHeaderAndJson(status, v, restful.MIME_JSON) // error ignored: the client went away
+	buf := jsonBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= maxPooledJSON {
+			jsonBuffers.Put(buf)
+		}
+	}()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		WriteHTTPError(resp.ResponseWriter, http.StatusInternalServerError, "internal error: the reply could not be encoded")
+		return
+	}
+	h := resp.Header()
+	h.Set("Content-Type", restful.MIME_JSON)
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	resp.WriteHeader(status)
+	_, _ = resp.Write(buf.Bytes()) // error ignored: the client went away
 }
+
+// jsonBuffers keeps encoding buffers between replies: a reply is encoded
+// whole, then sent in one write with its Content-Length.
+var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledJSON: larger buffers are left to the garbage collector.
+const maxPooledJSON = 1 << 20
 
 // doc attaches the common route metadata: tags and the error replies.
 func doc(rb *restful.RouteBuilder, tag string, codes ...int) *restful.RouteBuilder {

@@ -56,7 +56,10 @@ type Config struct {
 	// NotifyAllowPrivate lets Slack notifications go to plain-HTTP and
 	// private or loopback addresses.
 	NotifyAllowPrivate bool
-	LogLevel           string
+	// LinearizableReads turns the store's watch-fed read cache off: every
+	// read is a linearizable etcd read.
+	LinearizableReads bool
+	LogLevel          string
 	// Path is the PATH local stage commands are looked up in (the
 	// server's own PATH); DockerHost is DOCKER_HOST for docker stages.
 	Path       string
@@ -104,6 +107,7 @@ var settings = []setting{
 	{"stale-after", []string{"KONTINUOUS_STALE_AFTER"}, "45s", "a running build whose server has not been heard from for this long is taken over by another (or a restarted) server"},
 	{"allow-fork-builds", []string{"KONTINUOUS_ALLOW_FORK_BUILDS"}, "false", "run pull requests from forks on the local executor (untrusted code on this host; the kubernetes executor always runs them, without secrets)"},
 	{"notify-allow-private", []string{"KONTINUOUS_NOTIFY_ALLOW_PRIVATE"}, "false", "let Slack notifications use plain http and private, loopback or link-local addresses (off: https to public addresses only)"},
+	{"linearizable-reads", []string{"KONTINUOUS_LINEARIZABLE_READS"}, "false", "read builds and pipelines from etcd on every request instead of the watch-fed cache (a read on one server then sees a write another server just answered)"},
 	{"log-level", []string{"KONTINUOUS_LOG_LEVEL"}, "info", "debug, info, warn or error"},
 }
 
@@ -304,6 +308,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if c.NotifyAllowPrivate, err = strconv.ParseBool(get("notify-allow-private")); err != nil {
 		return c, bad("notify-allow-private", "%q: use true or false", get("notify-allow-private"))
+	}
+	if c.LinearizableReads, err = strconv.ParseBool(get("linearizable-reads")); err != nil {
+		return c, bad("linearizable-reads", "%q: use true or false", get("linearizable-reads"))
 	}
 	c.Path = getenv("PATH")
 	c.DockerHost = getenv("DOCKER_HOST")

@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 	if err != nil {
 		return app, fmt.Errorf("setting --auth-secret (AUTH_SECRET): %w", err)
 	}
-	store := etcdstore.New(cli, box, etcdstore.Options{Logger: log})
+	store := etcdstore.New(cli, box, etcdstore.Options{Logger: log, LinearizableReads: cfg.LinearizableReads})
 	if err := store.Start(sctx); err != nil {
 		return app, fmt.Errorf("etcd store: %w", err)
 	}
