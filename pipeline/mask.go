@@ -32,6 +32,9 @@ const maxMaskLine = 64 << 10
 //   - A multi-line value (a key, a certificate) is masked as a whole, and
 //     each of its lines of at least MinSecretLen bytes is masked on its own,
 //     so a program that re-indents or re-wraps it does not reveal it.
+//   - A value broken over lines (wrapped by fold, a terminal or a logger:
+//     line breaks inside it once MinSecretLen of its bytes are out) is
+//     masked too, each of its pieces, line breaks kept.
 //   - Overlapping occurrences are masked as one run.
 //
 // Output is passed on a line at a time: a line is held until its newline,
@@ -165,38 +168,90 @@ scanning:
 			}
 			end = max(end, j+m.matchAt(buf, j))
 		}
-		m.out = append(m.out, Mask...)
+		m.out = appendMasked(m.out, buf[i:end])
 		i = end
 	}
 	m.raw = append(m.raw[:0], buf[i:]...)
 }
 
-// matchAt returns the length of the longest secret at buf[i:], or 0.
+// matchAt returns how many bytes of buf, from i, the longest secret
+// found there spans (line breaks inside included), or 0.
 func (m *masker) matchAt(buf []byte, i int) int {
 	if !m.first[buf[i]] {
 		return 0
 	}
 	for _, s := range m.secrets {
-		if bytes.HasPrefix(buf[i:], s) {
-			return len(s)
+		if n, st := walk(buf, i, s); st == walkComplete {
+			return n
 		}
 	}
 	return 0
 }
 
-// prefixAt reports whether buf[i:] is a proper prefix of a secret: more
-// output could complete it.
+// prefixAt reports whether buf[i:] is a proper prefix of a secret (line
+// breaks inside allowed): more output could complete it.
 func (m *masker) prefixAt(buf []byte, i int) bool {
-	if !m.first[buf[i]] || len(buf)-i >= m.maxLen {
+	if !m.first[buf[i]] {
 		return false
 	}
-	rest := buf[i:]
 	for _, s := range m.secrets {
-		if len(s) > len(rest) && bytes.HasPrefix(s, rest) {
+		if _, st := walk(buf, i, s); st == walkPrefix {
 			return true
 		}
 	}
 	return false
+}
+
+// walk results.
+const (
+	walkMismatch = iota
+	walkComplete // all of the secret is in buf
+	walkPrefix   // buf ends inside the secret
+)
+
+// walk matches secret s against buf from i. Line breaks in buf may
+// interrupt s once MinSecretLen of its bytes have matched — a value
+// wrapped by `fold`, a terminal or a logger is still the value — so a line
+// that ends in the first MinSecretLen or more bytes of a secret is held
+// until the next line shows whether the secret goes on. It returns the
+// bytes of buf walked and the result.
+func walk(buf []byte, i int, s []byte) (int, int) {
+	j, k := 0, i
+	for j < len(s) {
+		switch {
+		case k == len(buf):
+			return k - i, walkPrefix
+		case buf[k] == s[j]:
+			j++
+		case (buf[k] == '\n' || buf[k] == '\r') && j >= MinSecretLen:
+			// a line break inside the value
+		default:
+			return 0, walkMismatch
+		}
+		k++
+	}
+	return k - i, walkComplete
+}
+
+// appendMasked appends the mask for run, a masked span of output: one
+// Mask per line it touches, its line breaks kept so logs keep their lines.
+func appendMasked(out, run []byte) []byte {
+	out = append(out, Mask...)
+	for k := 0; k < len(run); {
+		if run[k] != '\n' && run[k] != '\r' {
+			k++
+			continue
+		}
+		start := k
+		for k < len(run) && (run[k] == '\n' || run[k] == '\r') {
+			k++
+		}
+		out = append(out, run[start:k]...)
+		if k < len(run) {
+			out = append(out, Mask...)
+		}
+	}
+	return out
 }
 
 // flush writes the complete lines of out to w (everything when all is set

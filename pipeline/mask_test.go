@@ -62,16 +62,39 @@ func TestMaskMultiLineSecret(t *testing.T) {
 		in     string
 		want   string
 	}{
-		{"whole value", key, "key:\n" + key + "done\n", "key:\n********done\n"},
+		{"whole value", key, "key:\n" + key + "done\n", "key:\n********\n********\n********\n********\n********\ndone\n"},
 		{"lines printed apart", key, "MIIEvQIBADANBgkq\nother hkiG9w0BAQEFAASC\n", "********\nother ********\n"},
 		{"re-indented", key, "  MIIEvQIBADANBgkq\n  hkiG9w0BAQEFAASC\n", "  ********\n  ********\n"},
 		{"crlf line endings", "line-one\nline-two", "line-one\r\nline-two\r\n", "********\r\n********\r\n"},
-		{"short lines masked as part of the whole", "ab\ncd\nef", "x ab\ncd\nef y\n", "x ******** y\n"},
+		{"short lines masked as part of the whole", "ab\ncd\nef", "x ab\ncd\nef y\n", "x ********\n********\n******** y\n"},
 		{"short lines alone are not masked", "ab\ncd\nef", "ab\n", "ab\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := maskAll(t, []string{tc.secret}, tc.in); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMaskSecretWrappedAcrossLines(t *testing.T) {
+	secret := "s3cr3t-VALUE-9f8e7d6c5b4a"
+	for _, tc := range []struct{ name, in, want string }{
+		{"fold -w 13", "s3cr3t-VALUE-\n9f8e7d6c5b4a\n", "********\n********\n"},
+		{"fold -w 5", "s3cr3\nt-VAL\nUE-9f\n8e7d6\nc5b4a\n", "********\n********\n********\n********\n********\n"},
+		{"crlf", "before s3cr3t-VALUE-\r\n9f8e7d6c5b4a after\r\n", "before ********\r\n******** after\r\n"},
+		{"broken too early is not the value", "s3c\nr3t-VALUE-9f8e7d6c5b4a\n", "s3c\nr3t-VALUE-9f8e7d6c5b4a\n"},
+		{"a start that does not go on", "s3cr3t-\nother\n", "s3cr3t-\nother\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, chunked := range []bool{false, true} {
+				in := []string{tc.in}
+				if chunked {
+					in = strings.SplitAfter(tc.in, "\n")
+				}
+				if got := maskAll(t, []string{secret}, in...); got != tc.want {
+					t.Errorf("chunked=%v: got %q, want %q", chunked, got, tc.want)
+				}
 			}
 		})
 	}
@@ -102,15 +125,24 @@ func TestMaskPassesOutputOnLineByLine(t *testing.T) {
 	if got := out.String(); got != "first line\n" {
 		t.Fatalf("after a partial line: %q", got)
 	}
-	write("line secret-\n")
-	if got := out.String(); got != "first line\nsecond line secret-\n" {
+	write("line sec\n")
+	if got := out.String(); got != "first line\nsecond line sec\n" {
 		t.Fatalf("after its newline: %q", got)
 	}
+	// A line ending in the first MinSecretLen+ bytes of a secret waits for
+	// the next: the value may go on there.
+	write("third secret-\n")
+	if got := out.String(); got != "first line\nsecond line sec\n" {
+		t.Fatalf("a line ending in a secret's start was passed on: %q", got)
+	}
 	write("partial secret-va")
+	if got := out.String(); got != "first line\nsecond line sec\nthird secret-\n" {
+		t.Fatalf("once the next line shows it is not the secret: %q", got)
+	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := out.String(), "first line\nsecond line secret-\npartial secret-va"; got != want {
+	if got, want := out.String(), "first line\nsecond line sec\nthird secret-\npartial secret-va"; got != want {
 		t.Fatalf("after Close: %q, want %q", got, want)
 	}
 	if _, err := m.Write([]byte("more\n")); err == nil {
