@@ -38,7 +38,7 @@ func Load(raw []byte, values map[string]string) (*Definition, error) {
 		vars = specVars(raw, values)
 		var err error
 		if out, err = Render(raw, TemplateValues(values, vars)); err != nil {
-			return nil, err
+			return nil, placeTemplateError(raw, err)
 		}
 	}
 	d, err := Parse(out)
