@@ -1286,7 +1286,7 @@ func (e *Engine) postStatus(p Pipeline, b Build, st Stage, state, desc string) {
 	if len(desc) > 140 {
 		desc = desc[:137] + "..."
 	}
-	cs := CommitStatus{State: state, Context: "kontinuous/" + st.Name, Description: desc,
+	cs := CommitStatus{State: state, Context: st.Name, // the contract: the stage name is the context Description: desc,
 		TargetURL: fmt.Sprintf("%s/api/v1/pipelines/%s/%s/builds/%d", e.cfg.PublicURL, p.Owner, p.Repo, b.Number)}
 	post := func(ctx context.Context) error {
 		tok, err := e.ownerToken(ctx, p)

@@ -396,7 +396,7 @@ func TestCancelEndsABuildWhoseRunnerIsStale(t *testing.T) {
 	if !f.logEnded(b.Number, 1) {
 		t.Fatal("the stage log was not finished")
 	}
-	f.waitStatus(sha, "kontinuous/one", "failure")
+	f.waitStatus(sha, "one", "failure")
 	if x.jobCount() != 0 {
 		t.Fatal("cancel ran a stage")
 	}
@@ -430,7 +430,7 @@ func TestRecoveryEndsABuildWhoseCancelNeverCompleted(t *testing.T) {
 	if !f.logEnded(b.Number, 1) {
 		t.Fatal("the stage log was not finished")
 	}
-	f.waitStatus(sha, "kontinuous/one", "failure")
+	f.waitStatus(sha, "one", "failure")
 	if x.jobCount() != 0 {
 		t.Fatal("recovery ran the canceled stage")
 	}

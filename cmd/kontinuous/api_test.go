@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"flag"
 	"net/http"
 	"strings"
 	"testing"
@@ -268,5 +271,24 @@ func TestSettingsFlagWinsOverEnvAndBadValuesNameTheSetting(t *testing.T) {
 		if got, err := DecodeSecret(s); err != nil || string(got) != string(raw) {
 			t.Errorf("DecodeSecret(%q) = %v", s, err)
 		}
+	}
+}
+
+func TestUnknownFlagIsOneLineAndSwitchesTakeNoValue(t *testing.T) {
+	var out bytes.Buffer
+	_, err := LoadConfig([]string{"--frobnicate"}, func(string) string { return "" }, &out)
+	if err == nil || !strings.Contains(err.Error(), "frobnicate") || strings.Contains(err.Error(), "\n") || out.Len() != 0 {
+		t.Fatalf("unknown flag: err %v, printed %q", err, out.String())
+	}
+	c, err := LoadConfig([]string{"--allow-fork-builds", "--notify-allow-private=false"}, func(string) string { return "" }, &out)
+	if err != nil || !c.AllowForkBuilds || c.NotifyAllowPrivate {
+		t.Fatalf("switches: %+v %v", c, err)
+	}
+	c, err = LoadConfig(nil, func(k string) string { return map[string]string{"KONTINUOUS_ALLOW_FORK_BUILDS": "true"}[k] }, &out)
+	if err != nil || !c.AllowForkBuilds {
+		t.Fatalf("switch from env: %v", err)
+	}
+	if _, err := LoadConfig([]string{"--help"}, func(string) string { return "" }, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "--allow-fork-builds") && !strings.Contains(out.String(), "-allow-fork-builds") {
+		t.Fatalf("--help: %v %q", err, out.String())
 	}
 }

@@ -804,7 +804,7 @@ func TestSlowOrFailingGitHubStillRecordsBuildsAndRetriesStatuses(t *testing.T) {
 		for _, s := range gh.Statuses("acme", "app", sha2) {
 			final[s.Context] = s.State
 		}
-		if len(failed) == 2 && final["kontinuous/quick"] == "success" {
+		if len(failed) == 2 && final["quick"] == "success" {
 			if len(ok) == 0 || ok[0].Sub(failed[1]) < 400*time.Millisecond || failed[1].Sub(failed[0]) < 400*time.Millisecond {
 				t.Errorf("status posts at %v (failed) then %v: want pauses between retries", failed, ok)
 			}

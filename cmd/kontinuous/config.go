@@ -137,8 +137,16 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		}
 		vals[s.flag] = fs.String(s.flag, "", usage)
 	}
+	// A bad flag gets one line (main prints it); --help the full list.
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
-		return Config{}, err
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: kontinuous [healthcheck] [--setting value ...]; each setting is also an environment variable:")
+			fs.PrintDefaults()
+			return Config{}, err
+		}
+		return Config{}, fmt.Errorf("%v (kontinuous --help lists the settings)", err)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags like --listen; see --help)", fs.Arg(0))

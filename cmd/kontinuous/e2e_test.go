@@ -313,7 +313,7 @@ func TestPushWebhookRunsBuildToSuccess(t *testing.T) {
 		for _, s := range st {
 			final[s.Context] = s.State
 		}
-		if final["kontinuous/greet"] == "success" && final["kontinuous/second"] == "success" {
+		if final["greet"] == "success" && final["second"] == "success" {
 			break
 		}
 		if time.Now().After(deadline) {
