@@ -56,9 +56,11 @@ const (
 	readCacheFresh             = 350 * time.Millisecond
 	readCacheCatchUp           = 50 * time.Millisecond
 	readCacheFillBuilds        = 200
-	readCacheBuildsPerPipeline = 1000
-	readCachePipelines         = 1024
-	readCacheRing              = 8192
+	readCacheBuildsPerPipeline = 400
+	// readCachePipelines × readCacheBuildsPerPipeline bounds the records
+	// kept (about 100,000; a pipeline beyond it evicts another).
+	readCachePipelines = 256
+	readCacheRing      = 8192
 )
 
 // readCache is the watch-fed cache; its zero value is off (every read goes
