@@ -413,9 +413,11 @@ func (s *Store) readTxnRetrying(ctx context.Context, ops []clientv3.Op) (*client
 		r, err := s.cli.Txn(actx).Then(ops...).Commit()
 		acancel()
 		if err == nil {
+			var kvs []*mvccpb.KeyValue
 			for _, op := range r.Responses {
-				s.saw(r.Header.Revision, op.GetResponseRange().GetKvs())
+				kvs = append(kvs, op.GetResponseRange().GetKvs()...)
 			}
+			s.saw(r.Header.Revision, kvs)
 		}
 		if err == nil || !isUnavailable(err) || ctx.Err() != nil {
 			return r, err

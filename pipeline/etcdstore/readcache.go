@@ -35,8 +35,9 @@ import (
 //     connection to etcd, nor when the watch, asked for a progress report
 //     every readCacheProgressEvery, has not answered for readCacheFresh;
 //     reads then go to etcd and fail with ErrUnavailable as before. A lost
-//     leader cancels the watch (it requires a leader) and empties the
-//     cache.
+//     leader cancels the watch (it requires a leader; etcd notices after
+//     a few election timeouts, which bounds how stale a server cut off
+//     with a minority of members can read) and empties the cache.
 //
 // For each cached pipeline the cache holds its pipeline record and every
 // build key in a complete range [builds prefix, bound): the newest
