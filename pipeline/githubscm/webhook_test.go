@@ -1,14 +1,20 @@
 package githubscm_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/go-github/v60/github"
 
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/githubscm"
@@ -164,15 +170,29 @@ func TestWebhookDeliveredByGitHubVerifies(t *testing.T) {
 
 // FuzzParseWebhook checks that no body or event name makes ParseWebhook
 // panic, that a correctly signed delivery fails only as ErrInvalid, and
-// that a badly signed one always fails as ErrUnauthorized.
+// that a badly signed one always fails as ErrUnauthorized. It also holds
+// ParseWebhook to oracleParse, the go-github based decoding it replaced:
+// see checkAgainstOracle.
 func FuzzParseWebhook(f *testing.F) {
+	sha := strings.Repeat("a", 40)
+	repo := `"repository":{"id":1,"name":"a","owner":{"login":"o"}}`
 	for _, seed := range []struct{ event, body string }{
-		{"push", `{"ref":"refs/heads/main","after":"` + strings.Repeat("a", 40) + `","repository":{"id":1,"name":"a","owner":{"login":"o"}},"pusher":{"name":"p"}}`},
-		{"pull_request", `{"action":"opened","pull_request":{"head":{"ref":"x","sha":"` + strings.Repeat("b", 40) + `","repo":null},"base":{"repo":{"id":1}}},"repository":{"id":1,"name":"a","owner":{"login":"o"}}}`},
+		{"push", `{"ref":"refs/heads/main","after":"` + sha + `",` + repo + `,"pusher":{"name":"p"}}`},
+		{"pull_request", `{"action":"opened","pull_request":{"head":{"ref":"x","sha":"` + strings.Repeat("b", 40) + `","repo":null},"base":{"repo":{"id":1}}},` + repo + `}`},
 		{"ping", `{"zen":"z"}`},
-		{"deployment", `{"deployment":{"sha":"` + strings.Repeat("c", 40) + `","ref":"main"},"repository":{"id":1,"name":"a","owner":{"login":"o"}}}`},
+		{"deployment", `{"deployment":{"sha":"` + strings.Repeat("c", 40) + `","ref":"main"},` + repo + `}`},
 		{"issues", `{}`},
 		{"push", `[]`},
+		// A null after a value resets a field, as in go-github's types.
+		{"push", `{"ref":"refs/heads/main","after":"` + sha + `",` + repo + `,"pusher":{"name":"p"},"pusher":null,"ref":null}`},
+		{"pull_request", `{"pull_request":{"head":{"sha":"` + sha + `","repo":{"id":1}}},"pull_request":{"head":{"repo":null}},` + repo + `}`},
+		// Keys match case-insensitively; pusher's login is "username".
+		{"push", `{"REF":"refs/tags/v1","After":"` + sha + `",` + repo + `,"pusher":{"username":"u"},"Deleted":true}`},
+		// Wrong types: in a field the service reads, and in one it does not.
+		{"push", `{"ref":"refs/heads/main","after":"` + sha + `",` + repo + `,"pusher":{"name":5}}`},
+		{"push", `{"ref":"refs/heads/main","after":"` + sha + `",` + repo + `,"size":"x"}`},
+		{"deployment", `{"deployment":{"sha":"` + sha + `","id":"x","creator":{"login":"c"}},` + repo + `}`},
+		{"pull_request", `{"pull_request":{"head":{"sha":"` + sha + `"}},"repository":{"id":"1"}}`},
 	} {
 		f.Add(seed.event, []byte(seed.body))
 	}
@@ -194,9 +214,236 @@ func FuzzParseWebhook(f *testing.F) {
 		case !errors.Is(err, pipeline.ErrInvalid):
 			t.Fatalf("signed delivery failed with %v, want ErrInvalid", err)
 		}
+		checkAgainstOracle(t, event, body, ev, err)
 		req.Signature = fakegithub.SignPayload("other", body)
 		if _, err := scm.ParseWebhook(req, whSecret); !errors.Is(err, pipeline.ErrUnauthorized) {
 			t.Fatalf("badly signed delivery: %v", err)
 		}
 	})
+}
+
+// checkAgainstOracle holds ParseWebhook's result for a correctly signed
+// delivery (ev, err, with Delivery "d") to the go-github based decoding:
+// the same event, or the same error. The one difference allowed: go-github
+// decodes every field, so it refuses a wrong type in a field the service
+// does not read, which ParseWebhook no longer decodes. Then the oracle
+// ignores type errors (encoding/json decodes the rest) and must give the
+// same event or error as ParseWebhook.
+func checkAgainstOracle(t *testing.T, event string, body []byte, ev pipeline.WebhookEvent, err error) {
+	t.Helper()
+	want, wantErr := oracleParse(event, body, false)
+	if wantErr != nil && refusedByGoGitHub(wantErr) && (err == nil || err.Error() != wantErr.Error()) {
+		lenient, lerr := oracleParse(event, body, true)
+		if lerr != nil && refusedByGoGitHub(lerr) {
+			// Not a plain type error (a malformed timestamp, say): encoding/json
+			// stops at it, so the oracle has no result to compare.
+			return
+		}
+		t.Logf("go-github refuses it for a wrong type: %v", wantErr)
+		want, wantErr = lenient, lerr
+	}
+	if wantErr == nil {
+		want.Delivery = "d"
+	}
+	switch {
+	case wantErr == nil && err == nil:
+		if ev != want {
+			t.Fatalf("event\n got  %+v\n want %+v (go-github)", ev, want)
+		}
+	case wantErr == nil:
+		t.Fatalf("refused %v; go-github accepts it as %+v", err, want)
+	case err == nil:
+		t.Fatalf("accepted as %+v; go-github refuses it: %v", ev, wantErr)
+	case err.Error() != wantErr.Error() || !errors.Is(err, pipeline.ErrInvalid) || !errors.Is(wantErr, pipeline.ErrInvalid):
+		t.Fatalf("error %q, go-github %q", err, wantErr)
+	}
+}
+
+// goGitHubRefusal marks the oracle's refusals by go-github's decoding,
+// keeping their message.
+type goGitHubRefusal struct{ error }
+
+func (e goGitHubRefusal) Unwrap() error { return e.error }
+
+func refusedByGoGitHub(err error) bool {
+	var r goGitHubRefusal
+	return errors.As(err, &r)
+}
+
+var (
+	oracleEventRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
+	oracleShaRE   = regexp.MustCompile(`^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$`)
+)
+
+// oracleParse is ParseWebhook's decoding (past the signature check) as it
+// was before BenchmarkParseWebhook: the envelope, then go-github's
+// github.ParseWebHook. With lenient, json.UnmarshalTypeErrors of the
+// go-github decoding are ignored.
+func oracleParse(event string, body []byte, lenient bool) (pipeline.WebhookEvent, error) {
+	ev, err := oracleParseEvent(event, body, lenient)
+	if err != nil {
+		name := event
+		if !oracleEventRE.MatchString(event) {
+			name = "(invalid event)"
+		}
+		return pipeline.WebhookEvent{}, fmt.Errorf("githubscm: webhook %s: %w", name, err)
+	}
+	return ev, nil
+}
+
+func oracleParseEvent(event string, body []byte, lenient bool) (pipeline.WebhookEvent, error) {
+	if event == "" {
+		return pipeline.WebhookEvent{}, pipeline.Invalid("X-GitHub-Event", "missing")
+	}
+	if !oracleEventRE.MatchString(event) {
+		return pipeline.WebhookEvent{}, pipeline.Invalid("X-GitHub-Event", "not a GitHub event name")
+	}
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return pipeline.WebhookEvent{}, pipeline.Invalid("body", "not a JSON object")
+	}
+	var env struct {
+		Repository *struct {
+			ID    int64  `json:"id"`
+			Name  string `json:"name"`
+			Owner struct {
+				Login string `json:"login"`
+				Name  string `json:"name"`
+			} `json:"owner"`
+		} `json:"repository"`
+		Sender struct {
+			Login string `json:"login"`
+		} `json:"sender"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return pipeline.WebhookEvent{}, pipeline.Invalid("body", "malformed JSON payload")
+	}
+	ev := pipeline.WebhookEvent{Kind: event, Author: env.Sender.Login}
+	if r := env.Repository; r != nil {
+		ev.RepoID, ev.RepoName = r.ID, r.Name
+		ev.RepoOwner = r.Owner.Login
+		if ev.RepoOwner == "" {
+			ev.RepoOwner = r.Owner.Name
+		}
+	}
+	switch event {
+	case "push", "pull_request", "deployment":
+		if env.Repository == nil || ev.RepoID == 0 || ev.RepoOwner == "" || ev.RepoName == "" {
+			return pipeline.WebhookEvent{}, pipeline.Invalid("repository", "missing from the payload")
+		}
+	default:
+		return ev, nil
+	}
+	var parsed any
+	var err error
+	if lenient {
+		switch event {
+		case "push":
+			parsed = new(github.PushEvent)
+		case "pull_request":
+			parsed = new(github.PullRequestEvent)
+		default:
+			parsed = new(github.DeploymentEvent)
+		}
+		var te *json.UnmarshalTypeError
+		if err = json.Unmarshal(body, parsed); errors.As(err, &te) {
+			err = nil
+		}
+	} else {
+		parsed, err = github.ParseWebHook(event, body)
+	}
+	if err != nil {
+		return pipeline.WebhookEvent{}, goGitHubRefusal{pipeline.Invalid("body", "malformed %s payload", event)}
+	}
+	switch e := parsed.(type) {
+	case *github.PushEvent:
+		ref := e.GetRef()
+		switch {
+		case strings.HasPrefix(ref, "refs/heads/") && len(ref) > len("refs/heads/"):
+			ev.Branch = strings.TrimPrefix(ref, "refs/heads/")
+		case strings.HasPrefix(ref, "refs/tags/") && len(ref) > len("refs/tags/"):
+			ev.Branch = strings.TrimPrefix(ref, "refs/tags/")
+			ev.Tag = true
+		default:
+			return pipeline.WebhookEvent{}, pipeline.Invalid("ref", "push of %q is not a branch or tag", ref)
+		}
+		ev.Commit = e.GetAfter()
+		ev.Deleted = e.GetDeleted() || ev.Commit == fakegithub.ZeroSHA
+		if !ev.Deleted && !oracleShaRE.MatchString(ev.Commit) {
+			return pipeline.WebhookEvent{}, pipeline.Invalid("after", "not a commit SHA")
+		}
+		if n := e.GetPusher().GetName(); n != "" {
+			ev.Author = n
+		} else if l := e.GetPusher().GetLogin(); l != "" {
+			ev.Author = l
+		}
+		return ev, nil
+	case *github.PullRequestEvent:
+		pr := e.GetPullRequest()
+		if e.PullRequest == nil {
+			return pipeline.WebhookEvent{}, pipeline.Invalid("pull_request", "missing from the payload")
+		}
+		ev.Action = e.GetAction()
+		ev.Branch = pr.GetHead().GetRef()
+		ev.Commit = pr.GetHead().GetSHA()
+		if !oracleShaRE.MatchString(ev.Commit) {
+			return pipeline.WebhookEvent{}, pipeline.Invalid("pull_request.head.sha", "not a commit SHA")
+		}
+		if ev.Author == "" {
+			ev.Author = pr.GetUser().GetLogin()
+		}
+		baseID := pr.GetBase().GetRepo().GetID()
+		if baseID == 0 {
+			baseID = ev.RepoID
+		}
+		head := pr.GetHead().GetRepo()
+		ev.Fork = head == nil || head.GetID() != baseID
+		return ev, nil
+	case *github.DeploymentEvent:
+		d := e.GetDeployment()
+		if e.Deployment == nil {
+			return pipeline.WebhookEvent{}, pipeline.Invalid("deployment", "missing from the payload")
+		}
+		ev.Commit = d.GetSHA()
+		ev.Branch = d.GetRef()
+		if !oracleShaRE.MatchString(ev.Commit) {
+			return pipeline.WebhookEvent{}, pipeline.Invalid("deployment.sha", "not a commit SHA")
+		}
+		if l := d.GetCreator().GetLogin(); l != "" {
+			ev.Author = l
+		}
+		return ev, nil
+	}
+	return pipeline.WebhookEvent{}, pipeline.Invalid("body", "unexpected %s payload", event)
+}
+
+// BenchmarkParseWebhook measures verifying and decoding signed push and
+// pull_request deliveries of the size GitHub sends (fakegithub payloads:
+// full repository, sender and commit objects).
+func BenchmarkParseWebhook(b *testing.B) {
+	s := fakegithub.New(b)
+	s.AddUser("alice", 1001, alice.AccessToken)
+	r := s.AddRepo("alice", "app")
+	sha := r.Commit("main", map[string]string{"a": "1", "b/c": "2"}, "change")
+	scm, err := githubscm.New(githubscm.Config{APIURL: s.APIURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name, event string
+		body        []byte
+	}{
+		{"push", "push", fakegithub.PushPayload(r, "main", "", sha, "alice")},
+		{"pull_request", "pull_request", fakegithub.PullRequestPayload(r, "synchronize", 7, "feature/x", sha, true)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := signed(bc.event, bc.body)
+			b.SetBytes(int64(len(bc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := scm.ParseWebhook(req, whSecret); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
