@@ -778,6 +778,21 @@ func TestSlowOrFailingGitHubStillRecordsBuildsAndRetriesStatuses(t *testing.T) {
 		t.Fatalf("build with a slow GitHub ended %s %q", b.Status, b.Message)
 	}
 	proxy.delay.Store(0)
+	// Build 1's status posts (queued behind the slow GitHub) must all be
+	// out before failures are injected for build 2, or one of them could
+	// take an injected failure.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		final := map[string]string{}
+		for _, s := range gh.Statuses("acme", "app", sha) {
+			final[s.Context] = s.State
+		}
+		if final["quick"] == "success" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("build 1's statuses never arrived: %v", final)
+		}
+	}
 
 	// Failing status posts are retried with backoff until one succeeds.
 	for range 2 {

@@ -656,7 +656,10 @@ func (s *Store) ActiveBuilds(ctx context.Context) ([]pipeline.Build, error) {
 			}
 			b, err := decodeBuild(kvs[0].Value)
 			if err != nil {
-				return nil, s.wrap(err, "active builds: %s", kvs[0].Key)
+				// One unreadable record must not stop the recovery of
+				// every other build.
+				s.log.Warn("active builds: skipping an unreadable build record", "key", string(kvs[0].Key), "error", err.Error())
+				continue
 			}
 			if !b.Status.Done() {
 				out = append(out, b)

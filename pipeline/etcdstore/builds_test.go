@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 )
 
 func fullBuild() pipeline.Build {
@@ -427,4 +429,33 @@ func TestWatchBuildEndsWithContextOrDeletion(t *testing.T) {
 		err := s.WatchBuild(t.Context(), "acme", "app", 99, func(pipeline.Build) bool { return true })
 		wantErr(t, err, pipeline.ErrNotFound)
 	})
+}
+
+func TestActiveBuildsSkipsAnUnreadableRecord(t *testing.T) {
+	cli := sharedClient(t)
+	prefix := prefixOf(t)
+	s := newStoreWith(t, cli, etcdstore.Options{Prefix: prefix, LinearizableReads: true})
+	mustCreatePipeline(t, s, "acme", "a")
+	mustCreateBuild(t, s, "acme", "a", pipeline.Build{Status: pipeline.StatusRunning}) // a#1
+	mustCreateBuild(t, s, "acme", "a", pipeline.Build{Status: pipeline.StatusPending}) // a#2
+	// Find build 1's record by its content and break it.
+	var key string
+	for k, v := range rawValues(t, cli, prefix) {
+		if strings.Contains(v, `"number":1,`) && strings.Contains(v, `"status":"RUNNING"`) {
+			key = k
+		}
+	}
+	if key == "" {
+		t.Fatal("build 1's record not found")
+	}
+	if _, err := cli.Put(t.Context(), key, "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ActiveBuilds(t.Context())
+	if err != nil {
+		t.Fatalf("one unreadable record failed the whole list: %v", err)
+	}
+	if len(list) != 1 || list[0].Number != 2 {
+		t.Fatalf("active builds = %+v, want build 2 only", list)
+	}
 }
