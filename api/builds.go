@@ -26,6 +26,8 @@ const (
 // BuildResources serves builds, stages, logs and webhook deliveries.
 type BuildResources struct {
 	routes
+	// lists keeps the JSON of listed builds.
+	lists buildJSON
 	// streams ends open log streams when the server shuts down.
 	streams      context.Context
 	closeStreams context.CancelFunc
@@ -150,10 +152,7 @@ func (r *BuildResources) listBuilds(req *restful.Request, resp *restful.Response
 		if c, err = r.caller(req); err == nil {
 			var bs []pipeline.Build
 			if bs, err = r.svc.ListBuilds(req.Request.Context(), c, owner, repo, limit, before); err == nil {
-				if bs == nil {
-					bs = []pipeline.Build{}
-				}
-				writeJSON(resp, http.StatusOK, bs)
+				writeJSONWith(resp, http.StatusOK, func(buf *bytes.Buffer) error { return r.lists.encodeList(buf, bs) })
 				return
 			}
 		}

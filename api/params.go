@@ -109,6 +109,12 @@ type routes struct {
 
 // writeJSON answers status with v.
 func writeJSON(resp *restful.Response, status int, v any) {
+	writeJSONWith(resp, status, func(buf *bytes.Buffer) error { return json.NewEncoder(buf).Encode(v) })
+}
+
+// writeJSONWith answers status with the JSON that encode writes into a
+// pooled buffer.
+func writeJSONWith(resp *restful.Response, status int, encode func(*bytes.Buffer) error) {
 	buf := jsonBuffers.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -116,7 +122,7 @@ func writeJSON(resp *restful.Response, status int, v any) {
 			jsonBuffers.Put(buf)
 		}
 	}()
-	if err := json.NewEncoder(buf).Encode(v); err != nil {
+	if err := encode(buf); err != nil {
 		WriteHTTPError(resp.ResponseWriter, http.StatusInternalServerError, "internal error: the reply could not be encoded")
 		return
 	}

@@ -143,6 +143,10 @@ type Build struct {
 	Runner string `json:"-"`
 	// Heartbeat is when Runner last proved it was alive (Unix ns).
 	Heartbeat int64 `json:"-"`
+	// Revision identifies this version of the build's record, so that two
+	// reads of the same Revision of a build hold the same build: the store
+	// sets it on builds it lists; 0 means unknown.
+	Revision int64 `json:"-"`
 }
 
 // Summary returns the list view of b.

@@ -536,10 +536,11 @@ func (s *Store) ListBuilds(ctx context.Context, owner, repo string, limit, befor
 func (s *Store) decodeList(pk string, kvs []*mvccpb.KeyValue, before int) ([]pipeline.Build, error) {
 	out := make([]pipeline.Build, 0, len(kvs))
 	for _, kv := range kvs {
-		b, err := s.builds.decode(kv)
+		b, err := s.builds.decodeListed(kv)
 		if err != nil {
 			return nil, s.wrap(err, "list builds of %s: %s", pk, kv.Key)
 		}
+		b.Revision = kv.ModRevision
 		out = append(out, b)
 	}
 	if len(out) > 0 && before <= 0 {

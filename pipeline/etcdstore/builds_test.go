@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -54,7 +55,7 @@ func TestBuildRoundTripKeepsEveryField(t *testing.T) {
 	s := newStore(t)
 	mustCreatePipeline(t, s, "Acme", "Rocket")
 	in := fullBuild()
-	requireAllFieldsSet(t, in)
+	requireAllFieldsSet(t, in, "Revision") // set by lists, not stored
 
 	created, err := s.CreateBuild(t.Context(), "acme", "rocket", in)
 	if err != nil {
@@ -457,5 +458,42 @@ func TestActiveBuildsSkipsAnUnreadableRecord(t *testing.T) {
 	}
 	if len(list) != 1 || list[0].Number != 2 {
 		t.Fatalf("active builds = %+v, want build 2 only", list)
+	}
+}
+
+func TestListedBuildsCarryTheirRecordsRevision(t *testing.T) {
+	for _, lin := range []bool{false, true} {
+		t.Run(fmt.Sprintf("linearizable=%v", lin), func(t *testing.T) {
+			s := newStoreWith(t, sharedClient(t), etcdstore.Options{Prefix: prefixOf(t), LinearizableReads: lin})
+			mustCreatePipeline(t, s, "acme", "app")
+			mustCreateBuild(t, s, "acme", "app", pipeline.Build{Status: pipeline.StatusPending})
+			mustCreateBuild(t, s, "acme", "app", pipeline.Build{Status: pipeline.StatusPending})
+			revs := func() map[int]int64 {
+				t.Helper()
+				list, err := s.ListBuilds(t.Context(), "acme", "app", 10, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := map[int]int64{}
+				for _, b := range list {
+					if b.Revision == 0 {
+						t.Fatalf("build %d listed without a revision", b.Number)
+					}
+					out[b.Number] = b.Revision
+				}
+				return out
+			}
+			first := revs()
+			if again := revs(); !maps.Equal(first, again) {
+				t.Fatalf("unchanged builds changed revision: %v then %v", first, again)
+			}
+			if _, err := s.UpdateBuild(t.Context(), "acme", "app", 1, func(b *pipeline.Build) error { b.Status = pipeline.StatusRunning; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			after := revs()
+			if after[1] <= first[1] || after[2] != first[2] {
+				t.Fatalf("after updating build 1: %v (before %v)", after, first)
+			}
+		})
 	}
 }

@@ -86,11 +86,23 @@ type cachedBuild struct {
 // decode returns the build stored in kv, from the cache when kv's
 // revision was decoded before.
 func (c *buildCache) decode(kv *mvccpb.KeyValue) (pipeline.Build, error) {
+	return c.decodeAs(kv, cloneBuild)
+}
+
+// decodeListed is decode for lists: the copy leaves out Spec and
+// StageTokens, server-side fields no list needs.
+func (c *buildCache) decodeListed(kv *mvccpb.KeyValue) (pipeline.Build, error) {
+	b, err := c.decodeAs(kv, cloneListed)
+	b.Spec, b.StageTokens = nil, nil
+	return b, err
+}
+
+func (c *buildCache) decodeAs(kv *mvccpb.KeyValue, clone func(pipeline.Build) pipeline.Build) (pipeline.Build, error) {
 	c.mu.RLock()
 	e, ok := c.m[string(kv.Key)] // no allocation for the look-up
 	c.mu.RUnlock()
 	if ok && e.rev == kv.ModRevision {
-		return cloneBuild(e.b), nil
+		return clone(e.b), nil
 	}
 	key := string(kv.Key)
 	b, err := decodeBuild(kv.Value)
@@ -127,6 +139,12 @@ func (c *buildCache) forgetPrefix(prefix string) {
 			delete(c.m, k)
 		}
 	}
+}
+
+// cloneListed is cloneBuild without Spec and StageTokens.
+func cloneListed(b pipeline.Build) pipeline.Build {
+	b.Spec, b.StageTokens = nil, nil
+	return cloneBuild(b)
 }
 
 // cloneBuild deep-copies b so that the copy shares no slice or map with it.
