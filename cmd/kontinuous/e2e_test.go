@@ -213,8 +213,14 @@ func (w *world) deliver(event, delivery string, body []byte, secret string) repl
 // waitBuild polls a build until cond holds.
 func (w *world) waitBuild(n int, cond func(pipeline.Build) bool) pipeline.Build {
 	w.t.Helper()
+	return w.waitBuildWithin(30*time.Second, n, cond)
+}
+
+// waitBuildWithin polls build n until cond holds, for at most within.
+func (w *world) waitBuildWithin(within time.Duration, n int, cond func(pipeline.Build) bool) pipeline.Build {
+	w.t.Helper()
 	tok := token(w.t, "alice", 1001, "tok-alice")
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(within)
 	var b pipeline.Build
 	for time.Now().Before(deadline) {
 		r := w.do("GET", fmt.Sprintf("/api/v1/pipelines/acme/app/builds/%d", n), tok, nil)

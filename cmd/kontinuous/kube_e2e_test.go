@@ -91,21 +91,7 @@ func (kc *kubeCluster) jobs(t *testing.T, n int) []batchv1.Job {
 // shared machine, so it allows more time than waitBuild.
 func (w *world) waitKubeBuild(n int, cond func(pipeline.Build) bool) pipeline.Build {
 	w.t.Helper()
-	tok := token(w.t, "alice", 1001, "tok-alice")
-	deadline := time.Now().Add(60 * time.Second)
-	var b pipeline.Build
-	for time.Now().Before(deadline) {
-		r := w.do("GET", fmt.Sprintf("/api/v1/pipelines/acme/app/builds/%d", n), tok, nil)
-		if r.status == http.StatusOK {
-			r.json(w.t, &b)
-			if cond(b) {
-				return b
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	w.t.Fatalf("build %d never reached the expected state; last: status %s stages %+v message %q", n, b.Status, b.Stages, b.Message)
-	return b
+	return w.waitBuildWithin(60*time.Second, n, cond)
 }
 
 func TestKubernetesExecutorRunsPushedPipelinesAsJobsThroughTheServer(t *testing.T) {
