@@ -31,7 +31,9 @@ func notifyClient(allowPrivate bool) *http.Client {
 		}
 	}
 	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
+		// No proxy: through one, the address check would see the proxy,
+		// not the destination.
+		Proxy:               nil,
 		DialContext:         dialer.DialContext,
 		TLSHandshakeTimeout: 5 * time.Second,
 		MaxIdleConns:        10,
