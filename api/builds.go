@@ -432,9 +432,15 @@ func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
 		defer stopOnShutdown()
 		// Lines and keep-alive comments come from two goroutines.
 		var mu sync.Mutex
+		var pinger sync.WaitGroup
 		stop := make(chan struct{})
-		defer close(stop)
+		stopPinger := sync.OnceFunc(func() { close(stop); pinger.Wait() })
+		// The pinger must be gone before the last write and before the
+		// handler returns: the writer is not usable after that.
+		defer stopPinger()
+		pinger.Add(1)
 		go func() {
+			defer pinger.Done()
 			// A comment line every 15 s keeps proxies from closing a
 			// quiet stream.
 			t := time.NewTicker(sseKeepAlive)
@@ -464,8 +470,7 @@ func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
 			}
 			return rc.Flush()
 		})
-		mu.Lock()
-		defer mu.Unlock()
+		stopPinger()
 		switch {
 		case ctx.Err() == nil && r.streams.Err() != nil:
 			fmt.Fprint(w, "event: end\ndata: server shutting down; reconnect to follow on\n\n")

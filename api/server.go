@@ -216,14 +216,14 @@ func (s *Server) observe(req *restful.Request, resp *restful.Response, chain *re
 }
 
 // limitBodies caps request bodies: webhook deliveries (POST …/builds with
-// X-GitHub-Event) at 25 MiB, the rest, manual triggers included, at
+// X-GitHub-Event and no X-Custom-Event) at 25 MiB, the rest, manual triggers included, at
 // 1 MiB. Handlers that read past the cap get an *http.MaxBytesError, which
 // writeError maps to 413.
 func (s *Server) limitBodies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
 			limit := int64(MaxJSONBody)
-			if r.Method == http.MethodPost && r.Header.Get("X-GitHub-Event") != "" &&
+			if r.Method == http.MethodPost && r.Header.Get("X-GitHub-Event") != "" && r.Header.Get("X-Custom-Event") == "" &&
 				strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/builds") {
 				limit = MaxWebhookBody
 			}

@@ -99,11 +99,11 @@ func TestRepliesAreCompactJSON(t *testing.T) {
 func TestOnlyWebhookDeliveriesGetTheLargeBodyLimit(t *testing.T) {
 	ts := newProbeServer(t)
 	body := bytes.Repeat([]byte("x"), MaxJSONBody+1)
-	post := func(header string) *http.Response {
+	post := func(headers ...string) *http.Response {
 		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/probe/a/builds", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		if header != "" {
-			req.Header.Set(header, "push")
+		for _, h := range headers {
+			req.Header.Set(h, "push")
 		}
 		r, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -111,14 +111,17 @@ func TestOnlyWebhookDeliveriesGetTheLargeBodyLimit(t *testing.T) {
 		}
 		return r
 	}
-	// A manual trigger (X-Custom-Event) over 1 MiB is refused.
-	r := post("X-Custom-Event")
-	if r.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Fatalf("manual trigger over 1 MiB: %d", r.StatusCode)
+	// A manual trigger (X-Custom-Event) over 1 MiB is refused, also when
+	// it carries X-GitHub-Event too (the trigger branch wins there).
+	for _, h := range [][]string{{"X-Custom-Event"}, {"X-Custom-Event", "X-GitHub-Event"}} {
+		r := post(h...)
+		if r.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("manual trigger over 1 MiB with %v: %d", h, r.StatusCode)
+		}
+		decodeErrorShape(t, r)
 	}
-	decodeErrorShape(t, r)
 	// A webhook delivery of the same size is read whole.
-	r = post("X-GitHub-Event")
+	r := post("X-GitHub-Event")
 	defer r.Body.Close()
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("webhook of 1 MiB + 1: %d", r.StatusCode)

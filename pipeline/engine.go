@@ -205,9 +205,13 @@ type Engine struct {
 	mu      sync.Mutex
 	running map[string]context.CancelFunc      // build key → cancel (shutdown scope)
 	cancels map[string]context.CancelCauseFunc // build key → cancel of its stages
-	wg      sync.WaitGroup
-	ctx     context.Context
-	stop    context.CancelFunc
+	// finished remembers the build ends this instance has finished
+	// (cleanup, notification), so that two paths seeing the same end
+	// (a cancel and the runner it stopped) do it once.
+	finished map[string]bool
+	wg       sync.WaitGroup
+	ctx      context.Context
+	stop     context.CancelFunc
 
 	statusMu sync.Mutex
 	statusQ  map[string]*statusQueue
@@ -1056,6 +1060,18 @@ func (e *Engine) finish(ctx context.Context, p Pipeline, b Build) {
 	if !b.Status.Done() {
 		return
 	}
+	// One end of a build (a re-run from a stage ends it again, later).
+	end := buildKey(p.Owner, p.Repo, b.Number) + "@" + strconv.FormatInt(b.Finished, 10)
+	e.mu.Lock()
+	if e.finished[end] {
+		e.mu.Unlock()
+		return
+	}
+	if e.finished == nil || len(e.finished) >= 10000 {
+		e.finished = map[string]bool{} // bounded; duplicates that far apart do not meet
+	}
+	e.finished[end] = true
+	e.mu.Unlock()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := e.cfg.Executor.CleanupBuild(cctx, p.Owner, p.Repo, b.Number); err != nil {
@@ -1286,7 +1302,8 @@ func (e *Engine) postStatus(p Pipeline, b Build, st Stage, state, desc string) {
 	if len(desc) > 140 {
 		desc = desc[:137] + "..."
 	}
-	cs := CommitStatus{State: state, Context: st.Name, // the contract: the stage name is the context Description: desc,
+	// The contract: the stage name is the context.
+	cs := CommitStatus{State: state, Context: st.Name, Description: desc,
 		TargetURL: fmt.Sprintf("%s/api/v1/pipelines/%s/%s/builds/%d", e.cfg.PublicURL, p.Owner, p.Repo, b.Number)}
 	post := func(ctx context.Context) error {
 		tok, err := e.ownerToken(ctx, p)

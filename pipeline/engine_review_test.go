@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -765,4 +766,57 @@ func TestResumedStageKeepsItsStartForTheExecutor(t *testing.T) {
 		t.Fatal("a first run reached the executor without its start")
 	}
 	f.waitBuild(n, "SUCCESS", func(b pipeline.Build) bool { return b.Status == pipeline.StatusSuccess })
+}
+
+type cntExec struct {
+	*recExec
+	cleanups atomic.Int32
+}
+
+func (x *cntExec) CleanupBuild(context.Context, string, string, int) error {
+	x.cleanups.Add(1)
+	return nil
+}
+
+func TestACancelAndTheRunnerItStopsFinishTheBuildOnce(t *testing.T) {
+	f := newFixture(t)
+	x := &cntExec{recExec: newRecExec("local", true)}
+	e := f.engine(x, true)
+	sha := f.commit(oneStage)
+	n := f.trigger(e, pipeline.Build{Commit: sha}).Number
+	waitStarted(t, x.recExec)
+	// The runner's heart is late (etcd was slow): make the stored heartbeat old.
+	if _, err := f.store.UpdateBuild(t.Context(), "acme", "app", n, func(b *pipeline.Build) error {
+		b.Heartbeat = pipeline.Now() - int64(time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Cancel(t.Context(), "acme", "app", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cancel: %s", got.Status)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && x.cleanups.Load() < 2 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c := x.cleanups.Load(); c != 1 {
+		t.Fatalf("build finished %d times (CleanupBuild + notify each time)", c)
+	}
+}
+
+func TestCommitStatusesCarryADescription(t *testing.T) {
+	f := newFixture(t)
+	x := newRecExec("local", false)
+	e := f.engine(x, true)
+	sha := f.commit(oneStage)
+	f.trigger(e, pipeline.Build{Commit: sha})
+	f.waitStatus(sha, "one", "success")
+	for _, s := range f.gh.Statuses("acme", "app", sha) {
+		t.Logf("%+v", s)
+		if s.Description == "" {
+			t.Errorf("status %s/%s without description", s.Context, s.State)
+		}
+	}
 }
