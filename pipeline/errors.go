@@ -88,12 +88,20 @@ func PublicMessage(err error) string {
 }
 
 // PublicError wraps a sentinel with a message meant for the API caller.
+// Cause, if set, is detail for the server's log only: Error includes it,
+// PublicMessage does not.
 type PublicError struct {
-	Kind error
-	Msg  string
+	Kind  error
+	Msg   string
+	Cause error
 }
 
-func (e *PublicError) Error() string { return e.Msg }
+func (e *PublicError) Error() string {
+	if e.Cause != nil {
+		return e.Msg + ": " + e.Cause.Error()
+	}
+	return e.Msg
+}
 
 // Unwrap exposes the sentinel.
 func (e *PublicError) Unwrap() error { return e.Kind }

@@ -64,9 +64,9 @@ func classify(err error) error {
 	case errors.As(err, &er) && er.Response != nil:
 		return classifyStatus(er.Response, message(er))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: GitHub call canceled or timed out: %w", pipeline.ErrUpstream, unwrapURLError(err))
+		return &pipeline.PublicError{Kind: pipeline.ErrUpstream, Msg: "GitHub call canceled or timed out", Cause: unwrapURLError(err)}
 	}
-	return fmt.Errorf("%w: cannot reach GitHub: %v", pipeline.ErrUpstream, unwrapURLError(err))
+	return &pipeline.PublicError{Kind: pipeline.ErrUpstream, Msg: "cannot reach GitHub", Cause: unwrapURLError(err)}
 }
 
 func classifyStatus(resp *http.Response, msg string) error {

@@ -286,6 +286,10 @@ func TestErrorsMapToPipelineSentinels(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("err = %q, want it to mention %q", err, tc.message)
 			}
+			// What the API caller reads says it too.
+			if msg := pipeline.PublicMessage(err); !strings.Contains(msg, tc.message) {
+				t.Fatalf("public message = %q, want it to mention %q", msg, tc.message)
+			}
 			if strings.Contains(err.Error(), tc.tok.AccessToken) {
 				t.Fatalf("token in error: %q", err)
 			}
