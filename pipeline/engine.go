@@ -63,15 +63,15 @@ type EngineConfig struct {
 // executor (see EngineConfig.AllowForkBuilds).
 const ForkRefusedMessage = "pull requests from forks do not run on the local executor; the server operator can allow them with --allow-fork-builds"
 
-// cancelRequestedMessage marks, in Build.Message, a build whose cancel was
-// asked for while a live runner drives it: the build stays unfinished (so
-// that recovery still sees it) until the runner has stopped its stage, or
-// until recovery finds the runner gone and ends the build itself.
+// cancelRequestedMessage is the build's message while its cancel is
+// requested (Build.CancelRequested): the build stays unfinished (so that
+// recovery still sees it) until the runner has stopped its stage, or until
+// recovery finds the runner gone and ends the build itself.
 const cancelRequestedMessage = "cancel requested; waiting for the running stage to stop"
 
 // cancelRequested reports whether b is being canceled or was canceled.
 func cancelRequested(b *Build) bool {
-	return b.Status == StatusCanceled || (!b.Status.Done() && b.Message == cancelRequestedMessage)
+	return b.Status == StatusCanceled || (!b.Status.Done() && b.CancelRequested)
 }
 
 // errNoop aborts an UpdateBuild that has nothing to change.
@@ -98,8 +98,11 @@ func applyCancel(b *Build) []int {
 			changed = append(changed, i)
 		}
 	}
-	if b.Message == cancelRequestedMessage {
-		b.Message = ""
+	if b.CancelRequested {
+		b.CancelRequested = false
+		if b.Message == cancelRequestedMessage {
+			b.Message = ""
+		}
 	}
 	b.Status = StatusCanceled
 	if b.Finished == 0 {
@@ -1144,7 +1147,7 @@ func (e *Engine) Cancel(ctx context.Context, owner, repo string, number int) (Bu
 			return Errorf(ErrConflict, "build %d is already being canceled", number)
 		}
 		if e.runnerLive(b) {
-			b.Message = cancelRequestedMessage
+			b.CancelRequested, b.Message = true, cancelRequestedMessage
 			return nil
 		}
 		now = true

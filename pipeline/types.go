@@ -143,6 +143,9 @@ type Build struct {
 	Runner string `json:"-"`
 	// Heartbeat is when Runner last proved it was alive (Unix ns).
 	Heartbeat int64 `json:"-"`
+	// CancelRequested: a cancel was asked for while a live runner drives
+	// the build; the runner (or recovery, if it dies) ends it CANCELED.
+	CancelRequested bool `json:"-"`
 	// Revision identifies this version of the build's record, so that two
 	// reads of the same Revision of a build hold the same build: the store
 	// sets it on builds it lists; 0 means unknown.

@@ -209,6 +209,8 @@ type buildRecord struct {
 	StageTokens  map[int]string `json:"stage_tokens"`
 	Runner       string         `json:"runner"`
 	Heartbeat    int64          `json:"heartbeat"`
+	// CancelRequested is omitted when false: older records read the same.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
 }
 
 type stageRecord struct {
@@ -238,7 +240,7 @@ func toBuildRecord(b *pipeline.Build) *buildRecord {
 		Branch: b.Branch, Commit: b.Commit, Author: b.Author, Event: b.Event,
 		CloneURL: b.CloneURL, Owner: b.Owner, Repo: b.Repo, DeliveryID: b.DeliveryID,
 		Fork: b.Fork, Message: b.Message, Spec: b.Spec, StageTokens: b.StageTokens,
-		Runner: b.Runner, Heartbeat: b.Heartbeat,
+		Runner: b.Runner, Heartbeat: b.Heartbeat, CancelRequested: b.CancelRequested,
 	}
 	if b.Stages != nil {
 		r.Stages = make([]stageRecord, len(b.Stages))
@@ -262,7 +264,7 @@ func fromBuildRecord(r *buildRecord) pipeline.Build {
 		Branch: r.Branch, Commit: r.Commit, Author: r.Author, Event: r.Event,
 		CloneURL: r.CloneURL, Owner: r.Owner, Repo: r.Repo, DeliveryID: r.DeliveryID,
 		Fork: r.Fork, Message: r.Message, Spec: r.Spec, StageTokens: r.StageTokens,
-		Runner: r.Runner, Heartbeat: r.Heartbeat,
+		Runner: r.Runner, Heartbeat: r.Heartbeat, CancelRequested: r.CancelRequested,
 	}
 	if r.Stages != nil {
 		b.Stages = make([]pipeline.Stage, len(r.Stages))
