@@ -140,6 +140,22 @@ func (e *Engine) updateRetry(ctx context.Context, owner, repo string, number int
 	}
 }
 
+// advance is updateRetry for one step of a build: a build that ended
+// meanwhile is left as it is, and one whose cancel was requested is ended
+// CANCELED instead of taking the step (fn is not called for either).
+func (e *Engine) advance(ctx context.Context, owner, repo string, number int, fn func(*Build) error) (Build, error) {
+	return e.updateRetry(ctx, owner, repo, number, func(nb *Build) error {
+		if nb.Status.Done() {
+			return nil
+		}
+		if cancelRequested(nb) {
+			applyCancel(nb)
+			return nil
+		}
+		return fn(nb)
+	})
+}
+
 // logFinisher is implemented by log stores that can mark a log finished
 // without writing to it (logstore.Files).
 type logFinisher interface {
@@ -741,14 +757,7 @@ func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error)
 }
 
 func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string) (Build, error) {
-	nb, err := e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		if nb.Status.Done() {
-			return nil
-		}
-		if cancelRequested(nb) {
-			applyCancel(nb)
-			return nil
-		}
+	nb, err := e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		nb.Status = StatusFail
 		nb.Message = msg
 		nb.Finished = Now()
@@ -766,14 +775,7 @@ func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string)
 
 // wait pauses the build at stage i until someone with push approves it.
 func (e *Engine) wait(ctx context.Context, p Pipeline, b Build, i int) (Build, error) {
-	nb, err := e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		if nb.Status.Done() {
-			return nil
-		}
-		if cancelRequested(nb) {
-			applyCancel(nb)
-			return nil
-		}
+	nb, err := e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		st := &nb.Stages[i]
 		st.Status = StatusWaiting
 		if st.Started == 0 {
@@ -806,14 +808,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		return b, err
 	}
 	sum := sha256.Sum256([]byte(agentToken))
-	b, err = e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		if nb.Status.Done() {
-			return nil
-		}
-		if cancelRequested(nb) {
-			applyCancel(nb)
-			return nil
-		}
+	b, err = e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		s := &nb.Stages[i]
 		// A stage still RUNNING is being resumed (a restart or a takeover):
 		// it keeps its start, by which executors recognise and adopt the
