@@ -177,14 +177,21 @@ func (e *Engine) finishLog(ctx context.Context, p Pipeline, build, stage int) {
 // runner: the stages' logs end, their commit statuses say so, and the
 // build's resources are released.
 func (e *Engine) afterCancel(ctx context.Context, b Build, changed []int) {
+	e.afterEnd(ctx, b, changed, "failure", "canceled")
+}
+
+// afterEnd follows a build ended by another path than its runner: the
+// stages it ended (positions changed) get their logs finished and a
+// commit status (state, desc), then the build is finished.
+func (e *Engine) afterEnd(ctx context.Context, b Build, changed []int, state, desc string) {
 	p, err := e.cfg.Store.GetPipeline(ctx, b.Owner, b.Repo)
 	if err != nil {
-		e.log.Warn("canceled build: pipeline not readable", "pipeline", Key(b.Owner, b.Repo), "build", b.Number, "error", err.Error())
+		e.log.Warn("ended build: pipeline not readable", "pipeline", Key(b.Owner, b.Repo), "build", b.Number, "error", err.Error())
 		return
 	}
 	for _, i := range changed {
 		e.finishLog(ctx, p, b.Number, b.Stages[i].Index)
-		e.postStatus(p, b, b.Stages[i], "failure", "canceled")
+		e.postStatus(p, b, b.Stages[i], state, desc)
 	}
 	e.finish(ctx, p, b)
 }
@@ -445,15 +452,7 @@ func (e *Engine) failAfterPanic(owner, repo string, number int) {
 		}
 		return
 	}
-	p, err := e.cfg.Store.GetPipeline(ctx, owner, repo)
-	if err != nil {
-		return
-	}
-	for _, i := range changed {
-		e.finishLog(ctx, p, number, b.Stages[i].Index)
-		e.postStatus(p, b, b.Stages[i], "error", panicMessage)
-	}
-	e.finish(ctx, p, b)
+	e.afterEnd(ctx, b, changed, "error", panicMessage)
 }
 
 var errClaimed = errors.New("build is run by another instance")
