@@ -311,14 +311,17 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if c.StaleAfter, err = time.ParseDuration(get("stale-after")); err != nil || c.StaleAfter < 3*time.Second || c.StaleAfter > time.Hour {
 		return c, bad("stale-after", "%q must be a duration between 3s and 1h", get("stale-after"))
 	}
-	if c.AllowForkBuilds, err = strconv.ParseBool(get("allow-fork-builds")); err != nil {
-		return c, bad("allow-fork-builds", "%q: use true or false", get("allow-fork-builds"))
-	}
-	if c.NotifyAllowPrivate, err = strconv.ParseBool(get("notify-allow-private")); err != nil {
-		return c, bad("notify-allow-private", "%q: use true or false", get("notify-allow-private"))
-	}
-	if c.LinearizableReads, err = strconv.ParseBool(get("linearizable-reads")); err != nil {
-		return c, bad("linearizable-reads", "%q: use true or false", get("linearizable-reads"))
+	for _, sw := range []struct {
+		name string
+		to   *bool
+	}{
+		{"allow-fork-builds", &c.AllowForkBuilds},
+		{"notify-allow-private", &c.NotifyAllowPrivate},
+		{"linearizable-reads", &c.LinearizableReads},
+	} {
+		if *sw.to, err = strconv.ParseBool(get(sw.name)); err != nil {
+			return c, bad(sw.name, "%q: use true or false", get(sw.name))
+		}
 	}
 	c.Path = getenv("PATH")
 	c.DockerHost = getenv("DOCKER_HOST")
