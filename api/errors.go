@@ -75,7 +75,7 @@ func writeStatus(resp *restful.Response, status int, msg string) {
 	if status == http.StatusUnauthorized && resp.Header().Get("WWW-Authenticate") == "" {
 		resp.Header().Set("WWW-Authenticate", `Bearer realm="kontinuous"`)
 	}
-	_ = resp.WriteHeaderAndJson(status, Error{Code: status, Message: msg}, restful.MIME_JSON) // error ignored: the client went away
+	writeJSON(resp, status, Error{Code: status, Message: msg})
 }
 
 // WriteHTTPError answers status in the contract's shape on a plain

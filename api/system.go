@@ -50,7 +50,7 @@ func (s *Server) systemWebService() *restful.WebService {
 }
 
 func (s *Server) healthz(req *restful.Request, resp *restful.Response) {
-	_ = resp.WriteEntity(Health{Status: "ok"}) // error ignored: the client went away
+	writeJSON(resp, http.StatusOK, Health{Status: "ok"})
 }
 
 func (s *Server) readyz(req *restful.Request, resp *restful.Response) {
@@ -60,11 +60,11 @@ func (s *Server) readyz(req *restful.Request, resp *restful.Response) {
 		writeStatus(resp, http.StatusServiceUnavailable, "not ready: etcd unreachable")
 		return
 	}
-	_ = resp.WriteEntity(Health{Status: "ready"}) // error ignored: the client went away
+	writeJSON(resp, http.StatusOK, Health{Status: "ready"})
 }
 
 func (s *Server) version(req *restful.Request, resp *restful.Response) {
-	_ = resp.WriteEntity(VersionInfo{Version: s.cfg.Version, Go: runtime.Version()}) // error ignored: the client went away
+	writeJSON(resp, http.StatusOK, VersionInfo{Version: s.cfg.Version, Go: runtime.Version()})
 }
 
 // httpMetrics are the Prometheus metrics of the HTTP layer.
