@@ -47,6 +47,9 @@ type EngineConfig struct {
 	// StaleAfter: a running build whose runner has not beaten its heart
 	// for this long is taken over (default 45 s).
 	StaleAfter time.Duration
+	// CancelWait bounds how long Cancel waits for a live runner to stop
+	// the build's stage before answering (default 10 s).
+	CancelWait time.Duration
 	// AllowForkBuilds lets pull requests from forks run on the local
 	// executor. Off by default: the local executor runs stages as the
 	// server's own user on the server's host, where a fork's untrusted
@@ -259,6 +262,9 @@ func NewEngine(cfg EngineConfig) *Engine {
 	}
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = 45 * time.Second
+	}
+	if cfg.CancelWait <= 0 {
+		cfg.CancelWait = defaultCancelWait
 	}
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	id, _ := randomString(9) // crypto/rand does not fail on supported platforms
@@ -1117,9 +1123,8 @@ func stagePos(b *Build, index int) int {
 	return -1
 }
 
-// cancelWait bounds how long Cancel waits for a live runner to stop the
-// build's stage before answering.
-const cancelWait = 10 * time.Second
+// defaultCancelWait is EngineConfig.CancelWait's default.
+const defaultCancelWait = 10 * time.Second
 
 // Cancel ends a build. A build no live instance drives (queued, waiting,
 // or whose runner is gone: none or a stale heartbeat) is ended at once:
@@ -1163,7 +1168,7 @@ func (e *Engine) Cancel(ctx context.Context, owner, repo string, number int) (Bu
 		e.afterCancel(ctx, b, changed)
 		return b, nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, cancelWait)
+	wctx, cancel := context.WithTimeout(ctx, e.cfg.CancelWait)
 	defer cancel()
 	// The watch ends with the build's end or the wait's: either way b
 	// is the latest version seen.

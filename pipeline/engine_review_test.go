@@ -31,6 +31,11 @@ import (
 
 const hookSecret = "hook-secret-0123456789abcdef"
 
+// patience bounds every wait for a condition that must come true:
+// generous, since CI runs with -race on a busy 2-core machine. A passing
+// test never waits that long; only a broken one does.
+const patience = 2 * time.Minute
+
 const specHead = `apiVersion: v1alpha1
 kind: Pipeline
 metadata:
@@ -107,7 +112,7 @@ func (f *fixture) engine(x pipeline.Executor, start bool, mod ...func(*pipeline.
 	if start {
 		e.Start(context.Background())
 		f.t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
 			defer cancel()
 			if err := e.Stop(ctx); err != nil {
 				f.t.Errorf("engine stop: %v", err)
@@ -120,7 +125,7 @@ func (f *fixture) engine(x pipeline.Executor, start bool, mod ...func(*pipeline.
 // stop stops an engine before the test ends.
 func stop(t *testing.T, e *pipeline.Engine) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := e.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -156,10 +161,10 @@ func (f *fixture) build(n int) pipeline.Build {
 	return b
 }
 
-// waitBuild polls build n until cond holds (30 s at most).
+// waitBuild polls build n until cond holds (patience at most).
 func (f *fixture) waitBuild(n int, what string, cond func(pipeline.Build) bool) pipeline.Build {
 	f.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(patience)
 	var b pipeline.Build
 	for time.Now().Before(deadline) {
 		var err error
@@ -195,7 +200,7 @@ func (f *fixture) storedBuild(sha string, mod func(*pipeline.Build)) pipeline.Bu
 
 // logEnded reports whether stage's log is finished: Follow returns.
 func (f *fixture) logEnded(n, stage int) bool {
-	ctx, cancel := context.WithTimeout(f.t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(f.t.Context(), patience)
 	defer cancel()
 	err := f.logs.Follow(ctx, pipeline.LogRef{Pipeline: "acme/app", Build: n, Stage: stage}, func([]byte) error { return nil })
 	return err == nil && ctx.Err() == nil
@@ -204,7 +209,7 @@ func (f *fixture) logEnded(n, stage int) bool {
 // waitStatus waits for a commit status of sha in context ctxName with state.
 func (f *fixture) waitStatus(sha, ctxName, state string) {
 	f.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(patience)
 	for time.Now().Before(deadline) {
 		for _, s := range f.gh.Statuses("acme", "app", sha) {
 			if s.Context == ctxName && s.State == state {
@@ -226,6 +231,8 @@ type recExec struct {
 	release chan struct{}
 
 	mu       sync.Mutex
+	fail     error  // returned by every stage that is not held
+	print    string // written to every stage's log (as a stage may print a secret)
 	jobs     []pipeline.StageJob
 	ended    []error // ctx errors seen by held stages
 	panicked bool
@@ -246,9 +253,13 @@ func (x *recExec) RunStage(ctx context.Context, job pipeline.StageJob, log io.Wr
 	if doPanic {
 		x.panicked = true
 	}
+	print, fail := x.print, x.fail
 	x.mu.Unlock()
 	for k, v := range job.Env {
 		fmt.Fprintf(log, "env %s=%s\n", k, v)
+	}
+	if print != "" {
+		fmt.Fprintf(log, "printed %s\n", print)
 	}
 	fmt.Fprintf(log, "stage %d started\n", job.Stage.Index)
 	x.started <- job
@@ -256,7 +267,7 @@ func (x *recExec) RunStage(ctx context.Context, job pipeline.StageJob, log io.Wr
 		panic("executor bug")
 	}
 	if !x.hold {
-		return nil
+		return fail
 	}
 	select {
 	case <-ctx.Done():
@@ -299,7 +310,7 @@ func (refExec) SecretsByReference() bool { return true }
 
 func waitStarted(t *testing.T, xs ...*recExec) (*recExec, pipeline.StageJob) {
 	t.Helper()
-	cases := time.After(30 * time.Second)
+	cases := time.After(patience)
 	for {
 		for _, x := range xs {
 			select {
@@ -407,10 +418,11 @@ func TestRecoveryEndsABuildWhoseCancelNeverCompleted(t *testing.T) {
 	f := newFixture(t)
 	// The ghost is alive when the cancel comes: the cancel is left to it.
 	b, sha := f.runningGhost(pipeline.Now())
-	canceler := f.engine(newRecExec("local", true), false, func(c *pipeline.EngineConfig) { c.StaleAfter = time.Hour })
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	got, err := canceler.Cancel(ctx, "acme", "app", b.Number)
-	cancel()
+	canceler := f.engine(newRecExec("local", true), false, func(c *pipeline.EngineConfig) {
+		c.StaleAfter = time.Hour
+		c.CancelWait = time.Millisecond // the ghost will never answer
+	})
+	got, err := canceler.Cancel(t.Context(), "acme", "app", b.Number)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +464,7 @@ func TestRunnerThatLostItsClaimStopsWithoutCancelingTheBuild(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(patience)
 	for x.endedCount() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -569,10 +581,15 @@ func TestSecretsByReferenceStayOutOfTheStageEnv(t *testing.T) {
 	}
 	f.waitBuild(n, "SUCCESS", func(b pipeline.Build) bool { return b.Status == pipeline.StatusSuccess })
 	stop(t, e) // its recovery must not run the next builds
+	// The executor printed its env: the variable is there, the value is not.
+	if log := f.stageLog(n, 1); !strings.Contains(log, "env API_TOKEN="+pipeline.Mask) || strings.Contains(log, value) {
+		t.Fatalf("by value: the stage log does not mask the secret:\n%s", log)
+	}
 
 	// By reference: names only; the log still masks the value should the
 	// stage print it.
 	inner := newRecExec("kubernetes", false)
+	inner.print = "token=" + value // as the cluster's Secret would reach the stage
 	e2 := f.engine(refExec{inner}, true)
 	n = f.trigger(e2, pipeline.Build{Commit: sha}).Number
 	_, job = waitStarted(t, inner)
@@ -585,6 +602,12 @@ func TestSecretsByReferenceStayOutOfTheStageEnv(t *testing.T) {
 		}
 	}
 	f.waitBuild(n, "SUCCESS", func(b pipeline.Build) bool { return b.Status == pipeline.StatusSuccess })
+	if log := f.stageLog(n, 1); !strings.Contains(log, "printed token="+pipeline.Mask) || strings.Contains(log, value) {
+		t.Fatalf("by reference: the stage log does not mask the secret:\n%s", log)
+	}
+	inner.mu.Lock()
+	inner.print = ""
+	inner.mu.Unlock()
 
 	// A secret not stored here is left to the executor (the cluster's
 	// Secret of that name): the stage runs with the name.
@@ -796,13 +819,131 @@ func TestACancelAndTheRunnerItStopsFinishTheBuildOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("cancel: %s", got.Status)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && x.cleanups.Load() < 2 {
+	// The runner looked dead: Cancel ended the build itself, at once.
+	if got.Status != pipeline.StatusCanceled || got.Stages[0].Status != pipeline.StatusCanceled {
+		t.Fatalf("cancel answered build %s stage %s, want CANCELED both", got.Status, got.Stages[0].Status)
+	}
+	// The runner it stopped (alive after all) sees the cancel as the cause.
+	deadline := time.Now().Add(patience)
+	for x.endedCount() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if x.endedCount() != 1 || !errors.Is(x.cause(0), pipeline.ErrBuildCanceled) {
+		t.Fatalf("the running stage saw %d ends (%v), want one canceled", x.endedCount(), x.cause(0))
+	}
+	b := f.waitBuild(n, "CANCELED", func(b pipeline.Build) bool { return b.Status.Done() })
+	if b.Status != pipeline.StatusCanceled || b.Stages[0].Status != pipeline.StatusCanceled || b.Runner != "" {
+		t.Fatalf("stored build %s stage %s runner %q, want CANCELED, CANCELED, none", b.Status, b.Stages[0].Status, b.Runner)
+	}
+	if st := f.waitFinalStatus(sha, "one"); st.State != "failure" {
+		t.Fatalf("canceled stage's commit status %+v, want failure", st)
+	}
+	for time.Now().Before(deadline) && x.cleanups.Load() < 1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A second finish (the runner's, after the canceler's) would follow
+	// within moments; a slow machine can only hide it, never fake it.
+	settle := time.Now().Add(3 * time.Second)
+	for time.Now().Before(settle) && x.cleanups.Load() < 2 {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if c := x.cleanups.Load(); c != 1 {
 		t.Fatalf("build finished %d times (CleanupBuild + notify each time)", c)
+	}
+	if b := f.build(n); b.Status != pipeline.StatusCanceled || b.Stages[0].Status != pipeline.StatusCanceled {
+		t.Fatalf("after the runner stopped: build %s stage %s, want CANCELED", b.Status, b.Stages[0].Status)
+	}
+}
+
+// stageLog reads the stored log of build n's stage.
+func (f *fixture) stageLog(n, stage int) string {
+	f.t.Helper()
+	b, err := f.logs.Read(f.t.Context(), pipeline.LogRef{Pipeline: "acme/app", Build: n, Stage: stage})
+	if err != nil {
+		f.t.Fatalf("log of build %d stage %d: %v", n, stage, err)
+	}
+	return string(b)
+}
+
+// waitFinalStatus waits until the newest commit status of sha in context
+// ctxName is not "pending" and returns it.
+func (f *fixture) waitFinalStatus(sha, ctxName string) fakegithub.Status {
+	f.t.Helper()
+	deadline := time.Now().Add(patience)
+	var last fakegithub.Status
+	for time.Now().Before(deadline) {
+		for _, s := range f.gh.Statuses("acme", "app", sha) {
+			if s.Context == ctxName {
+				last = s
+			}
+		}
+		if last.State != "" && last.State != "pending" {
+			return last
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.t.Fatalf("no final %q status on %s; got %+v", ctxName, sha, f.gh.Statuses("acme", "app", sha))
+	return last
+}
+
+// statesOf lists the states of sha's statuses in context ctxName, oldest first.
+func (f *fixture) statesOf(sha, ctxName string) []string {
+	var out []string
+	for _, s := range f.gh.Statuses("acme", "app", sha) {
+		if s.Context == ctxName {
+			out = append(out, s.State)
+		}
+	}
+	return out
+}
+
+// A canceled stage's commit status is a failure, never a success: on
+// the runner's own cancel (a live runner stops the stage), and when the
+// canceler ends a build no live runner drives.
+func TestCanceledStagesPostFailureStatuses(t *testing.T) {
+	f := newFixture(t)
+	x := newRecExec("local", true)
+	e := f.engine(x, true)
+
+	// A live runner: the cancel is handed to it and it ends the stage.
+	sha := f.commit(oneStage)
+	n := f.trigger(e, pipeline.Build{Commit: sha}).Number
+	waitStarted(t, x)
+	if _, err := e.Cancel(t.Context(), "acme", "app", n); err != nil {
+		t.Fatal(err)
+	}
+	b := f.waitBuild(n, "CANCELED", func(b pipeline.Build) bool { return b.Status.Done() })
+	if b.Status != pipeline.StatusCanceled || b.Stages[0].Status != pipeline.StatusCanceled {
+		t.Fatalf("live runner: build %s stage %s, want CANCELED", b.Status, b.Stages[0].Status)
+	}
+	if st := f.waitFinalStatus(sha, "one"); st.State != "failure" || !strings.Contains(st.Description, "cancel") {
+		t.Fatalf("live runner: canceled stage's status %+v, want failure saying canceled", st)
+	}
+	if got := f.statesOf(sha, "one"); slices.Contains(got, "success") {
+		t.Fatalf("live runner: a canceled stage posted success: %v", got)
+	}
+
+	// No live runner (a queued build on an engine that is not started):
+	// Cancel ends it itself.
+	idle := f.engine(newRecExec("local", true), false)
+	sha2 := f.commit(oneStage + "# second\n")
+	queued := f.storedBuild(sha2, func(b *pipeline.Build) {
+		b.Spec = []byte(oneStage)
+		b.Stages = []pipeline.Stage{{ID: b.ID + "-1", Name: "one", Type: "command", Index: 1, Status: pipeline.StatusPending,
+			Params: map[string]any{"command": []any{"true"}}}}
+	})
+	got, err := idle.Cancel(t.Context(), "acme", "app", queued.Number)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != pipeline.StatusCanceled || got.Stages[0].Status != pipeline.StatusCanceled {
+		t.Fatalf("no runner: build %s stage %s, want CANCELED", got.Status, got.Stages[0].Status)
+	}
+	if st := f.waitFinalStatus(sha2, "one"); st.State != "failure" {
+		t.Fatalf("no runner: canceled stage's status %+v, want failure", st)
+	}
+	if got := f.statesOf(sha2, "one"); slices.Contains(got, "success") {
+		t.Fatalf("no runner: a canceled stage posted success: %v", got)
 	}
 }
 
@@ -812,11 +953,31 @@ func TestCommitStatusesCarryADescription(t *testing.T) {
 	e := f.engine(x, true)
 	sha := f.commit(oneStage)
 	f.trigger(e, pipeline.Build{Commit: sha})
-	f.waitStatus(sha, "one", "success")
-	for _, s := range f.gh.Statuses("acme", "app", sha) {
-		t.Logf("%+v", s)
-		if s.Description == "" {
-			t.Errorf("status %s/%s without description", s.Context, s.State)
+	if st := f.waitFinalStatus(sha, "one"); st.State != "success" {
+		t.Fatalf("a stage that succeeded has final status %+v", st)
+	}
+	// A stage that fails says so.
+	failing := newRecExec("local", false)
+	failing.fail = errors.New("exit status 3")
+	stop(t, e)
+	e2 := f.engine(failing, true)
+	sha2 := f.commit(oneStage + "# fails\n")
+	f.trigger(e2, pipeline.Build{Commit: sha2})
+	if st := f.waitFinalStatus(sha2, "one"); st.State != "failure" || !strings.Contains(st.Description, "exit status 3") {
+		t.Fatalf("a stage that failed has final status %+v", st)
+	}
+	want := map[string][]string{sha: {"pending", "success"}, sha2: {"pending", "failure"}}
+	for c, states := range want {
+		if got := f.statesOf(c, "one"); !slices.Equal(got, states) {
+			t.Errorf("statuses of %s: %v, want %v", c, got, states)
+		}
+		for _, s := range f.gh.Statuses("acme", "app", c) {
+			if s.Description == "" {
+				t.Errorf("status %s/%s without description", s.Context, s.State)
+			}
+			if !strings.HasPrefix(s.TargetURL, "http://kontinuous.test/api/v1/pipelines/acme/app/builds/") {
+				t.Errorf("status %s/%s links to %q", s.Context, s.State, s.TargetURL)
+			}
 		}
 	}
 }

@@ -203,12 +203,14 @@ func TestEtcdDownAnswers503QuicklyAndRecovers(t *testing.T) {
 	if r.header.Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
-	if d := time.Since(start); d > 12*time.Second {
+	// Bounded by the store's op timeout (5 s), not hanging; generous for
+	// a loaded machine.
+	if d := time.Since(start); d > 25*time.Second {
 		t.Fatalf("503 took %s", d)
 	}
 	expect(t, w.do("GET", "/readyz", "", nil), http.StatusServiceUnavailable)
 	etcd.Start()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(patience)
 	for {
 		r = w.do("GET", "/api/v1/pipelines/acme/app/builds", alice, nil)
 		if r.status == http.StatusOK {

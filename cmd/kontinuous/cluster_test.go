@@ -192,8 +192,8 @@ func startProcess(t *testing.T, bin string, args ...string) *serverProcess {
 	}()
 	select {
 	case p.url = <-urls:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the server process did not start serving within 60s")
+	case <-time.After(patience):
+		t.Fatalf("the server process did not start serving within %s", patience)
 	}
 	return p
 }
@@ -232,7 +232,7 @@ func TestKilledServerProcessEndsItsBuildAfterRestart(t *testing.T) {
 		t.Fatalf("delivery: %d %s", status, body)
 	}
 	alice := tbToken(t, "alice", 1001, "tok-alice")
-	waitFor(t, rc, []string{srv.url}, alice, 1, 60*time.Second, func(b pipeline.Build) bool {
+	waitFor(t, rc, []string{srv.url}, alice, 1, patience, func(b pipeline.Build) bool {
 		_, err := os.Stat(pidFile)
 		return len(b.Stages) == 1 && b.Stages[0].Status == pipeline.StatusRunning && err == nil
 	})
@@ -256,7 +256,7 @@ func TestKilledServerProcessEndsItsBuildAfterRestart(t *testing.T) {
 	if status != http.StatusOK || b.Status != pipeline.StatusRunning {
 		t.Fatalf("after restart: HTTP %d, build %s, want it stored and still RUNNING", status, b.Status)
 	}
-	b = waitFor(t, rc, []string{srv.url}, alice, 1, 30*time.Second, func(b pipeline.Build) bool { return b.Status.Done() })
+	b = waitFor(t, rc, []string{srv.url}, alice, 1, patience, func(b pipeline.Build) bool { return b.Status.Done() })
 	if b.Status != pipeline.StatusFail || !strings.Contains(b.Stages[0].Message, "server stopped") {
 		t.Fatalf("after restart: build %s, stage %s %q, want FAIL saying the server stopped", b.Status, b.Stages[0].Status, b.Stages[0].Message)
 	}
@@ -447,7 +447,7 @@ func TestTwoServersOnOneEtcdClusterAdvanceEveryBuildExactlyOnce(t *testing.T) {
 	}
 	alice := tbToken(t, "alice", 1001, "tok-alice")
 	for k := 1; k <= n; k++ {
-		waitFor(t, rc, bases, alice, k, 60*time.Second, func(b pipeline.Build) bool { return b.Status == pipeline.StatusWaiting || b.Status.Done() })
+		waitFor(t, rc, bases, alice, k, patience, func(b pipeline.Build) bool { return b.Status == pipeline.StatusWaiting || b.Status.Done() })
 	}
 
 	// Each build is approved (two in three) or canceled (one in three),
@@ -474,7 +474,7 @@ func TestTwoServersOnOneEtcdClusterAdvanceEveryBuildExactlyOnce(t *testing.T) {
 		}
 	}
 	for k := 1; k <= n; k++ {
-		b := waitFor(t, rc, bases, alice, k, 60*time.Second, func(b pipeline.Build) bool { return b.Status.Done() })
+		b := waitFor(t, rc, bases, alice, k, patience, func(b pipeline.Build) bool { return b.Status.Done() })
 		want := pipeline.StatusCanceled
 		if approved(k) {
 			want = pipeline.StatusSuccess
@@ -607,7 +607,7 @@ func TestStoppingOneEtcdMemberMidLoadLosesNoBuild(t *testing.T) {
 	}
 	alice := tbToken(t, "alice", 1001, "tok-alice")
 	for k := 1; k <= workers*each; k++ {
-		b := waitFor(t, rc, bases, alice, k, 90*time.Second, func(b pipeline.Build) bool { return b.Status.Done() })
+		b := waitFor(t, rc, bases, alice, k, patience, func(b pipeline.Build) bool { return b.Status.Done() })
 		if b.Status != pipeline.StatusSuccess {
 			t.Errorf("build %d ended %s: %q %+v", k, b.Status, b.Message, b.Stages)
 		}
@@ -655,8 +655,10 @@ func TestLosingEveryEtcdMemberAnswers503QuicklyAndRecovers(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()
 			status, body := c.send()
-			if d := time.Since(start); d > 12*time.Second {
-				t.Errorf("answered after %s, want within 12s", d)
+			// Bounded by the store's op timeout (5 s), not by the
+			// client's 30 s; generous for a loaded machine.
+			if d := time.Since(start); d > 25*time.Second {
+				t.Errorf("answered after %s, want within 25s", d)
 			}
 			var e struct {
 				Code    int
@@ -678,7 +680,7 @@ func TestLosingEveryEtcdMemberAnswers503QuicklyAndRecovers(t *testing.T) {
 	if status != http.StatusCreated {
 		t.Fatalf("redelivery after recovery: %d %s", status, body)
 	}
-	b := waitFor(t, rc, []string{app.URL}, alice, 1, 60*time.Second, func(b pipeline.Build) bool { return b.Status.Done() })
+	b := waitFor(t, rc, []string{app.URL}, alice, 1, patience, func(b pipeline.Build) bool { return b.Status.Done() })
 	if b.Status != pipeline.StatusSuccess {
 		t.Fatalf("build after recovery ended %s %q", b.Status, b.Message)
 	}
@@ -773,7 +775,7 @@ func TestSlowOrFailingGitHubStillRecordsBuildsAndRetriesStatuses(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("a delivery and a read took %s while GitHub answers in 4s: they waited for it", d)
 	}
-	b := waitFor(t, rc, []string{app.URL}, alice, 1, 60*time.Second, func(b pipeline.Build) bool { return b.Status.Done() })
+	b := waitFor(t, rc, []string{app.URL}, alice, 1, patience, func(b pipeline.Build) bool { return b.Status.Done() })
 	if b.Status != pipeline.StatusSuccess {
 		t.Fatalf("build with a slow GitHub ended %s %q", b.Status, b.Message)
 	}
@@ -781,7 +783,7 @@ func TestSlowOrFailingGitHubStillRecordsBuildsAndRetriesStatuses(t *testing.T) {
 	// Build 1's status posts (queued behind the slow GitHub) must all be
 	// out before failures are injected for build 2, or one of them could
 	// take an injected failure.
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(patience); ; time.Sleep(50 * time.Millisecond) {
 		final := map[string]string{}
 		for _, s := range gh.Statuses("acme", "app", sha) {
 			final[s.Context] = s.State
@@ -802,7 +804,7 @@ func TestSlowOrFailingGitHubStillRecordsBuildsAndRetriesStatuses(t *testing.T) {
 	if status, body := deliverPush(once, app.URL, repo, secret, "flaky-1", sha2); status != http.StatusCreated {
 		t.Fatalf("delivery: %d %s", status, body)
 	}
-	waitFor(t, rc, []string{app.URL}, alice, 2, 60*time.Second, func(b pipeline.Build) bool { return b.Status.Done() })
+	waitFor(t, rc, []string{app.URL}, alice, 2, patience, func(b pipeline.Build) bool { return b.Status.Done() })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var failed, ok []time.Time
@@ -845,7 +847,7 @@ func TestSlowOrFailingGitHubStillRecordsBuildsAndRetriesStatuses(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("a delivery and a read took %s while GitHub is down", d)
 	}
-	b = waitFor(t, rc, []string{app.URL}, alice, 3, 60*time.Second, func(b pipeline.Build) bool { return b.Status.Done() })
+	b = waitFor(t, rc, []string{app.URL}, alice, 3, patience, func(b pipeline.Build) bool { return b.Status.Done() })
 	if b.Status != pipeline.StatusFail || !strings.Contains(b.Message, ".pipeline.yml") {
 		t.Fatalf("build while GitHub is down ended %s %q, want FAIL naming .pipeline.yml", b.Status, b.Message)
 	}

@@ -213,8 +213,13 @@ func (w *world) deliver(event, delivery string, body []byte, secret string) repl
 // waitBuild polls a build until cond holds.
 func (w *world) waitBuild(n int, cond func(pipeline.Build) bool) pipeline.Build {
 	w.t.Helper()
-	return w.waitBuildWithin(30*time.Second, n, cond)
+	return w.waitBuildWithin(patience, n, cond)
 }
+
+// patience bounds every wait for a condition that must come true:
+// generous, since CI runs with -race on a busy 2-core machine. A passing
+// test never waits that long; only a broken one does.
+const patience = 3 * time.Minute
 
 // waitBuildWithin polls build n until cond holds, for at most within.
 func (w *world) waitBuildWithin(within time.Duration, n int, cond func(pipeline.Build) bool) pipeline.Build {
@@ -312,7 +317,7 @@ func TestPushWebhookRunsBuildToSuccess(t *testing.T) {
 		t.Fatalf("logs = %s", r.body)
 	}
 	// Commit statuses, one context per stage, ending in success.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(patience)
 	for {
 		st := w.gh.Statuses("acme", "app", sha)
 		final := map[string]string{}
@@ -420,7 +425,8 @@ func TestCancelKillsRunningProcess(t *testing.T) {
 	if b.Status != pipeline.StatusCanceled || b.Stages[0].Status != pipeline.StatusCanceled {
 		t.Fatalf("build %s stage %s", b.Status, b.Stages[0].Status)
 	}
-	if time.Since(start) > 15*time.Second {
+	// The stage sleeps 30 s: a cancel that waited for it took longer.
+	if time.Since(start) > 25*time.Second {
 		t.Fatalf("cancel took %s", time.Since(start))
 	}
 	expect(t, w.do("POST", "/api/v1/pipelines/acme/app/builds/1/cancel", token(t, "carol", 1003, "tok-carol"), nil), http.StatusConflict)
@@ -539,7 +545,10 @@ func TestRedeliveryReturnsOriginalBuild(t *testing.T) {
 }
 
 func TestServerRestartMidBuildEndsTheBuild(t *testing.T) {
-	w := newWorld(t)
+	// The stopping server releases the build (a best-effort write); when
+	// a loaded machine misses that, the restarted server takes the build
+	// over once its runner is stale: keep that short for the test.
+	w := newWorld(t, "--stale-after", "3s")
 	w.createPipeline()
 	spec := specHead + `    stages:
       - name: slow
@@ -705,7 +714,7 @@ func TestSlackNotifiedAtBuildEndWhenSpecAsks(t *testing.T) {
 		if m["channel"] != "#ci" || m["username"] != "kontinuous" || !strings.Contains(fmt.Sprint(m["text"]), "SUCCESS") {
 			t.Fatalf("slack message = %v", m)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("no slack notification")
 	}
 }

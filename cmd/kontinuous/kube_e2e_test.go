@@ -91,7 +91,7 @@ func (kc *kubeCluster) jobs(t *testing.T, n int) []batchv1.Job {
 // shared machine, so it allows more time than waitBuild.
 func (w *world) waitKubeBuild(n int, cond func(pipeline.Build) bool) pipeline.Build {
 	w.t.Helper()
-	return w.waitBuildWithin(60*time.Second, n, cond)
+	return w.waitBuildWithin(patience, n, cond)
 }
 
 func TestKubernetesExecutorRunsPushedPipelinesAsJobsThroughTheServer(t *testing.T) {

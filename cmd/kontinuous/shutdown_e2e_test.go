@@ -30,7 +30,7 @@ func TestShutdownEndsFollowedLogStreams(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(patience)
 	for started := false; !started; {
 		select {
 		case l := <-lines:

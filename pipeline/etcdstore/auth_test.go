@@ -29,7 +29,7 @@ func TestUseOnceForgetsIDWhenItExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	// etcd's lease expiry (minimum TTL about 2s) removes the record.
-	eventually(t, 15*time.Second, "id usable again after expiry", func() bool {
+	eventually(t, patience, "id usable again after expiry", func() bool {
 		return s.UseOnce(t.Context(), "short", time.Now().Add(time.Minute)) == nil
 	})
 }
@@ -50,7 +50,7 @@ func TestRevokeIsSeenByAnotherInstanceThroughItsWatch(t *testing.T) {
 	if !a.Revoked("jti-1") {
 		t.Error("revoking instance does not see its own revocation at once")
 	}
-	eventually(t, 5*time.Second, "second instance sees the revocation", func() bool { return b.Revoked("jti-1") })
+	eventually(t, patience, "second instance sees the revocation", func() bool { return b.Revoked("jti-1") })
 	if b.Revoked("jti-2") {
 		t.Error("an unrelated jti is reported revoked")
 	}
@@ -78,8 +78,8 @@ func TestRevocationLapsesAfterTokenExpiry(t *testing.T) {
 	if err := a.Revoke(t.Context(), "lapsing", exp); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "second instance sees the revocation", func() bool { return b.Revoked("lapsing") })
-	eventually(t, 15*time.Second, "revocation lapses", func() bool { return !a.Revoked("lapsing") && !b.Revoked("lapsing") })
+	eventually(t, patience, "second instance sees the revocation", func() bool { return b.Revoked("lapsing") })
+	eventually(t, patience, "revocation lapses", func() bool { return !a.Revoked("lapsing") && !b.Revoked("lapsing") })
 	// Revoking a token long expired stores nothing and is harmless.
 	if err := a.Revoke(t.Context(), "old", time.Now().Add(-time.Hour)); err != nil {
 		t.Errorf("Revoke of an expired token: %v", err)

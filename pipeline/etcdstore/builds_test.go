@@ -360,7 +360,7 @@ func TestWatchBuildSeesEachNewVersionUntilStopped(t *testing.T) {
 		select {
 		case st := <-seen:
 			return st
-		case <-time.After(5 * time.Second):
+		case <-time.After(patience):
 			t.Fatal("no version seen")
 			return ""
 		}
@@ -381,7 +381,7 @@ func TestWatchBuildSeesEachNewVersionUntilStopped(t *testing.T) {
 		if err != nil {
 			t.Errorf("WatchBuild = %v, want nil after fn returned false", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("WatchBuild did not return after fn returned false")
 	}
 }
@@ -406,7 +406,7 @@ func TestWatchBuildEndsWithContextOrDeletion(t *testing.T) {
 			if !errors.Is(err, context.Canceled) || errors.Is(err, pipeline.ErrUnavailable) {
 				t.Errorf("WatchBuild after cancel = %v, want context.Canceled", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(patience):
 			t.Fatal("WatchBuild did not return after cancel")
 		}
 	})
@@ -423,7 +423,7 @@ func TestWatchBuildEndsWithContextOrDeletion(t *testing.T) {
 		select {
 		case err := <-done:
 			wantErr(t, err, pipeline.ErrNotFound)
-		case <-time.After(5 * time.Second):
+		case <-time.After(patience):
 			t.Fatal("WatchBuild did not return after the build was deleted")
 		}
 	})

