@@ -80,28 +80,6 @@ func StartEtcdCluster(t testing.TB) *EtcdCluster {
 	return c
 }
 
-// freePorts asks the kernel for n distinct free loopback ports, holding
-// them all open until every one is known so none is handed out twice.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			// Closed only to free the port for etcd.
-			_ = l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func (c *EtcdCluster) config(m *clusterMember) *embed.Config {
 	ec := embed.NewConfig()
 	ec.Name = m.name
@@ -131,16 +109,14 @@ func (c *EtcdCluster) start(i int, waitReady bool) error {
 		return nil
 	}
 	var e *embed.Etcd
-	var err error
-	// The peer or client port can be taken by another process between
-	// tests; a few tries cover a listener in TIME_WAIT or a race.
-	for attempt := range 20 {
+	// The ports are outside the ephemeral range (see freePorts); should
+	// another listener hold one for a moment, retry the same ports: the
+	// other members and the clients know these.
+	err := retryInUse(60*time.Second, func() error {
+		var err error
 		e, err = embed.StartEtcd(c.config(m))
-		if err == nil || !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("start member %s: %w", m.name, err)
 	}

@@ -54,13 +54,30 @@ func (s *EtcdServer) Start() {
 	if s.e != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{
-		Dir:           s.dir,
-		ClientPort:    s.clientPort,
-		PeerPort:      s.peerPort,
-		UnsafeNoFsync: true,
+	first := s.clientPort == 0
+	var e *etcdstore.Embedded
+	// Ports outside the ephemeral range (see freePorts). Should another
+	// listener take one, the first start picks new ones; a restart keeps
+	// its ports (the clients know them) and waits for them to free.
+	err := retryInUse(60*time.Second, func() error {
+		if first {
+			ports, err := freePorts(2)
+			if err != nil {
+				return err
+			}
+			s.clientPort, s.peerPort = ports[0], ports[1]
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		var err error
+		e, err = etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{
+			Dir:           s.dir,
+			ClientPort:    s.clientPort,
+			PeerPort:      s.peerPort,
+			UnsafeNoFsync: true,
+			StartTimeout:  2 * time.Minute,
+		})
+		return err
 	})
 	if err != nil {
 		s.t.Fatalf("start embedded etcd: %v", err)
