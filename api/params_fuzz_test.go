@@ -19,6 +19,10 @@ import (
 func FuzzPathParams(f *testing.F) {
 	f.Add("acme", "app", "main", "1")
 	f.Add("ACME-corp", "my.repo_x-1", "feature/x.y", "999999999")
+	// "." and ".." with a valid owner, so that the repository check is
+	// the one that must refuse them.
+	f.Add("acme", "..", "../etc", "0")
+	f.Add("acme", ".", "a..b", "1")
 	f.Add("-acme", "..", "../etc", "0")
 	f.Add("a/b", "r\x00", "-rf", "01")
 	f.Add("", ".", "refs//heads", "+1")
