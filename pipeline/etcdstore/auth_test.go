@@ -1,10 +1,13 @@
 package etcdstore_test
 
 import (
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 )
 
 func TestUseOnceRefusesSecondUse(t *testing.T) {
@@ -86,14 +89,73 @@ func TestRevocationLapsesAfterTokenExpiry(t *testing.T) {
 	}
 }
 
+// storeGoroutines counts the goroutines running a store's watches (the
+// revocation watch and the read cache).
+func storeGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "etcdstore.(*Store).watchRevoked") || strings.Contains(g, "etcdstore.(*Store).runReadCache") {
+			count++
+		}
+	}
+	return count
+}
+
+// Not parallel: it counts the store goroutines of the whole process (the
+// stores of tests before it were closed by their clean-ups).
 func TestStoreCloseStopsWatchAndIsIdempotent(t *testing.T) {
-	s := newStore(t)
+	base := storeGoroutines()
+	prefix := prefixOf(t)
+	s := etcdstore.New(sharedClient(t), testBox(t), etcdstore.Options{Prefix: prefix, OpTimeout: patience})
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(t.Context()); err != nil {
 		t.Errorf("second Start: %v", err)
 	}
-	s.Close()
-	s.Close()
+	if got := storeGoroutines(); got != base+2 {
+		t.Fatalf("after Start: %d store goroutines, want %d (one revocation watch, one read cache)", got, base+2)
+	}
+	// Watching: another store's revocation arrives.
+	other := newStoreWith(t, sharedClient(t), newOpts(prefix))
+	if err := other.Revoke(t.Context(), "before-close", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, patience, "the store sees a revocation while watching", func() bool { return s.Revoked("before-close") })
+	running := storeGoroutines() // s's and other's
+
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(patience):
+		t.Fatal("Close did not return")
+	}
+	// Close waits for its goroutines: none is left.
+	if got := storeGoroutines(); got != running-2 {
+		t.Fatalf("after Close: %d store goroutines, want %d (the other store's)", got, running-2)
+	}
+	// And nothing arrives any more: a revocation that a third, watching
+	// store has seen never reaches the closed one.
+	if err := other.Revoke(t.Context(), "after-close", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	witness := newStoreWith(t, sharedClient(t), newOpts(prefix))
+	eventually(t, patience, "a watching store sees the later revocation", func() bool { return witness.Revoked("after-close") })
+	if s.Revoked("after-close") {
+		t.Fatal("a closed store still applies revocations from its watch")
+	}
 }
