@@ -153,6 +153,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 			api.NewUserResources(store, verifier),
 			api.NewPipelineResources(svc, cl),
 			builds,
+			api.NewLintResources(),
+			api.NewBadgeResources(pipeline.NewBadges(svc)),
 		},
 		SwaggerUI: swaggerui.Handler(api.SpecPath),
 	})
