@@ -116,7 +116,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		HTTPClient: notifyClient(cfg.NotifyAllowPrivate), AllowForkBuilds: cfg.AllowForkBuilds,
 		InternalRegistry: cfg.InternalRegistry,
 	})
-	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine})
+	refusal := webhookURLProblem(cfg.URL, cfg.GitHubAPIURL)
+	if refusal != "" {
+		log.Warn("pipelines cannot be created: " + refusal)
+	}
+	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine, CreateRefusal: refusal})
 
 	vctx, vcancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.closers = append(app.closers, func(context.Context) error { vcancel(); return nil })
