@@ -10,11 +10,15 @@ RUN CGO_ENABLED=0 GOOS=linux go build -trimpath \
       -ldflags "-s -w -X main.version=${VERSION}" \
       -o /out/kontinuous ./cmd/kontinuous
 
-# The local executor runs stage commands with git available; the runtime
-# image carries git, ca-certificates and a shell for `sh -c` stages.
+# The local executor runs stage commands inside this container, so the
+# runtime image carries what common `command` stages call: git, a shell
+# (sh and bash), make, curl, jq, ssh, tar/gzip/unzip/xz and ca-certificates.
+# Language toolchains (go, node, ...) and docker are not included: use the
+# kubernetes executor (each stage names its image) or build an image FROM
+# this one that adds them (README, "Docker image").
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates git \
+ && apt-get install -y --no-install-recommends ca-certificates git bash make curl jq openssh-client tar gzip unzip xz-utils \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 kontinuous \
  && useradd --system --uid 10001 --gid kontinuous --home-dir /data --shell /usr/sbin/nologin kontinuous \

@@ -79,7 +79,7 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Returns(http.StatusCreated, "build queued", pipeline.Build{}).
 		Returns(http.StatusOK, "ping, or a repeated delivery (the original build)", pipeline.WebhookResult{}).
 		Returns(http.StatusAccepted, "valid delivery that makes no build", pipeline.WebhookResult{}).
-		Metadata(metaPublic, true), tagBuilds, 400, 401, 403, 404, 413, 502, 503))
+		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true).Metadata(metaOptionalBody, true), tagBuilds, 400, 401, 403, 404, 413, 502, 503))
 	ws.Route(doc(ws.GET("/{buildNumber}").To(r.getBuild).
 		Doc("Show a build with its stages").
 		Param(o).Param(rp).Param(bn).
@@ -116,7 +116,7 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Reads(pipeline.AgentUpdate{}).
 		Writes(pipeline.Stage{}).
 		Returns(http.StatusOK, "updated", pipeline.Stage{}).
-		Metadata(metaPublic, true), tagStages, 400, 401, 403, 404, 409, 502, 503))
+		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true).Metadata(metaOptionalBody, true), tagStages, 400, 401, 403, 404, 409, 502, 503))
 	ws.Route(doc(ws.POST("/{buildNumber}/stages/{stageIndex}/run").To(r.runFrom).
 		Doc("Re-run a finished build from this stage (push)").
 		Param(o).Param(rp).Param(bn).Param(si).
@@ -124,8 +124,13 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Returns(http.StatusOK, "re-running", pipeline.Build{}), tagStages, 400, 401, 403, 404, 409, 502, 503))
 	ws.Route(doc(ws.GET("/{buildNumber}/stages/{stageIndex}/logs").To(r.logs).
 		Produces(restful.MIME_JSON, "text/plain", "text/event-stream").
-		Doc("A stage's log: JSON [{filename, content (base64)}]; Accept: text/plain for raw text; ?follow=true with Accept: text/event-stream streams lines until the stage ends").
+		Doc("A stage's log").
+		Notes("Two shapes: by default JSON `[{\"filename\": \"1-build.log\", \"content\": \"<base64 of the log text>\"}]` (the original Kontinuous's); "+
+			"the raw text (text/plain) with `?format=text` or `Accept: text/plain`. "+
+			"`?follow=true` with `Accept: text/event-stream` streams the log as server-sent events: one `data:` line per log line, "+
+			"`: keep-alive` comments, and a final `event: end` (or `event: error`) when the stage ends.").
 		Param(o).Param(rp).Param(bn).Param(si).
+		Param(ws.QueryParameter("format", "text for the raw log (like Accept: text/plain); json (the default) for [{filename, content (base64)}]").DataType("string").PossibleValues([]string{"text", "json"})).
 		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
 		Writes([]LogFile{}).
 		Returns(http.StatusOK, "log", []LogFile{}), tagStages, 400, 401, 404, 502, 503))
@@ -400,6 +405,10 @@ func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
 	if err == nil {
 		idx, err = positive(req, pStage)
 	}
+	format := req.QueryParameter("format")
+	if err == nil && format != "" && format != "text" && format != "json" {
+		err = pipeline.Invalid("format", "%q: use text (the raw log) or json ([{filename, content}], the default)", format)
+	}
 	var c pipeline.Caller
 	if err == nil {
 		c, err = r.caller(req)
@@ -487,7 +496,7 @@ func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
 		writeError(req, resp, err)
 		return
 	}
-	if strings.Contains(accept, "text/plain") && !strings.Contains(accept, "application/json") {
+	if format == "text" || (format == "" && strings.Contains(accept, "text/plain") && !strings.Contains(accept, "application/json")) {
 		resp.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		resp.WriteHeader(http.StatusOK)
 		_, _ = resp.Write(data) // the client may be gone

@@ -96,11 +96,12 @@ func applyCancel(b *Build) []int {
 		if s.Status == StatusRunning || s.Status == StatusWaiting || (s.Status == StatusPending && i == b.CurrentStage) {
 			s.Status = StatusCanceled
 			s.Finished = now
-			s.Message = "canceled"
+			s.Message = canceledMessage
 			delete(b.StageTokens, s.Index)
 			changed = append(changed, i)
 		}
 	}
+	skipRest(b, skippedAfterCancel)
 	if b.CancelRequested {
 		b.CancelRequested = false
 		if b.Message == cancelRequestedMessage {
@@ -180,7 +181,7 @@ func (e *Engine) finishLog(ctx context.Context, p Pipeline, build, stage int) {
 // runner: the stages' logs end, their commit statuses say so, and the
 // build's resources are released.
 func (e *Engine) afterCancel(ctx context.Context, b Build, changed []int) {
-	e.afterEnd(ctx, b, changed, "failure", "canceled")
+	e.afterEnd(ctx, b, changed, "failure", canceledMessage)
 }
 
 // afterEnd follows a build ended by another path than its runner: the
@@ -446,6 +447,7 @@ func (e *Engine) failAfterPanic(owner, repo string, number int) {
 				changed = append(changed, i)
 			}
 		}
+		skipRest(b, skippedAfterError)
 		b.Status = StatusFail
 		b.Message = panicMessage
 		b.Finished = now
@@ -600,7 +602,7 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 		return err
 	}
 	for _, i := range changed {
-		e.postStatus(p, b, b.Stages[i], "failure", "canceled")
+		e.postStatus(p, b, b.Stages[i], "failure", canceledMessage)
 	}
 	e.finish(ctx, p, b)
 	return nil
@@ -763,6 +765,7 @@ func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error)
 
 func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string) (Build, error) {
 	nb, err := e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+		skipRest(nb, skippedAfterError)
 		nb.Status = StatusFail
 		nb.Message = msg
 		nb.Finished = Now()
@@ -945,7 +948,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		lw.Close()
 		return b, ErrTakenOver
 	case bctx.Err() != nil && ctx.Err() == nil:
-		status, msg = StatusCanceled, "canceled"
+		status, msg = StatusCanceled, canceledMessage
 	case ctx.Err() != nil:
 		// The server is stopping: release the build so the next start
 		// (or another instance) finishes it at once.
@@ -965,7 +968,9 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	default:
 		status, msg = StatusFail, runErr.Error()
 	}
-	if msg != "" {
+	if status == StatusCanceled {
+		fmt.Fprintf(masked, "[kontinuous] stage stopped: %s\n", msg)
+	} else if msg != "" {
 		fmt.Fprintf(masked, "[kontinuous] stage %s: %s\n", strings.ToLower(string(status)), msg)
 	} else {
 		fmt.Fprintf(masked, "[kontinuous] stage succeeded\n")
@@ -1021,7 +1026,7 @@ func (e *Engine) endStage(ctx context.Context, p Pipeline, b Build, i int, statu
 		applyOutcome(s, o)
 		st, m := status, msg
 		if cancelRequested(nb) {
-			st, m = StatusCanceled, "canceled"
+			st, m = StatusCanceled, canceledMessage
 		}
 		final, finalMsg = st, m
 		s.Status = st
@@ -1036,6 +1041,7 @@ func (e *Engine) endStage(ctx context.Context, p Pipeline, b Build, i int, statu
 		case StatusFail:
 			nb.Status = StatusFail
 			nb.Message = fmt.Sprintf("stage %d %q failed: %s", s.Index, s.Name, m)
+			skipRest(nb, skippedAfterFailure)
 			nb.Finished = Now()
 			nb.Runner = ""
 		case StatusCanceled:

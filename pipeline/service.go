@@ -40,6 +40,10 @@ type ServiceConfig struct {
 	Logger    *slog.Logger
 	// Engine runs builds; nil until builds are wired.
 	Engine *Engine
+	// CreateRefusal, when set, is why no pipeline can be created on this
+	// server (e.g. its public URL is one the forge cannot reach):
+	// CreatePipeline answers it (409) before any forge call.
+	CreateRefusal string
 }
 
 // Service holds the use cases behind the API: authorization against the
@@ -191,6 +195,9 @@ type NewPipeline struct {
 // deploy key, then the stored pipeline. If any step fails, earlier ones
 // are undone and nothing is stored.
 func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline) (Pipeline, error) {
+	if s.cfg.CreateRefusal != "" {
+		return Pipeline{}, Errorf(ErrConflict, "%s", s.cfg.CreateRefusal)
+	}
 	if err := ValidateRepoName(req.Owner, req.Repo); err != nil {
 		return Pipeline{}, err
 	}

@@ -24,7 +24,7 @@ const (
 
 // Done reports whether s is final.
 func (s Status) Done() bool {
-	return s == StatusSuccess || s == StatusFail || s == StatusCanceled
+	return s == StatusSuccess || s == StatusFail || s == StatusCanceled || s == StatusSkipped
 }
 
 // Events a pipeline may subscribe to.

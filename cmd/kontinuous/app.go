@@ -42,13 +42,13 @@ func loadOrCreateSecret(dataDir string, log *slog.Logger) ([]byte, error) {
 	if err == nil {
 		s, err := DecodeSecret(strings.TrimSpace(string(b)))
 		if err != nil {
-			return nil, fmt.Errorf("auth secret in %s: %w", path, err)
+			return nil, fmt.Errorf("setting --auth-secret (AUTH_SECRET) is unset and the secret kept in %s is unusable: %w (set --auth-secret, or remove the file to generate a new one)", path, err)
 		}
 		log.Info("using the auth secret kept in the data dir", "file", path)
 		return s, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read auth secret: %w", err)
+		return nil, fmt.Errorf("setting --auth-secret (AUTH_SECRET) is unset and the secret kept in the data dir cannot be read: %w (set --auth-secret, or fix the file's permissions)", err)
 	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
@@ -57,14 +57,14 @@ func loadOrCreateSecret(dataDir string, log *slog.Logger) ([]byte, error) {
 	enc := encodeSecret(secret)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("keep auth secret: %w", err)
+		return nil, fmt.Errorf("setting --data-dir (KONTINUOUS_DATA_DIR): cannot keep the generated auth secret: %w (or set --auth-secret)", err)
 	}
 	if _, err := f.WriteString(enc + "\n"); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("keep auth secret: %w", err)
+		return nil, fmt.Errorf("setting --data-dir (KONTINUOUS_DATA_DIR): cannot keep the generated auth secret: %w (or set --auth-secret)", err)
 	}
 	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("keep auth secret: %w", err)
+		return nil, fmt.Errorf("setting --data-dir (KONTINUOUS_DATA_DIR): cannot keep the generated auth secret: %w (or set --auth-secret)", err)
 	}
 	log.Info("generated an auth secret (set --auth-secret/AUTH_SECRET to choose one)", "file", path)
 	return secret, nil

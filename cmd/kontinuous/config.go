@@ -142,7 +142,7 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "usage: kontinuous [healthcheck] [--setting value ...]; each setting is also an environment variable:")
+			fmt.Fprintln(stderr, "usage: kontinuous [healthcheck] [--setting value ...] | lint [file|-] | version; each setting is also an environment variable:")
 			fs.PrintDefaults()
 			return Config{}, err
 		}

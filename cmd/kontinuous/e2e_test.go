@@ -348,7 +348,7 @@ func TestFailingStageStopsBuild(t *testing.T) {
 	_, r := w.push(map[string]string{".pipeline.yml": spec}, "d-1")
 	expect(t, r, http.StatusCreated)
 	b := w.waitBuild(1, done)
-	if b.Status != pipeline.StatusFail || b.Stages[0].Status != pipeline.StatusFail || b.Stages[1].Status != pipeline.StatusPending {
+	if b.Status != pipeline.StatusFail || b.Stages[0].Status != pipeline.StatusFail || b.Stages[1].Status != pipeline.StatusSkipped {
 		t.Fatalf("build %s, stages %s/%s", b.Status, b.Stages[0].Status, b.Stages[1].Status)
 	}
 	if !strings.Contains(b.Stages[0].Message, "3") {

@@ -141,7 +141,7 @@ func TestKubernetesExecutorRunsPushedPipelinesAsJobsThroughTheServer(t *testing.
 		}
 		expect(t, w.do("POST", fmt.Sprintf("/api/v1/pipelines/acme/app/builds/1/stages/%d?continue=yes", b.Stages[1].Index), carol, nil), http.StatusOK)
 		b = w.waitKubeBuild(1, done)
-		if b.Status != pipeline.StatusFail || b.Stages[2].Status != pipeline.StatusFail || b.Stages[3].Status != pipeline.StatusPending {
+		if b.Status != pipeline.StatusFail || b.Stages[2].Status != pipeline.StatusFail || b.Stages[3].Status != pipeline.StatusSkipped {
 			t.Fatalf("build %s stages %+v, want the failing command to fail the build", b.Status, b.Stages)
 		}
 		if msg := b.Stages[2].Message; !strings.Contains(msg, "exited with code 1") {

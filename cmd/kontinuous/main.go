@@ -3,6 +3,8 @@
 //
 //	kontinuous [--listen addr] [--data-dir dir] ...   serve (see --help)
 //	kontinuous healthcheck [settings]                   exit 0 if the server answers /healthz
+//	kontinuous lint [file|-]                            check a .pipeline.yml (exit 1 on problems)
+//	kontinuous version (or --version)                   print the build version
 package main
 
 import (
@@ -29,8 +31,16 @@ func main() {
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "healthcheck" {
-		return healthcheck(args[1:], stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "healthcheck":
+			return healthcheck(args[1:], stderr)
+		case "lint":
+			return lintCommand(args[1:], os.Stdin, stdout, stderr)
+		case "version", "--version", "-version":
+			fmt.Fprintln(stdout, "kontinuous "+buildVersion())
+			return 0
+		}
 	}
 	cfg, err := LoadConfig(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -43,9 +53,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	logger := newLogger(stderr, cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopOrphan := exitWithParent(ctx, stop, logger)
+	defer stopOrphan()
 	app, err := Start(ctx, cfg, logger)
 	if err != nil {
-		logger.Error("kontinuous: start-up failed", "error", err.Error())
+		// One line, like a settings error: the cause and the setting.
+		fmt.Fprintln(stderr, "kontinuous: "+err.Error())
 		return 1
 	}
 	<-ctx.Done()

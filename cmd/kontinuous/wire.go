@@ -42,27 +42,33 @@ func (c callers) Caller(ctx context.Context) (pipeline.Caller, error) {
 
 // Start opens everything cfg asks for and serves until Shutdown. Nothing
 // is left half-started: on error, what was opened is closed.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err error) {
-	app = &App{cfg: cfg, log: log}
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) {
+	app := &App{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			// Best effort: the start-up error is what matters.
 			_ = app.Shutdown(context.Background())
-			app = nil
 		}
 	}()
+	// The listen address first: an occupied port is reported before
+	// anything is written to the data dir.
+	ln, tlsCfg, err := listen(cfg)
+	if err != nil {
+		return nil, err
+	}
+	app.closers = append(app.closers, func(context.Context) error {
+		// Closed by Shutdown already when serving; a second close is harmless.
+		_ = ln.Close()
+		return nil
+	})
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("setting --data-dir (KONTINUOUS_DATA_DIR): %w", err)
 	}
 	secret := cfg.AuthSecret
 	if secret == nil {
 		if secret, err = loadOrCreateSecret(cfg.DataDir, log); err != nil {
-			return app, err
+			return nil, err
 		}
-	}
-	ln, tlsCfg, err := listen(cfg)
-	if err != nil {
-		return app, err
 	}
 	if cfg.urlDerived {
 		scheme := "http"
@@ -74,40 +80,35 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 		cfg.URL = scheme + "://" + net.JoinHostPort(host, port)
 		app.cfg = cfg
 	}
-	app.closers = append(app.closers, func(context.Context) error {
-		// Closed by Shutdown already when serving; a second close is harmless.
-		_ = ln.Close()
-		return nil
-	})
 
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cli, closeEtcd, err := openEtcd(sctx, cfg, log)
 	if err != nil {
-		return app, err
+		return nil, err
 	}
 	app.closers = append(app.closers, closeEtcd)
 	box, err := secretbox.New(secret)
 	if err != nil {
-		return app, fmt.Errorf("setting --auth-secret (AUTH_SECRET): %w", err)
+		return nil, fmt.Errorf("setting --auth-secret (AUTH_SECRET): %w", err)
 	}
 	store := etcdstore.New(cli, box, etcdstore.Options{Logger: log, LinearizableReads: cfg.LinearizableReads})
 	if err := store.Start(sctx); err != nil {
-		return app, fmt.Errorf("etcd store: %w", err)
+		return nil, fmt.Errorf("etcd store: %w", err)
 	}
 	app.closers = append(app.closers, func(context.Context) error { store.Close(); return nil })
 
 	scm, err := githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log})
 	if err != nil {
-		return app, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
+		return nil, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
 	}
 	logs, err := logstore.New(filepath.Join(cfg.DataDir, "logs"), logstore.Options{})
 	if err != nil {
-		return app, fmt.Errorf("log store: %w", err)
+		return nil, fmt.Errorf("log store: %w", err)
 	}
 	exec, err := newExecutor(cfg, log)
 	if err != nil {
-		return app, err
+		return nil, err
 	}
 	engine := pipeline.NewEngine(pipeline.EngineConfig{
 		Store: store, SCM: scm, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
@@ -115,7 +116,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 		HTTPClient: notifyClient(cfg.NotifyAllowPrivate), AllowForkBuilds: cfg.AllowForkBuilds,
 		InternalRegistry: cfg.InternalRegistry,
 	})
-	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine})
+	refusal := webhookURLProblem(cfg.URL, cfg.GitHubAPIURL)
+	if refusal != "" {
+		log.Warn("pipelines cannot be created: " + refusal)
+	}
+	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine, CreateRefusal: refusal})
 
 	vctx, vcancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.closers = append(app.closers, func(context.Context) error { vcancel(); return nil })
@@ -124,39 +129,41 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 		JWKSURL: cfg.Auth0JWKSURL, Revocations: store, Logger: log,
 	})
 	if err != nil {
-		return app, fmt.Errorf("setting --auth0-issuer (AUTH0_ISSUER): %w", err)
+		return nil, fmt.Errorf("setting --auth0-issuer (AUTH0_ISSUER): %w", err)
 	}
 	issuer, err := auth.NewIssuer(auth.IssuerConfig{Secret: secret, TTL: cfg.TokenTTL})
 	if err != nil {
-		return app, err
+		return nil, err
 	}
 	states, err := auth.NewStates(auth.StatesConfig{Secret: secret, Once: store})
 	if err != nil {
-		return app, err
+		return nil, err
 	}
 	oauth, err := auth.NewGitHubOAuth(auth.GitHubOAuthConfig{ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubSecret, WebURL: cfg.GitHubURL})
 	if err != nil {
-		return app, fmt.Errorf("setting --github-url (GITHUB_URL): %w", err)
+		return nil, fmt.Errorf("setting --github-url (GITHUB_URL): %w", err)
 	}
 	login, err := auth.NewLogin(auth.LoginConfig{OAuth: oauth, Users: store, Forge: scm, Issuer: issuer, States: states})
 	if err != nil {
-		return app, err
+		return nil, err
 	}
 	cl := callers{users: store}
 	builds := api.NewBuildResources(svc, cl, verifier)
 	server, err := api.New(api.Config{
-		Logger: log, Version: version, PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
+		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: verifier,
 		Resources: []api.Resource{
 			api.NewLoginResources(api.LoginConfig{Login: login}),
 			api.NewUserResources(store, verifier),
 			api.NewPipelineResources(svc, cl),
 			builds,
+			api.NewLintResources(),
+			api.NewBadgeResources(pipeline.NewBadges(svc)),
 		},
 		SwaggerUI: swaggerui.Handler(api.SpecPath),
 	})
 	if err != nil {
-		return app, err
+		return nil, err
 	}
 	engine.Start(ctx)
 	app.closers = append(app.closers, engine.Stop)
@@ -185,7 +192,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 		}
 		close(app.serveErr)
 	}()
-	log.Info("kontinuous serving", "listen", ln.Addr().String(), "url", cfg.URL, "apidocs", cfg.URL+"/apidocs/", "executor", exec.Name(), "version", version)
+	log.Info("kontinuous serving", "listen", ln.Addr().String(), "url", cfg.URL, "apidocs", cfg.URL+"/apidocs/", "executor", exec.Name(), "version", buildVersion())
 	return app, nil
 }
 

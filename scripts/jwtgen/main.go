@@ -52,8 +52,10 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := flag.NewFlagSet("jwt-gen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	secret := fs.String("secret", getenv("AUTH_SECRET"), "server AUTH_SECRET, base64 (standard or URL alphabet), at least 32 bytes decoded (default $AUTH_SECRET)")
-	token := fs.String("github-token", getenv("GITHUB_TOKEN"), "the user's GitHub token (default $GITHUB_TOKEN)")
+	// The secret and token defaults come from the environment after
+	// parsing, so that --help never prints them.
+	secret := fs.String("secret", "", "server AUTH_SECRET, base64 (standard or URL alphabet), at least 32 bytes decoded (default $AUTH_SECRET)")
+	token := fs.String("github-token", "", "the user's GitHub token (default $GITHUB_TOKEN)")
 	ttl := fs.Duration("ttl", auth.DefaultTokenTTL, "token lifetime")
 	apiURL := fs.String("github-api-url", orDefault(getenv("GITHUB_API_URL"), "https://api.github.com/"), "GitHub REST base URL (GitHub Enterprise: https://host/api/v3/)")
 	fs.Usage = func() {
@@ -66,6 +68,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "jwt-gen: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *secret == "" {
+		*secret = getenv("AUTH_SECRET")
+	}
+	if *token == "" {
+		*token = getenv("GITHUB_TOKEN")
 	}
 	key, err := auth.DecodeSecret(*secret)
 	if err != nil {

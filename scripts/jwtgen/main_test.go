@@ -139,3 +139,31 @@ func TestJWTGenScriptWorksFromAnotherDirectory(t *testing.T) {
 		t.Errorf("identity = %v", id)
 	}
 }
+
+// TestJWTGenHelpShowsNoSecretFromTheEnvironment: --help (and a usage
+// error) print the flags with their defaults; the secret and the GitHub
+// token the environment holds must not be among them.
+func TestJWTGenHelpShowsNoSecretFromTheEnvironment(t *testing.T) {
+	envSecret := base64.StdEncoding.EncodeToString(secret)
+	env := map[string]string{"AUTH_SECRET": envSecret, "GITHUB_TOKEN": ghToken, "GITHUB_API_URL": "http://127.0.0.1:1/"}
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"--frobnicate"}} {
+		var out, errOut bytes.Buffer
+		code := run(t.Context(), args, &out, &errOut, func(k string) string { return env[k] })
+		if code != 2 || !strings.Contains(errOut.String(), "-secret") || !strings.Contains(errOut.String(), "$AUTH_SECRET") {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, errOut.String())
+		}
+		for _, s := range []string{envSecret, ghToken, base64.RawURLEncoding.EncodeToString(secret)} {
+			if strings.Contains(out.String()+errOut.String(), s) {
+				t.Fatalf("%v prints a secret from the environment:\n%s", args, errOut.String())
+			}
+		}
+	}
+	// The environment still supplies both when the flags are absent.
+	gh := newGitHub(t)
+	env["GITHUB_API_URL"] = gh.APIURL
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), nil, &out, &errOut, func(k string) string { return env[k] }); code != 0 {
+		t.Fatalf("from the environment: exit %d: %s", code, errOut.String())
+	}
+	verify(t, out.String())
+}

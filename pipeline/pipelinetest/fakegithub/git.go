@@ -41,6 +41,7 @@ type Repo struct {
 	statuses map[string][]statusRec
 	pulls    []PullRequest
 	created  time.Time
+	public   bool // SetPublic; guarded by s.mu
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
