@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,13 +30,16 @@ type BuildResources struct {
 	// streams ends open log streams when the server shuts down.
 	streams      context.Context
 	closeStreams context.CancelFunc
+	// webhookBodies bounds the webhook bytes held in memory at once.
+	webhookBodies *byteBudget
 }
 
 // NewBuildResources returns the build resources. authn authenticates
 // manual triggers and approvals on the routes webhooks and agents share.
 func NewBuildResources(svc *pipeline.Service, callers Callers, authn Authenticator) *BuildResources {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &BuildResources{routes: routes{svc: svc, callers: callers, authn: authn}, streams: ctx, closeStreams: cancel}
+	return &BuildResources{routes: routes{svc: svc, callers: callers, authn: authn}, streams: ctx, closeStreams: cancel,
+		webhookBodies: newByteBudget(WebhookBodyBudget)}
 }
 
 // CloseStreams ends every open ?follow=true log stream (each gets a final
@@ -213,15 +215,11 @@ func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response
 		writeStatus(resp, http.StatusBadRequest, "missing X-GitHub-Event (webhook) or X-Custom-Event (manual trigger)")
 		return
 	}
-	if req.HeaderParameter("X-Hub-Signature-256") == "" {
-		// Unsigned deliveries are refused before their body is read; the
-		// message is the one a wrong signature gets.
-		writeError(req, resp, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match"))
-		return
-	}
-	body, err := io.ReadAll(req.Request.Body)
+	body, err := r.readWebhookBody(req, resp, owner, repo)
 	if err != nil {
-		writeError(req, resp, err)
+		if err != errAnswered {
+			writeError(req, resp, err)
+		}
 		return
 	}
 	res, err := r.svc.HandleWebhook(req.Request.Context(), owner, repo, pipeline.WebhookRequest{

@@ -218,7 +218,8 @@ func (s *Server) observe(req *restful.Request, resp *restful.Response, chain *re
 // limitBodies caps request bodies: webhook deliveries (POST …/builds with
 // X-GitHub-Event and no X-Custom-Event) at 25 MiB, the rest, manual triggers included, at
 // 1 MiB. Handlers that read past the cap get an *http.MaxBytesError, which
-// writeError maps to 413.
+// writeError maps to 413. Every body is read with deadlines (see
+// withReadDeadlines): a stalled or trickling client is cut off.
 func (s *Server) limitBodies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
@@ -231,7 +232,15 @@ func (s *Server) limitBodies(next http.Handler) http.Handler {
 				WriteHTTPError(w, http.StatusRequestEntityTooLarge, "request body exceeds "+strconv.FormatInt(limit, 10)+" bytes")
 				return
 			}
+			// A shallow copy: the server keeps its own body (unwrapped) for
+			// what it does after the handler, and w.req is not changed.
+			r = r.WithContext(r.Context())
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			body := withReadDeadlines(w, r, limit)
+			r.Body = body
+			// What the handler left unread is discarded by the server
+			// after it; that, too, may wait at most BodyIdleTimeout.
+			defer body.(*readDeadlineBody).bound()
 		}
 		next.ServeHTTP(w, r)
 	})

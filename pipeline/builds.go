@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"strings"
@@ -30,8 +32,32 @@ type WebhookResult struct {
 	Build   *Build         `json:"build,omitempty"`
 }
 
+// errBadSignature is the one answer to a delivery that is not proven to
+// come from the forge, whether or not the pipeline exists.
+func errBadSignature() error {
+	return Errorf(ErrUnauthorized, "webhook signature does not match")
+}
+
+// WebhookTarget checks, before a delivery's body is read, that owner/repo
+// is a pipeline that can take deliveries. An absent pipeline gets the
+// answer a bad signature gets: anonymous callers learn nothing about
+// which pipelines exist.
+func (s *Service) WebhookTarget(ctx context.Context, owner, repo string) error {
+	if err := ValidateRepoName(owner, repo); err != nil {
+		return err
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if errors.Is(err, ErrNotFound) || err == nil && p.WebhookSecret == "" {
+		return errBadSignature()
+	}
+	return err
+}
+
 // HandleWebhook verifies and acts on a forge delivery for owner/repo.
-// The signature is checked before anything is parsed or stored.
+// The signature is checked before anything is parsed or stored. A
+// delivery is remembered by a hash of its signed body (for the store's
+// delivery window), so replaying a signed body under a new or empty
+// delivery id makes no new build.
 func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req WebhookRequest) (WebhookResult, error) {
 	if err := ValidateRepoName(owner, repo); err != nil {
 		return WebhookResult{}, err
@@ -40,13 +66,19 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			// Same answer as a bad signature: don't reveal which exist.
-			return WebhookResult{}, Errorf(ErrUnauthorized, "webhook signature does not match")
+			return WebhookResult{}, errBadSignature()
 		}
 		return WebhookResult{}, err
 	}
 	ev, err := s.cfg.SCM.ParseWebhook(req, p.WebhookSecret)
 	if err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			return WebhookResult{}, errBadSignature()
+		}
 		return WebhookResult{}, err
+	}
+	if strings.TrimSpace(req.Delivery) == "" {
+		return WebhookResult{}, Invalid("X-GitHub-Delivery", "a delivery id is required")
 	}
 	if ev.Kind == "ping" {
 		return WebhookResult{Outcome: WebhookPong}, nil
@@ -57,7 +89,10 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 	if !slices.Contains(p.Events, ev.Kind) {
 		return WebhookResult{Outcome: WebhookIgnored, Reason: "the pipeline is not subscribed to " + ev.Kind}, nil
 	}
-	b := Build{Event: ev.Kind, Branch: ev.Branch, Commit: ev.Commit, Author: ev.Author, DeliveryID: req.Delivery, Fork: ev.Fork}
+	// The delivery id is not signed: the signed body is what identifies
+	// a delivery (a redelivery carries the same body).
+	sum := sha256.Sum256(req.Body)
+	b := Build{Event: ev.Kind, Branch: ev.Branch, Commit: ev.Commit, Author: ev.Author, DeliveryID: "sha256-" + hex.EncodeToString(sum[:]), Fork: ev.Fork}
 	switch ev.Kind {
 	case EventPush:
 		if ev.Deleted {
@@ -202,7 +237,12 @@ func (s *Service) AgentStatus(ctx context.Context, owner, repo string, number, i
 	if err := ValidateRepoName(owner, repo); err != nil {
 		return Stage{}, err
 	}
-	return s.cfg.Engine.AgentStatus(ctx, owner, repo, number, index, token, u)
+	st, err := s.cfg.Engine.AgentStatus(ctx, owner, repo, number, index, token, u)
+	if errors.Is(err, ErrNotFound) {
+		// An absent pipeline or build answers as a wrong token does.
+		return Stage{}, Errorf(ErrUnauthorized, "invalid stage token")
+	}
+	return st, err
 }
 
 // StageLog returns a stage's stored log (read access).

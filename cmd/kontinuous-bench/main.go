@@ -117,14 +117,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "kontinuous-bench: "+err.Error())
 			return 2
 		}
-		mac := hmac.New(sha256.New, []byte(o.secret))
-		mac.Write(body)
-		sig := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 		runID := strconv.FormatInt(time.Now().UnixNano(), 36)
 		send = func(i int64) (int, error) {
-			return do(client, http.MethodPost, base, "", body, map[string]string{
+			// Each delivery's body is distinct, as GitHub's are: the
+			// server remembers deliveries by a hash of the signed body.
+			id := "bench-" + runID + "-" + strconv.FormatInt(i, 10)
+			b := append([]byte(`{"bench_delivery":"`+id+`",`), body[1:]...)
+			mac := hmac.New(sha256.New, []byte(o.secret))
+			mac.Write(b)
+			sig := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+			return do(client, http.MethodPost, base, "", b, map[string]string{
 				"Content-Type": "application/json", "X-GitHub-Event": "push",
-				"X-GitHub-Delivery": "bench-" + runID + "-" + strconv.FormatInt(i, 10), "X-Hub-Signature-256": sig,
+				"X-GitHub-Delivery": id, "X-Hub-Signature-256": sig,
 			})
 		}
 	default:

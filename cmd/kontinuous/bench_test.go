@@ -389,19 +389,20 @@ func BenchmarkWebhookWrite(b *testing.B) {
 	secret := gh.Hooks("acme", name)[0].Secret
 	sha := repo.Commit("main", map[string]string{"README.md": "x"}, "c")
 	body := fakegithub.PushPayload(repo, "main", sha, sha, "alice")
-	sig := fakegithub.SignPayload(secret, body)
 	url := app.URL + "/api/v1/pipelines/acme/" + name + "/builds"
 	b.Run("kontinuous", func(b *testing.B) {
 		run := benchEtcd.n.Add(1)
 		drive(b, func(i int64) error {
+			id := fmt.Sprintf("d-%d-%d", run, i)
+			body := distinct(body, id)
 			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 			if err != nil {
 				return err
 			}
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("X-GitHub-Event", "push")
-			req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("d-%d-%d", run, i))
-			req.Header.Set("X-Hub-Signature-256", sig)
+			req.Header.Set("X-GitHub-Delivery", id)
+			req.Header.Set("X-Hub-Signature-256", fakegithub.SignPayload(secret, body))
 			resp, err := c.Do(req)
 			if err != nil {
 				return err

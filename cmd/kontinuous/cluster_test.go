@@ -320,7 +320,7 @@ func (rc *retryClient) do(method, url, tok string, body []byte, hdr map[string]s
 
 // deliverPush sends a signed push delivery of sha on main to base.
 func deliverPush(rc *retryClient, base string, repo *fakegithub.Repo, secret, delivery, sha string) (int, []byte) {
-	body := fakegithub.PushPayload(repo, "main", sha, sha, "alice")
+	body := distinct(fakegithub.PushPayload(repo, "main", sha, sha, "alice"), delivery)
 	return rc.do(http.MethodPost, base+"/api/v1/pipelines/"+repo.Owner+"/"+repo.Name+"/builds", "", body, map[string]string{
 		"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": fakegithub.SignPayload(secret, body),
 	})

@@ -182,6 +182,13 @@ func (w *world) createPipeline(events ...string) pipeline.Pipeline {
 	return p
 }
 
+// distinct makes a payload unique to tag (an extra top-level field), as
+// GitHub's payloads of distinct deliveries are: the server remembers
+// deliveries by a hash of their signed body.
+func distinct(body []byte, tag string) []byte {
+	return append([]byte(fmt.Sprintf(`{"kontinuous_test_delivery":%q,`, tag)), body[1:]...)
+}
+
 // push commits files on main and delivers a signed push webhook.
 func (w *world) push(files map[string]string, delivery string) (string, reply) {
 	w.t.Helper()
@@ -450,7 +457,7 @@ func TestConcurrentPushesGetGapFreeNumbers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := fakegithub.PushPayload(repo, "main", sha, sha, "alice")
+			body := distinct(fakegithub.PushPayload(repo, "main", sha, sha, "alice"), fmt.Sprintf("delivery-%d", i))
 			r := w.deliver("push", fmt.Sprintf("delivery-%d", i), body, secret)
 			if r.status != http.StatusCreated {
 				t.Errorf("push %d: %d %s", i, r.status, r.body)
@@ -525,22 +532,31 @@ func TestRedeliveryReturnsOriginalBuild(t *testing.T) {
         type: command
         params: {command: ["true"]}
 `
-	_, r := w.push(map[string]string{".pipeline.yml": spec}, "same-delivery")
-	expect(t, r, http.StatusCreated)
 	repo := w.gh.Repo("acme", "app")
-	head := repo.Head("main")
-	again := w.deliver("push", "same-delivery", fakegithub.PushPayload(repo, "main", head, head, "alice"), w.hookSecret())
-	expect(t, again, http.StatusOK)
-	var b pipeline.Build
-	again.json(t, &b)
-	if b.Number != 1 {
-		t.Fatalf("redelivery gave build %d", b.Number)
+	before := repo.Head("main")
+	sha := repo.Commit("main", map[string]string{".pipeline.yml": spec}, "change")
+	body := fakegithub.PushPayload(repo, "main", before, sha, "alice")
+	expect(t, w.deliver("push", "same-delivery", body, w.hookSecret()), http.StatusCreated)
+	// A redelivery (same id, same signed body), and a replay of the signed
+	// body under a new delivery id: both answer the original build.
+	for _, id := range []string{"same-delivery", "replayed-under-a-new-id"} {
+		again := w.deliver("push", id, body, w.hookSecret())
+		expect(t, again, http.StatusOK)
+		var b pipeline.Build
+		again.json(t, &b)
+		if b.Number != 1 {
+			t.Fatalf("delivery %s gave build %d", id, b.Number)
+		}
 	}
+	// A delivery without an id is refused.
+	r := w.do("POST", "/api/v1/pipelines/acme/app/builds", "", body,
+		"X-GitHub-Event", "push", "X-Hub-Signature-256", fakegithub.SignPayload(w.hookSecret(), body))
+	expect(t, r, http.StatusBadRequest)
 	r = w.do("GET", "/api/v1/pipelines/acme/app/builds", token(t, "alice", 1001, "tok-alice"), nil)
 	var list []pipeline.Build
 	r.json(t, &list)
 	if len(list) != 1 {
-		t.Fatalf("%d builds after a redelivery", len(list))
+		t.Fatalf("%d builds after a redelivery and a replay", len(list))
 	}
 }
 

@@ -1,0 +1,193 @@
+package api
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	restful "github.com/emicklei/go-restful/v3"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+// errAnswered: the reply has been written already.
+var errAnswered = errors.New("answered")
+
+// Body read limits: a client that stalls or trickles its body is cut off.
+var (
+	// BodyIdleTimeout is the longest a single read of a request body may
+	// wait for bytes (a variable so that tests can shorten it).
+	BodyIdleTimeout = 10 * time.Second
+	// bodyGrace and bodyMinRate bound a whole body's read: it must arrive
+	// within bodyGrace plus its length at bodyMinRate bytes per second.
+	bodyGrace   = 20 * time.Second
+	bodyMinRate = int64(256 << 10)
+)
+
+// readDeadlineBody sets the connection's read deadline before each read of
+// a request body: at most BodyIdleTimeout from now and never past the
+// whole body's deadline. At EOF (or on close) the deadline is cleared so
+// that reads after the body (the server's own connection watch) are not
+// cut.
+type readDeadlineBody struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	total time.Time
+	done  bool
+}
+
+// withReadDeadlines wraps r's body; limit is the most it may carry.
+func withReadDeadlines(w http.ResponseWriter, r *http.Request, limit int64) io.ReadCloser {
+	n := r.ContentLength
+	if n < 0 || n > limit {
+		n = limit
+	}
+	total := time.Now().Add(bodyGrace + time.Duration(n/bodyMinRate)*time.Second)
+	return &readDeadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), total: total}
+}
+
+func (b *readDeadlineBody) Read(p []byte) (int, error) {
+	if !b.done {
+		d := time.Now().Add(BodyIdleTimeout)
+		if d.After(b.total) {
+			d = b.total
+		}
+		// Best effort: a writer without deadlines (tests' recorders)
+		// still reads.
+		_ = b.rc.SetReadDeadline(d)
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.clear()
+	}
+	return n, err
+}
+
+func (b *readDeadlineBody) Close() error {
+	b.clear()
+	return b.ReadCloser.Close()
+}
+
+// bound limits the server's own reads after the handler (discarding an
+// unread body) to BodyIdleTimeout.
+func (b *readDeadlineBody) bound() {
+	if !b.done {
+		_ = b.rc.SetReadDeadline(time.Now().Add(BodyIdleTimeout))
+	}
+}
+
+func (b *readDeadlineBody) clear() {
+	if !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// byteBudget bounds the bytes of webhook bodies held in memory at once.
+type byteBudget struct {
+	mu      sync.Mutex
+	free    int64
+	changed chan struct{} // closed and replaced on every release
+}
+
+func newByteBudget(n int64) *byteBudget {
+	return &byteBudget{free: n, changed: make(chan struct{})}
+}
+
+// acquire takes n bytes of the budget, waiting until ctx ends; false if
+// it could not.
+func (b *byteBudget) acquire(ctx context.Context, n int64) bool {
+	for {
+		b.mu.Lock()
+		if b.free >= n {
+			b.free -= n
+			b.mu.Unlock()
+			return true
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	b.free += n
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// Webhook body budget: deliveries being read share WebhookBodyBudget
+// bytes; one that finds no room within webhookBudgetWait is answered 503
+// with Retry-After.
+var (
+	// WebhookBodyBudget is how many bytes of webhook bodies are held at
+	// once (a little over one delivery of GitHub's 25 MiB maximum).
+	WebhookBodyBudget int64 = MaxWebhookBody + 7<<20
+	webhookBudgetWait       = 5 * time.Second
+)
+
+// sigShape is GitHub's X-Hub-Signature-256 shape: sha256= and 64 hex digits.
+func sigShape(sig string) bool {
+	hexSig, ok := strings.CutPrefix(sig, "sha256=")
+	if !ok || len(hexSig) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(hexSig)
+	return err == nil
+}
+
+// readWebhookBody reads a delivery's body only once everything that can
+// be known without it is: the headers' shape (signature, delivery id,
+// Content-Length within the cap) and that the pipeline exists. Then it
+// waits briefly for room in the webhook body budget (503 with Retry-After
+// when there is none) and reads exactly Content-Length bytes, with the
+// read deadlines every body gets.
+func (r *BuildResources) readWebhookBody(req *restful.Request, resp *restful.Response, owner, repo string) ([]byte, error) {
+	hr := req.Request
+	if !sigShape(req.HeaderParameter("X-Hub-Signature-256")) {
+		// Unsigned or malformed: the message is the one a wrong
+		// signature gets.
+		return nil, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
+	}
+	if strings.TrimSpace(req.HeaderParameter("X-GitHub-Delivery")) == "" {
+		return nil, pipeline.Invalid("X-GitHub-Delivery", "a delivery id is required")
+	}
+	n := hr.ContentLength
+	if n < 0 {
+		writeStatus(resp, http.StatusLengthRequired, "a webhook delivery needs a Content-Length")
+		return nil, errAnswered
+	}
+	if n > MaxWebhookBody {
+		return nil, &http.MaxBytesError{Limit: MaxWebhookBody}
+	}
+	if err := r.svc.WebhookTarget(hr.Context(), owner, repo); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(hr.Context(), webhookBudgetWait)
+	ok := r.webhookBodies.acquire(wctx, n)
+	cancel()
+	if !ok {
+		return nil, pipeline.Errorf(pipeline.ErrUnavailable, "too many webhook deliveries being read at once; retry later")
+	}
+	defer r.webhookBodies.release(n)
+	body := make([]byte, n)
+	if _, err := io.ReadFull(hr.Body, body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, pipeline.Invalid("body", "could not read the request body (%d bytes announced)", n)
+	}
+	return body, nil
+}
