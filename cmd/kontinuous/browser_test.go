@@ -247,6 +247,34 @@ func TestBrowserSignInFollowApproveCancel(t *testing.T) {
 	b.do(chromedp.Reload())
 	b.wait("build 1 after reload", `document.querySelector('h1')?.textContent.startsWith('Build #1')`)
 	b.wait("stage 1's coloured log", `document.querySelector('.log .a-f2')?.textContent === 'green'`)
+
+	// First load of the build page with an empty cache: bytes transferred
+	// (gzip) and the time until it is drawn and usable (logged, not asserted).
+	if _, err := chromedp.Call(b.ctx, network.SetCacheDisabled, network.SetCacheDisabledParams{CacheDisabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Navigate(base + "/acme/app/builds/1"))
+	b.wait("the build page drawn", `performance.getEntriesByName('kontinuous:rendered').length > 0`)
+	type weight struct {
+		Bytes, Requests                      int
+		Interactive, DOMContentLoaded, Fetch float64
+	}
+	pw := eval[weight](b, `(() => {
+		const n = performance.getEntriesByType('navigation')[0];
+		const rs = performance.getEntriesByType('resource');
+		return {Bytes: n.transferSize + rs.reduce((a, r) => a + r.transferSize, 0), Requests: 1 + rs.length,
+			Interactive: performance.getEntriesByName('kontinuous:rendered')[0].startTime,
+			DOMContentLoaded: n.domContentLoadedEventEnd, Fetch: n.responseEnd};
+	})()`)
+	t.Logf("build page first load: %d bytes transferred in %d requests; drawn and interactive at %.0f ms (DOMContentLoaded %.0f ms, page fetched %.0f ms)",
+		pw.Bytes, pw.Requests, pw.Interactive, pw.DOMContentLoaded, pw.Fetch)
+	if pw.Bytes > 150*1024 || pw.Bytes < 1000 {
+		t.Errorf("build page first load transferred %d bytes, want ≤ 150 KB", pw.Bytes)
+	}
+	if _, err := chromedp.Call(b.ctx, network.SetCacheDisabled, network.SetCacheDisabledParams{CacheDisabled: false}); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("stage 1's coloured log again", `document.querySelector('.log .a-f2')?.textContent === 'green'`)
 	b.wait("the Approve button", `[...document.querySelectorAll('button')].some((e) => e.textContent === 'Approve')`)
 	b.axe("build")
 	b.shots("build")

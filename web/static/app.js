@@ -34,6 +34,8 @@ async function render() {
     put(main, note('Loading…'));
     try {
       await fn(signal, ...m.slice(1));
+      // Interactive: the page's data is drawn and its controls work.
+      performance.mark('kontinuous:rendered');
     } catch (e) {
       if (signal.aborted) return;
       if (e.status === 401) return; // onUnauthorized took over

@@ -37,7 +37,7 @@ const STATUS = {
   FAIL: ['✗', 'Failed'],
   RUNNING: ['●', 'Running'],
   PENDING: ['○', 'Pending'],
-  WAITING: ['⏸', 'Waiting for approval'],
+  WAITING: ['‖', 'Waiting for approval'],
   CANCELED: ['⊘', 'Canceled'],
 };
 
