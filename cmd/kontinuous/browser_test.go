@@ -312,6 +312,17 @@ func TestBrowserSignInFollowApproveCancel(t *testing.T) {
 	b.wait("the builds list", `document.querySelector('.builds li')?.textContent.includes('Build #1')`)
 	b.axe("pipeline")
 	b.shots("pipeline")
+	// Settings (admin): .pipeline.yml as text, a secret set's keys but never its values.
+	b.clickButton("Settings")
+	b.wait("the definition", `document.querySelector('pre.file')?.textContent.includes('name: gate')`)
+	b.do(chromedp.SendKeys(chromedp.CSS(`#sec-name`), "deploy-creds"), chromedp.SendKeys(chromedp.CSS(`#sec-data`), "API_TOKEN=s3cr3t-value"))
+	b.clickButton("Save secret set")
+	b.wait("the secret's keys", `document.getElementById('main').innerText.includes('keys: API_TOKEN')`)
+	if strings.Contains(b.text(), "s3cr3t-value") || eval[string](b, `document.querySelector('#sec-data').value`) != "" {
+		t.Fatal("the secret value is still on the page")
+	}
+	b.axe("settings")
+
 	b.do(chromedp.Navigate(base + "/"))
 	b.wait("the pipelines list", `document.querySelector('.card h2')?.textContent === 'acme/app'`)
 	b.axe("pipelines")
