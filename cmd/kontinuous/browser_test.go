@@ -328,6 +328,20 @@ func TestBrowserSignInFollowApproveCancel(t *testing.T) {
 	b.axe("pipelines")
 	b.shots("pipelines")
 
+	// New pipeline lists the caller's repositories; an error is shown in words.
+	b.clickButton("New pipeline")
+	b.wait("the repositories", `document.querySelector('.row')?.textContent.includes('acme/app')`)
+	b.axe("new pipeline")
+	b.clickButton("Create")
+	b.wait("the conflict in words", `document.querySelector('.note-error')?.textContent.includes('Could not create acme/app')`)
+
+	// A 401 (here: a token the server refuses) returns to sign-in and back.
+	eval[bool](b, `sessionStorage.setItem('kontinuous.jwt', 'not.a.token'), true`)
+	b.do(chromedp.Navigate(base + "/acme/app/settings"))
+	b.wait("sign-in after the 401", `document.getElementById('main').innerText.includes('Your session has ended')`)
+	b.do(chromedp.Click(chromedp.CSS(`a.button.primary`)))
+	b.wait("back on the settings page", `location.pathname === '/acme/app/settings' && document.querySelector('h1')?.textContent === 'Settings'`)
+
 	// Sign out; bob, without access, sees nothing of the pipeline.
 	b.clickButton("Sign out")
 	b.wait("the sign-in page", `document.querySelector('a.button.primary')`)
