@@ -148,8 +148,10 @@ export function watchBuilds(owner, repo, onChange, signal) {
       if (r) {
         try {
           await readEvents(r, (type, data) => {
-            if (type !== 'message') return;
-            try { onChange(JSON.parse(data)); } catch { /* not a summary */ }
+            // Any event whose data is a build summary (whatever its type).
+            let s = null;
+            try { s = JSON.parse(data); } catch { return; /* an end or error note */ }
+            if (s && typeof s === 'object' && Number.isInteger(s.number)) onChange(s);
           });
         } catch { /* the stream broke: reconnect */ }
         if (signal.aborted) return;
