@@ -275,6 +275,9 @@ func TestBrowserSignInFollowApproveCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.wait("stage 1's coloured log again", `document.querySelector('.log .a-f2')?.textContent === 'green'`)
+	// A link to a log line marks that line.
+	b.do(chromedp.Navigate(base + "/acme/app/builds/1/stages/1#L5"))
+	b.wait("line 5 marked", `document.querySelector('.line.hl')?.id === 'L5' && document.querySelector('#L5 .a-f2')`)
 	b.wait("the Approve button", `[...document.querySelectorAll('button')].some((e) => e.textContent === 'Approve')`)
 	b.axe("build")
 	b.shots("build")
@@ -310,6 +313,10 @@ func TestBrowserSignInFollowApproveCancel(t *testing.T) {
 	// The pipeline and the pipelines list.
 	b.do(chromedp.Navigate(base + "/acme/app"))
 	b.wait("the builds list", `document.querySelector('.builds li')?.textContent.includes('Build #1')`)
+	// A new build appears without a reload (the build feed, or its poll).
+	r = w.do("POST", "/api/v1/pipelines/acme/app/builds", alice, map[string]any{"author": "carol", "branch": "main"}, "X-Custom-Event", "dashboard")
+	expect(t, r, http.StatusCreated)
+	b.wait("build 2 in the list", `[...document.querySelectorAll('.builds li')].some((li) => li.textContent.includes('Build #2'))`)
 	b.axe("pipeline")
 	b.shots("pipeline")
 	// Settings (admin): .pipeline.yml as text, a secret set's keys but never its values.
