@@ -13,6 +13,13 @@ const (
 	tagPipelines = "pipelines"
 )
 
+// PipelineView is a pipeline with the caller's permissions on it (what
+// GET /api/v1/pipelines/{owner}/{repo} answers).
+type PipelineView struct {
+	pipeline.Pipeline
+	Permissions pipeline.Access `json:"permissions" description:"what the caller may do: read, push (run, cancel, approve, restart), admin (settings)"`
+}
+
 // PipelineResources serves repositories, pipelines, definitions and
 // secrets.
 type PipelineResources struct{ routes }
@@ -48,10 +55,12 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 		Writes(pipeline.Pipeline{}).
 		Returns(http.StatusCreated, "created", pipeline.Pipeline{}), tagPipelines, 400, 401, 403, 404, 409, 413, 502, 503))
 	ws.Route(doc(ws.GET("/{owner}/{repo}").To(r.getPipeline).
-		Doc("Show a pipeline").
+		Doc("Show a pipeline, with the caller's permissions on it: \"permissions\": {\"read\", \"push\", \"admin\"} (booleans)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
+		// PipelineView is documented as the pipeline: go-restful-openapi
+		// lists an embedded struct's required fields in random order.
 		Writes(pipeline.Pipeline{}).
-		Returns(http.StatusOK, "pipeline", pipeline.Pipeline{}), tagPipelines, 400, 401, 404, 502, 503))
+		Returns(http.StatusOK, "pipeline with permissions", pipeline.Pipeline{}), tagPipelines, 400, 401, 404, 502, 503))
 	ws.Route(doc(ws.DELETE("/{owner}/{repo}").To(r.deletePipeline).
 		Doc("Delete a pipeline with its webhook, deploy key, builds, logs and secrets (admin)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
@@ -165,8 +174,11 @@ func (r *PipelineResources) getPipeline(req *restful.Request, resp *restful.Resp
 		if c, err = r.caller(req); err == nil {
 			var p pipeline.Pipeline
 			if p, err = r.svc.GetPipeline(req.Request.Context(), c, owner, repo); err == nil {
-				writeJSON(resp, http.StatusOK, p)
-				return
+				var a pipeline.Access
+				if a, err = r.svc.AccessOf(req.Request.Context(), c, owner, repo); err == nil {
+					writeJSON(resp, http.StatusOK, PipelineView{Pipeline: p, Permissions: a})
+					return
+				}
 			}
 		}
 	}

@@ -65,6 +65,9 @@ type Config struct {
 	Resources []Resource
 	// SwaggerUI serves /apidocs/ (optional).
 	SwaggerUI http.Handler
+	// UI serves the web UI (optional): GETs that accept HTML on paths that
+	// are not the API's, and its assets under /-/ (see withUI).
+	UI http.Handler
 }
 
 // Resource is one API resource: it returns its own WebService(s).
@@ -159,6 +162,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.container = c
 	s.handler = s.cors(s.limitBodies(c))
+	if cfg.UI != nil {
+		s.handler = withUI(s.handler, cfg.UI)
+	}
 	return s, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/logstore"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
 	swaggerui "github.com/kontinuous/kontinuous/swagger-ui"
+	"github.com/kontinuous/kontinuous/web"
 )
 
 // callers resolves the authenticated identity on a request's context to
@@ -149,18 +150,24 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	}
 	cl := callers{users: store}
 	builds := api.NewBuildResources(svc, cl, verifier)
+	ui, err := web.New()
+	if err != nil {
+		return app, err
+	}
 	server, err := api.New(api.Config{
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: verifier,
 		Resources: []api.Resource{
 			api.NewLoginResources(api.LoginConfig{Login: login}),
 			api.NewUserResources(store, verifier),
+			api.NewForgeResources(forges(cfg)),
 			api.NewPipelineResources(svc, cl),
 			builds,
 			api.NewLintResources(),
 			api.NewBadgeResources(pipeline.NewBadges(svc)),
 		},
 		SwaggerUI: swaggerui.Handler(api.SpecPath),
+		UI:        ui,
 	})
 	if err != nil {
 		return nil, err
