@@ -45,6 +45,8 @@ type Config struct {
 	// Images and service account of stage pods (kubernetes executor);
 	// empty takes the executor's defaults.
 	KubeClonerImage, KubeBuilderImage, KubeDefaultImage, KubeServiceAccount string
+	// KubeNodePool ("key=value") keeps stage pods on a dedicated node pool.
+	KubeNodePool string
 	// InternalRegistry is where docker_publish pushes when a stage names
 	// no external registry (KONTINUOUS_INTERNAL_REGISTRY in stages).
 	InternalRegistry string
@@ -101,6 +103,7 @@ var settings = []setting{
 	{"kube-cloner-image", []string{"KONTINUOUS_KUBE_CLONER_IMAGE"}, "", "image with git and sh that clones the commit in stage pods (default alpine/git)"},
 	{"kube-builder-image", []string{"KONTINUOUS_KUBE_BUILDER_IMAGE"}, "", "daemonless image builder for docker_build/docker_publish (default kaniko's executor)"},
 	{"kube-default-image", []string{"KONTINUOUS_KUBE_DEFAULT_IMAGE"}, "", "image of command stages that name none and follow no docker_build (default alpine)"},
+	{"kube-node-pool", []string{"KONTINUOUS_KUBE_NODE_POOL"}, "", "key=value: stage pods run only on nodes with this label and tolerate the taint key=value:NoSchedule (kubernetes executor)"},
 	{"kube-service-account", []string{"KONTINUOUS_KUBE_SERVICE_ACCOUNT"}, "", "service account stage pods run as (default: the namespace's default; no API token is mounted)"},
 	{"internal-registry", []string{"KONTINUOUS_INTERNAL_REGISTRY"}, "", "registry host[/path] docker_publish pushes to when a stage names no external_registry"},
 	{"stage-timeout", []string{"KONTINUOUS_STAGE_TIMEOUT"}, "1h", "default timeout of a stage without one in its spec"},
@@ -301,6 +304,7 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	c.KubeNamespaces = splitList(get("kube-allowed-namespaces"))
 	c.KubeClonerImage, c.KubeBuilderImage = get("kube-cloner-image"), get("kube-builder-image")
 	c.KubeDefaultImage, c.KubeServiceAccount = get("kube-default-image"), get("kube-service-account")
+	c.KubeNodePool = get("kube-node-pool")
 	c.InternalRegistry = strings.TrimSuffix(get("internal-registry"), "/")
 	if strings.Contains(c.InternalRegistry, "://") {
 		return c, bad("internal-registry", "%q: give host[:port][/path], without a scheme", c.InternalRegistry)

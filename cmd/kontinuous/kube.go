@@ -33,10 +33,11 @@ func newKubeExecutor(cfg Config, log *slog.Logger) (pipeline.Executor, error) {
 		BuilderImage:      cfg.KubeBuilderImage,
 		DefaultImage:      cfg.KubeDefaultImage,
 		ServiceAccount:    cfg.KubeServiceAccount,
+		NodePool:          cfg.KubeNodePool,
 		Logger:            log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("settings --kube-namespace (KONTINUOUS_NAMESPACE) / --kube-allowed-namespaces (KONTINUOUS_ALLOWED_NAMESPACES): %w", err)
+		return nil, fmt.Errorf("settings --kube-namespace (KONTINUOUS_NAMESPACE) / --kube-allowed-namespaces (KONTINUOUS_ALLOWED_NAMESPACES) / --kube-node-pool (KONTINUOUS_KUBE_NODE_POOL): %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), kubeStartTimeout)
 	defer cancel()

@@ -39,7 +39,14 @@ if ! flock -n 9; then
 	flock 9
 fi
 
-if [[ -f "$STAMP" ]]; then
+# The kubelet (the real node, see node.sh) has its own stamp: a cache holding
+# a finished control plane gets only the kubelet added. KUBE_TESTENV_KUBELET=0
+# skips it (a host that cannot run the node does not need it).
+KUBELET_STAMP="$CACHE/stamp-kubelet-$K8S_VERSION"
+want_kubelet=1
+[[ "${KUBE_TESTENV_KUBELET:-1}" == 0 ]] && want_kubelet=0
+
+if [[ -f "$STAMP" && ($want_kubelet == 0 || -f "$KUBELET_STAMP") ]]; then
 	echo "$BIN"
 	exit 0
 fi
@@ -105,10 +112,12 @@ if [[ ! -f "$CACHE/.kwok-stages-$KWOK_VERSION" ]]; then
 	touch "$CACHE/.kwok-stages-$KWOK_VERSION"
 fi
 
-# --- kube-apiserver, kube-controller-manager, kube-scheduler -----------------
-if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kube-scheduler" || ! -f "$CACHE/.k8s-$K8S_VERSION" ]]; then
-	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION"
-	d="$SRC/kubernetes"
+# k8s_module DIR CMD... writes in DIR a scratch module requiring
+# k8s.io/kubernetes and importing k8s.io/kubernetes/cmd/CMD for each CMD, and
+# sets $ldflags (version stamping) for building them.
+k8s_module() {
+	local d=$1 modfile staging n m c
+	shift
 	rm -rf "$d"
 	mkdir -p "$d"
 	# k8s.io/kubernetes replaces its staging modules with ./staging paths;
@@ -125,7 +134,7 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x 
 		exit 1
 	fi
 	{
-		echo "module kontinuous.local/kube-testenv/kubernetes"
+		echo "module kontinuous.local/kube-testenv/$(basename "$d")"
 		echo
 		echo "go 1.25.0"
 		echo
@@ -137,23 +146,34 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x 
 		done
 		echo ")"
 	} >"$d/go.mod"
-	cat >"$d/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-)
-GO
-	minor=${K8S_VERSION#v1.}
+	{
+		echo "//go:build tools"
+		echo
+		echo "package tools"
+		echo
+		echo "import ("
+		for c in "$@"; do
+			echo "	_ \"k8s.io/kubernetes/cmd/$c\""
+		done
+		echo ")"
+	} >"$d/tools.go"
+	local minor=${K8S_VERSION#v1.}
 	minor=${minor%%.*}
 	ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 	(
 		cd "$d"
 		GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || GOFLAGS=-mod=mod go mod tidy
+	)
+}
+
+if [[ ! -f "$STAMP" ]]; then
+# --- kube-apiserver, kube-controller-manager, kube-scheduler -----------------
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kube-scheduler" || ! -f "$CACHE/.k8s-$K8S_VERSION" ]]; then
+	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION"
+	d="$SRC/kubernetes"
+	k8s_module "$d" kube-apiserver kube-controller-manager kube-scheduler
+	(
+		cd "$d"
 		mkdir -p out
 		$NICE go build -tags tools -trimpath -ldflags "$ldflags" -o out/ \
 			k8s.io/kubernetes/cmd/kube-apiserver \
@@ -165,5 +185,35 @@ GO
 fi
 
 touch "$STAMP"
-log "done in $(($(date +%s) - start))s"
+log "control plane done in $(($(date +%s) - start))s"
+fi
+
+# --- kubelet -------------------------------------------------------------------
+# Built after the control plane with the same module pins and flags, so the
+# packages they share come from the Go build cache. The control-plane stamp
+# is written first: a run that needs only the control plane can go on.
+if [[ $want_kubelet == 1 && ! -f "$KUBELET_STAMP" ]]; then
+	# Its own lock, so runs needing only the control plane need not wait.
+	exec 8>"$CACHE/kubelet.lock"
+	flock -u 9
+	if ! flock -n 8; then
+		log "another build holds $CACHE/kubelet.lock; waiting"
+		flock 8
+	fi
+fi
+if [[ $want_kubelet == 1 && ! -f "$KUBELET_STAMP" ]]; then
+	log "building kubelet $K8S_VERSION"
+	kstart=$(date +%s)
+	d="$SRC/kubelet"
+	k8s_module "$d" kubelet
+	(
+		cd "$d"
+		mkdir -p out
+		$NICE go build -tags tools -trimpath -ldflags "$ldflags" -o out/ k8s.io/kubernetes/cmd/kubelet
+		mv out/kubelet "$BIN/"
+	)
+	touch "$KUBELET_STAMP"
+	log "kubelet done in $(($(date +%s) - kstart))s"
+fi
+
 echo "$BIN"

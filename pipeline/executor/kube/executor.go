@@ -94,6 +94,10 @@ type Config struct {
 	// ServiceAccount runs stage pods; empty is the namespace's default.
 	// Pods never get an API token mounted.
 	ServiceAccount string
+	// NodePool, "key=value", confines stage pods to a dedicated pool of
+	// nodes: pods select nodes labelled key=value and tolerate the taint
+	// key=value:NoSchedule that keeps other pods off them. Empty: any node.
+	NodePool string
 	// DefaultTimeout bounds stages whose job has no Timeout; default 1h.
 	DefaultTimeout time.Duration
 	// TTLAfterFinished is how long finished Jobs stay for inspection
@@ -156,6 +160,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if _, _, err := ParseNodePool(cfg.NodePool); err != nil {
+		return nil, err
 	}
 	allowed := []string{cfg.DefaultNamespace}
 	for _, ns := range cfg.AllowedNamespaces {

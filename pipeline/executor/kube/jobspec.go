@@ -279,7 +279,32 @@ func (e *Executor) buildJob(job pipeline.StageJob, in jobInput) (*batchv1.Job, s
 			},
 		},
 	}
+	if key, value, _ := ParseNodePool(e.cfg.NodePool); key != "" {
+		ps := &j.Spec.Template.Spec
+		ps.NodeSelector = map[string]string{key: value}
+		ps.Tolerations = []corev1.Toleration{{Key: key, Operator: corev1.TolerationOpEqual, Value: value, Effect: corev1.TaintEffectNoSchedule}}
+	}
 	return j, image, nil
+}
+
+// ParseNodePool splits a Config.NodePool "key=value" into a node label
+// (and taint) key and value, both checked as Kubernetes label parts. An
+// empty pool gives empty strings.
+func ParseNodePool(pool string) (key, value string, err error) {
+	if pool == "" {
+		return "", "", nil
+	}
+	key, value, ok := strings.Cut(pool, "=")
+	if !ok {
+		return "", "", fmt.Errorf("kube: node pool %q: want key=value (a node label, and the taint key=value:NoSchedule)", pool)
+	}
+	if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+		return "", "", fmt.Errorf("kube: node pool %q: key: %s", pool, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsValidLabelValue(value); len(errs) > 0 {
+		return "", "", fmt.Errorf("kube: node pool %q: value: %s", pool, strings.Join(errs, "; "))
+	}
+	return key, value, nil
 }
 
 // cloneContainer is the init container that checks the commit out.

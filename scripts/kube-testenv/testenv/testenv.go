@@ -74,6 +74,7 @@ type Env struct {
 	Kubeconfig string
 
 	procs []*proc
+	bin   string // the binaries' directory
 }
 
 // Config returns a client configuration authenticating with token
@@ -127,7 +128,9 @@ func Prepare() {
 func Main(m *testing.M) int {
 	Prepare()
 	code := m.Run()
-	StopShared()
+	if !StopShared() && code == 0 {
+		code = 1
+	}
 	return code
 }
 
@@ -179,11 +182,15 @@ func Require(t testing.TB) *Env {
 	return shared
 }
 
-// StopShared stops the control plane Require started, if any.
-func StopShared() {
+// StopShared stops the real node RequireNode started and the control
+// plane Require started, if any. It returns false when the host could not
+// be put back as it was before the node (the reasons are on stderr).
+func StopShared() bool {
+	ok := stopNode()
 	if shared != nil {
 		shared.Stop()
 	}
+	return ok
 }
 
 // Binaries returns the directory holding the control-plane binaries,
@@ -239,7 +246,7 @@ func Start(ctx context.Context) (env *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Dir: dir, AdminToken: randomHex(16)}
+	e := &Env{Dir: dir, AdminToken: randomHex(16), bin: bin}
 	defer func() {
 		if err != nil {
 			e.Stop()
@@ -301,7 +308,7 @@ func Start(ctx context.Context) (env *Env, err error) {
 	// controllers and scheduler
 	if err := e.start(bin, "kube-controller-manager",
 		"--kubeconfig="+e.Kubeconfig, "--leader-elect=false", "--secure-port=0",
-		"--controllers=job-controller,garbage-collector-controller,serviceaccount-controller,ttl-after-finished-controller,namespace-controller,pod-garbage-collector-controller",
+		"--controllers=job-controller,garbage-collector-controller,serviceaccount-controller,ttl-after-finished-controller,namespace-controller,pod-garbage-collector-controller,root-ca-cert-publisher-controller",
 	); err != nil {
 		return nil, err
 	}
