@@ -39,12 +39,12 @@ if ! flock -n 9; then
 	flock 9
 fi
 
-# The kubelet (the real node, see node.sh) has its own stamp: a cache holding
-# a finished control plane gets only the kubelet added. KUBE_TESTENV_KUBELET=0
-# skips it (a host that cannot run the node does not need it).
+# The kubelet (the real node, testenv/node.go) has its own stamp: a cache holding
+# a finished control plane gets only the kubelet added. It is built only with
+# KUBE_TESTENV_KUBELET=1 until the real-node tests (issue 15) are in the suite.
 KUBELET_STAMP="$CACHE/stamp-kubelet-$K8S_VERSION"
 want_kubelet=1
-[[ "${KUBE_TESTENV_KUBELET:-1}" == 0 ]] && want_kubelet=0
+[[ "${KUBE_TESTENV_KUBELET:-0}" == 0 ]] && want_kubelet=0
 
 if [[ -f "$STAMP" && ($want_kubelet == 0 || -f "$KUBELET_STAMP") ]]; then
 	echo "$BIN"

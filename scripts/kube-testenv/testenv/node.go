@@ -146,7 +146,7 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 	}
 	kubelet := filepath.Join(e.bin, "kubelet")
 	if _, err := os.Stat(kubelet); err != nil {
-		return nil, fmt.Errorf("no kubelet in %s (scripts/kube-testenv/build.sh builds it unless KUBE_TESTENV_KUBELET=0): %w", e.bin, err)
+		return nil, fmt.Errorf("no kubelet in %s (scripts/kube-testenv/build.sh builds it with KUBE_TESTENV_KUBELET=1): %w", e.bin, err)
 	}
 	lock, err := os.OpenFile(nodeLockPath, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
