@@ -213,7 +213,9 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 `
 		_, r := w.push(map[string]string{".pipeline.yml": spec}, "node-4")
 		expect(t, r, http.StatusCreated)
-		b := w.waitKubeBuild(4, func(b pipeline.Build) bool { return b.Status.Done() || (len(b.Stages) == 1 && b.Stages[0].PodName != "") })
+		b := w.waitKubeBuild(4, func(b pipeline.Build) bool {
+			return b.Status.Done() || (len(b.Stages) == 1 && b.Stages[0].PodName != "")
+		})
 		pod := b.Stages[0].PodName
 		b = w.waitBuildWithin(90*time.Second, 4, done)
 		if b.Status != pipeline.StatusFail || !strings.Contains(b.Stages[0].Message, "timed out") {
