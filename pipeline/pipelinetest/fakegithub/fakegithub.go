@@ -177,6 +177,19 @@ type PullRequest struct {
 // and git-http-backend (shipped with git).
 func New(t testing.TB) *Server {
 	t.Helper()
+	return newOn(t, "")
+}
+
+// NewOn is New listening on host, an address of this machine, instead of
+// 127.0.0.1: for clients that cannot reach the host's loopback, such as
+// pods on a test node cloning through a bridge's gateway address.
+func NewOn(t testing.TB, host string) *Server {
+	t.Helper()
+	return newOn(t, host)
+}
+
+func newOn(t testing.TB, host string) *Server {
+	t.Helper()
 	gitBin, err := exec.LookPath("git")
 	if err != nil {
 		t.Fatalf("fakegithub: git is required: %v", err)
@@ -211,6 +224,15 @@ func New(t testing.TB) *Server {
 	// URL and APIURL are set before the server starts so that handlers read
 	// them without a race.
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	if host != "" {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			s.srv.Listener.Close()
+			t.Fatalf("fakegithub: listen on %s: %v", host, err)
+		}
+		s.srv.Listener.Close()
+		s.srv.Listener = l
+	}
 	s.URL = "http://" + s.srv.Listener.Addr().String()
 	s.APIURL = s.URL + "/api/v3/"
 	s.srv.Start()

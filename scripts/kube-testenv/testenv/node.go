@@ -119,6 +119,9 @@ func staticBinary(path string) bool {
 // containerd) or the integration tests are skipped.
 func RequireNode(t testing.TB) (*Env, *Node) {
 	t.Helper()
+	if os.Getenv("KUBE_TESTENV_KUBELET") != "1" {
+		t.Skip("real-node tests are opt-in for now: KUBE_TESTENV_KUBELET=1 go test ./cmd/kontinuous -run RealNode (root; builds the kubelet; installs containerd)")
+	}
 	env := Require(t)
 	if why := NodeUnavailable(); why != "" {
 		if os.Getenv("CI") == "true" {
@@ -245,7 +248,7 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 		"--kubeconfig="+e.Kubeconfig,
 		"--root-dir="+filepath.Join(n.Dir, "kubelet"),
 		"--hostname-override="+RealNodeName,
-		"--node-ip=127.0.0.1",
+		"--node-ip="+Gateway, // the kubelet refuses a loopback node IP
 		"--node-labels="+NodePool,
 		"--v=1",
 	); err != nil {
@@ -343,11 +346,11 @@ cgroupDriver: cgroupfs
 cgroupRoot: %[1]s
 failSwapOn: false
 containerRuntimeEndpoint: unix://%[2]s
-address: 127.0.0.1
+address: %[8]s
 port: %[3]d
 readOnlyPort: 0
 healthzPort: 0
-# The API server reaches the kubelet (logs) over loopback with no client
+# The API server reaches the kubelet (logs) on the bridge with no client
 # certificate: a test-only setting.
 authentication:
   anonymous:
@@ -375,7 +378,7 @@ registerWithTaints:
   value: %[7]s
   effect: NoSchedule
 maxPods: 20
-`, n.cgroupRoot, n.sock, port, filepath.Join(n.Dir, "pods"), filepath.Join(n.Dir, "volume-plugins"), NodePoolKey, NodePoolValue)
+`, n.cgroupRoot, n.sock, port, filepath.Join(n.Dir, "pods"), filepath.Join(n.Dir, "volume-plugins"), NodePoolKey, NodePoolValue, Gateway)
 	return os.WriteFile(filepath.Join(n.Dir, "kubelet.yaml"), []byte(cfg), 0o600)
 }
 

@@ -308,7 +308,7 @@ func Start(ctx context.Context) (env *Env, err error) {
 	// controllers and scheduler
 	if err := e.start(bin, "kube-controller-manager",
 		"--kubeconfig="+e.Kubeconfig, "--leader-elect=false", "--secure-port=0",
-		"--controllers=job-controller,garbage-collector-controller,serviceaccount-controller,ttl-after-finished-controller,namespace-controller,pod-garbage-collector-controller,root-ca-cert-publisher-controller",
+		"--controllers=job-controller,garbage-collector-controller,serviceaccount-controller,ttl-after-finished-controller,namespace-controller,pod-garbage-collector-controller,root-ca-certificate-publisher-controller",
 	); err != nil {
 		return nil, err
 	}
