@@ -17,7 +17,6 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 	"github.com/kontinuous/kontinuous/pipeline/executor/local"
 	"github.com/kontinuous/kontinuous/pipeline/githubscm"
-	"github.com/kontinuous/kontinuous/pipeline/logstore"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
 	swaggerui "github.com/kontinuous/kontinuous/swagger-ui"
 )
@@ -101,9 +100,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 	if err != nil {
 		return app, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
 	}
-	logs, err := logstore.New(filepath.Join(cfg.DataDir, "logs"), logstore.Options{})
+	logs, err := openLogs(cfg, store)
 	if err != nil {
-		return app, fmt.Errorf("log store: %w", err)
+		return app, err
 	}
 	exec, err := newExecutor(cfg, log)
 	if err != nil {
