@@ -143,6 +143,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (app *App, err err
 	}
 	cl := callers{users: store}
 	builds := api.NewBuildResources(svc, cl, verifier)
+	builds.SetStreamLimits(cfg.Cluster.MaxStreamsPerUser, cfg.Cluster.MaxStreams)
 	server, err := api.New(api.Config{
 		Logger: log, Version: version, PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: verifier,
