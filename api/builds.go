@@ -32,6 +32,9 @@ type BuildResources struct {
 	closeStreams context.CancelFunc
 	// webhookBodies bounds the webhook bytes held in memory at once.
 	webhookBodies *byteBudget
+	// streamLimits caps live streams per caller and in total (streams.go).
+	streamLimits *streamLimits
+	limitsOnce   sync.Once
 }
 
 // NewBuildResources returns the build resources. authn authenticates
@@ -62,12 +65,14 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 	o, rp, bn, si := ownerParam(ws), repoParam(ws), buildParam(ws), stageParam(ws)
 
 	ws.Route(doc(ws.GET("").To(r.listBuilds).
-		Doc("List build summaries, newest first").
+		Produces(restful.MIME_JSON, "text/event-stream").
+		Doc("List build summaries, newest first; ?follow=true with Accept: text/event-stream streams them live: each event's data is one build in the list's JSON, the newest `limit` first, then each build that changes (event \"delete\" with {number} when one is deleted; event \"end\" when the server shuts down). Streams are capped per user and per server (429 with Retry-After beyond)").
 		Param(o).Param(rp).
 		Param(ws.QueryParameter("limit", "page size (1–200, default 50)").DataType("integer")).
 		Param(ws.QueryParameter("before", "only builds numbered below this").DataType("integer")).
+		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
 		Writes([]pipeline.Build{}).
-		Returns(http.StatusOK, "builds", []pipeline.Build{}), tagBuilds, 400, 401, 404, 502, 503))
+		Returns(http.StatusOK, "builds", []pipeline.Build{}), tagBuilds, 400, 401, 404, 429, 502, 503))
 	ws.Route(doc(ws.POST("").To(r.postBuilds).
 		Consumes(restful.MIME_JSON).
 		Doc("GitHub webhook delivery (X-GitHub-Event, X-Hub-Signature-256; no Bearer token), or a manual trigger with X-Custom-Event: dashboard|cli, a Bearer token with push access and body {author, branch}").
@@ -83,10 +88,12 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Returns(http.StatusAccepted, "valid delivery that makes no build", pipeline.WebhookResult{}).
 		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true).Metadata(metaOptionalBody, true), tagBuilds, 400, 401, 403, 404, 413, 502, 503))
 	ws.Route(doc(ws.GET("/{buildNumber}").To(r.getBuild).
-		Doc("Show a build with its stages").
+		Produces(restful.MIME_JSON, "text/event-stream").
+		Doc("Show a build with its stages; ?follow=true with Accept: text/event-stream streams it: the build JSON now and on every change (event \"delete\" if it is deleted, \"end\" when the server shuts down; capped per user and per server, 429 beyond)").
 		Param(o).Param(rp).Param(bn).
+		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
 		Writes(pipeline.Build{}).
-		Returns(http.StatusOK, "build", pipeline.Build{}), tagBuilds, 400, 401, 404, 502, 503))
+		Returns(http.StatusOK, "build", pipeline.Build{}), tagBuilds, 400, 401, 404, 429, 502, 503))
 	ws.Route(doc(ws.DELETE("/{buildNumber}").To(r.deleteBuild).
 		Doc("Delete a finished build and its logs (admin)").
 		Param(o).Param(rp).Param(bn).
@@ -135,7 +142,7 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Param(ws.QueryParameter("format", "text for the raw log (like Accept: text/plain); json (the default) for [{filename, content (base64)}]").DataType("string").PossibleValues([]string{"text", "json"})).
 		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
 		Writes([]LogFile{}).
-		Returns(http.StatusOK, "log", []LogFile{}), tagStages, 400, 401, 404, 502, 503))
+		Returns(http.StatusOK, "log", []LogFile{}), tagStages, 400, 401, 404, 429, 502, 503))
 	return []*restful.WebService{ws}
 }
 
@@ -149,6 +156,10 @@ func target(req *restful.Request) (owner, repo string, n int, err error) {
 }
 
 func (r *BuildResources) listBuilds(req *restful.Request, resp *restful.Response) {
+	if wantsStream(req) {
+		r.followBuilds(req, resp, 0)
+		return
+	}
 	owner, repo, err := repoPath(req)
 	limit, before := 50, 0
 	if err == nil {
@@ -261,6 +272,15 @@ func (r *BuildResources) onBuild(req *restful.Request, resp *restful.Response, s
 }
 
 func (r *BuildResources) getBuild(req *restful.Request, resp *restful.Response) {
+	if wantsStream(req) {
+		n, err := positive(req, pBuild)
+		if err != nil {
+			writeError(req, resp, err)
+			return
+		}
+		r.followBuilds(req, resp, n)
+		return
+	}
 	r.onBuild(req, resp, http.StatusOK, r.svc.GetBuild)
 }
 
@@ -424,6 +444,11 @@ func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
 			writeError(req, resp, err)
 			return
 		}
+		release, ok := r.openStream(req, resp, c)
+		if !ok {
+			return
+		}
+		defer release()
 		h := resp.Header()
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")

@@ -156,7 +156,7 @@ var errorDoc = map[int]string{
 	http.StatusNotFound:              "not found (or not visible to the caller)",
 	http.StatusConflict:              "conflicts with the current state",
 	http.StatusRequestEntityTooLarge: "request body too large",
-	http.StatusTooManyRequests:       "rate limited (GitHub or login attempts)",
+	http.StatusTooManyRequests:       "rate limited (GitHub, login attempts, or too many live streams: see Retry-After)",
 	http.StatusBadGateway:            "GitHub failed or refused the call",
 	http.StatusServiceUnavailable:    "etcd unavailable; retry after Retry-After seconds",
 }

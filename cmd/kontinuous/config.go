@@ -66,6 +66,8 @@ type Config struct {
 	// server's own PATH); DockerHost is DOCKER_HOST for docker stages.
 	Path       string
 	DockerHost string
+	// Cluster: more than one server, live streams (config_cluster.go).
+	Cluster ClusterConfig
 }
 
 // setting describes one flag and the environment variables behind it.
@@ -334,6 +336,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	case "debug", "info", "warn", "error":
 	default:
 		return c, bad("log-level", "%q: use debug, info, warn or error", c.LogLevel)
+	}
+	if err := c.loadCluster(get, bad); err != nil {
+		return c, err
 	}
 	return c, nil
 }

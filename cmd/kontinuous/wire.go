@@ -17,7 +17,6 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 	"github.com/kontinuous/kontinuous/pipeline/executor/local"
 	"github.com/kontinuous/kontinuous/pipeline/githubscm"
-	"github.com/kontinuous/kontinuous/pipeline/logstore"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
 	swaggerui "github.com/kontinuous/kontinuous/swagger-ui"
 	"github.com/kontinuous/kontinuous/web"
@@ -103,9 +102,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
 	}
-	logs, err := logstore.New(filepath.Join(cfg.DataDir, "logs"), logstore.Options{})
+	logs, err := openLogs(cfg, store)
 	if err != nil {
-		return nil, fmt.Errorf("log store: %w", err)
+		return nil, err
 	}
 	exec, err := newExecutor(cfg, log)
 	if err != nil {
@@ -152,8 +151,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	builds := api.NewBuildResources(svc, cl, verifier)
 	ui, err := web.New()
 	if err != nil {
-		return app, err
+		return nil, err
 	}
+	builds.SetStreamLimits(cfg.Cluster.MaxStreamsPerUser, cfg.Cluster.MaxStreams)
 	server, err := api.New(api.Config{
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: verifier,

@@ -298,6 +298,7 @@ func (s *Store) runReadCache(ctx context.Context, up, done chan struct{}) {
 		s.rc.mu.Lock()
 		s.rc.running, s.rc.pipes, s.rc.ring = false, nil, nil
 		s.rc.mu.Unlock()
+		s.hub.stop()
 		if ctx.Err() != nil {
 			return
 		}
@@ -329,6 +330,7 @@ func (s *Store) followReadCache(ctx context.Context, up func()) error {
 	c.pipes, c.ring = map[string]*cachedPipe{}, nil
 	c.advance()
 	c.mu.Unlock()
+	s.hub.start()
 	up()
 	go func() {
 		t := time.NewTicker(readCacheProgressEvery)
@@ -368,6 +370,7 @@ func (s *Store) followReadCache(ctx context.Context, up func()) error {
 		}
 		for _, ev := range wr.Events {
 			top = max(top, ev.Kv.ModRevision)
+			s.hub.publish(ev.Type == mvccpb.DELETE, ev.Kv)
 			key := string(ev.Kv.Key)
 			var pk string
 			switch {

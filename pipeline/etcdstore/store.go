@@ -99,8 +99,10 @@ type Store struct {
 	builds        buildCache
 	pipelines     pipelineCache
 
-	rc        readCache
-	lastWrite atomic.Int64 // revision of this store's newest committed write
+	rc         readCache
+	hub        hub          // fans rc's watch out to followers
+	logWriters sync.Map     // log base key → struct{}: writers open in this process
+	lastWrite  atomic.Int64 // revision of this store's newest committed write
 
 	revMu   sync.RWMutex
 	revoked map[string]time.Time // jti → expiry
