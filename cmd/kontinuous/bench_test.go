@@ -22,8 +22,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -42,47 +40,6 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 )
-
-// fixtureFor keeps TestServeBenchFixture's server up for external load
-// tools (kontinuous-bench, wrk); zero skips it.
-var fixtureFor = flag.Duration("fixture-for", 0, "serve the benchmark fixture this long for external load tools (see docs/performance.md)")
-
-// TestServeBenchFixture serves the read fixture (100 builds) and a
-// webhook-ready pipeline for external load tools, printing what they need,
-// for -fixture-for (bounded to 30 minutes). Without the flag it is skipped.
-func TestServeBenchFixture(t *testing.T) {
-	if *fixtureFor <= 0 {
-		t.Skip("run with -fixture-for=5m to serve the benchmark fixture")
-	}
-	f, gh := newReadFixtureTB(t)
-	repo := gh.Repo("acme", "app")
-	fmt.Printf("KONTINUOUS_URL=%s\nTOKEN=%s\nREPO=acme/app\nREPO_ID=%d\nWEBHOOK_SECRET=%s\nCOMMIT=%s\n",
-		f.app.URL, f.tok, repoID(t, gh), gh.Hooks("acme", "app")[0].Secret, repo.Head("main"))
-	select {
-	case <-time.After(min(*fixtureFor, 30*time.Minute)):
-	case <-t.Context().Done():
-	}
-}
-
-// repoID is acme/app's GitHub id as the stand-in GitHub reports it.
-func repoID(t *testing.T, gh *fakegithub.Server) int64 {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, gh.APIURL+"repos/acme/app", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "token tok-alice")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r struct{ ID int64 }
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		t.Fatal(err)
-	}
-	return r.ID
-}
 
 // benchParallelism × GOMAXPROCS client goroutines drive each benchmark.
 const benchParallelism = 16

@@ -2,8 +2,10 @@ package spec_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -322,14 +324,44 @@ func TestParseSurvivesHostileYAML(t *testing.T) {
 		"many documents":     "a: 1\n---\nb: 2\n",
 		"huge number":        "apiVersion: 1e999999\n",
 	}
+	// Bounds far above what a sane parse needs (a few MiB, milliseconds)
+	// and far below what an unbounded expansion or recursion takes: the
+	// test fails on a parser that blows up, never on a slow machine.
+	const (
+		maxAlloc = 256 << 20
+		maxTime  = 2 * time.Minute
+	)
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
-			d, err := spec.Parse([]byte(in))
-			if err == nil {
-				_ = d.Validate() // only checking that nothing panics
-				return
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			done := make(chan error, 1)
+			go func() {
+				d, err := spec.Parse([]byte(in))
+				if err == nil {
+					err = d.Validate() // either is fine; nothing may panic
+					if err != nil && !errors.Is(err, spec.ErrInvalid) {
+						err = fmt.Errorf("Validate: %w", err)
+					} else {
+						err = nil
+					}
+				}
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(maxTime):
+				t.Fatalf("Parse did not return within %s", maxTime)
 			}
-			if !errors.Is(err, spec.ErrInvalid) && !errors.Is(err, spec.ErrTooLarge) {
+			runtime.ReadMemStats(&after)
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > maxAlloc {
+				t.Errorf("Parse allocated %d MiB, want at most %d MiB", alloc>>20, maxAlloc>>20)
+			} else {
+				t.Logf("allocated %d KiB", alloc>>10)
+			}
+			if err != nil && !errors.Is(err, spec.ErrInvalid) && !errors.Is(err, spec.ErrTooLarge) {
 				t.Errorf("error = %v, want ErrInvalid or ErrTooLarge", err)
 			}
 		})
