@@ -4,19 +4,27 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// underGoRun reports whether this process is a binary `go run` built: it
-// runs from go's temporary build directory (…/go-build…/b001/exe/).
+// underGoRun reports whether this process was started by `go run`: its
+// parent is the go command (Linux: /proc/<ppid>/comm), or it runs from
+// where go run puts binaries (a go-build temporary directory, or an
+// executable cached in the build cache, …/go-build/xx/<hash>-d/name).
 func underGoRun() bool {
+	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(os.Getppid()) + "/comm"); err == nil {
+		return strings.TrimSpace(string(comm)) == "go"
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return false
 	}
-	return strings.Contains(filepath.ToSlash(exe), "/go-build") && strings.Contains(filepath.ToSlash(exe), "/exe/")
+	exe = filepath.ToSlash(exe)
+	return strings.Contains(exe, "/go-build") && (strings.Contains(exe, "/exe/") || strings.HasSuffix(path.Dir(exe), "-d"))
 }
 
 // exitWithParent makes a server started by `go run` shut down gracefully
