@@ -205,9 +205,19 @@ func TestStoppingGoRunStopsTheServer(t *testing.T) {
 	case <-time.After(5 * time.Minute):
 		t.Fatal("go run did not start the server within 5 minutes")
 	}
-	children, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/task/" + strconv.Itoa(cmd.Process.Pid) + "/children")
-	if err != nil {
+	// Each thread lists the children it forked: read every thread's list.
+	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/task/*/children")
+	if err != nil || len(tasks) == 0 {
 		t.Skipf("cannot list the go command's children on this system: %v", err)
+	}
+	var children []byte
+	for _, task := range tasks {
+		c, err := os.ReadFile(task)
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		children = append(children, c...)
+		children = append(children, ' ')
 	}
 	f := strings.Fields(string(children))
 	if len(f) != 1 {
@@ -219,11 +229,28 @@ func TestStoppingGoRunStopsTheServer(t *testing.T) {
 	}
 	_ = cmd.Wait()
 	deadline := time.Now().Add(60 * time.Second)
-	for syscall.Kill(child, 0) == nil {
+	for processRuns(child) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(child, syscall.SIGKILL)
 			t.Fatalf("server pid %d still runs 60s after its go run was stopped", child)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// processRuns reports whether pid is a live process: a zombie (exited,
+// waiting for whoever inherited it to reap it) has stopped running.
+func processRuns(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses: "pid (comm) S ...".
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z' && stat[i+2] != 'X'
+	}
+	return true
 }
