@@ -216,6 +216,9 @@ func TestBrowserSignInFollowApproveCancel(t *testing.T) {
 	w.gh.AuthorizeAs("alice")
 	w.createPipeline()
 	w.gh.Repo("acme", "app").Commit("main", map[string]string{".pipeline.yml": browserSpec}, "pipeline for the UI test")
+	// alice only reads acme/readonly: "New pipeline" must not offer it.
+	w.gh.AddRepo("acme", "readonly")
+	w.gh.Grant("alice", "acme", "readonly", "read")
 	alice := token(t, "alice", 1001, "tok-alice")
 	r := w.do("POST", "/api/v1/pipelines/acme/app/builds", alice, map[string]any{"author": markup, "branch": "main"}, "X-Custom-Event", "dashboard")
 	expect(t, r, http.StatusCreated)
@@ -335,9 +338,13 @@ func TestBrowserSignInFollowApproveCancel(t *testing.T) {
 	b.axe("pipelines")
 	b.shots("pipelines")
 
-	// New pipeline lists the caller's repositories; an error is shown in words.
+	// New pipeline lists the repositories the caller administers (not
+	// acme/readonly, which alice only reads); an error is shown in words.
 	b.clickButton("New pipeline")
 	b.wait("the repositories", `document.querySelector('.row')?.textContent.includes('acme/app')`)
+	if s := b.text(); strings.Contains(s, "acme/readonly") {
+		t.Error("New pipeline offers a repository the caller cannot administer")
+	}
 	b.axe("new pipeline")
 	b.clickButton("Create")
 	b.wait("the conflict in words", `document.querySelector('.note-error')?.textContent.includes('Could not create acme/app')`)

@@ -52,6 +52,7 @@ type Config struct {
 	InternalRegistry string
 	StageTimeout     time.Duration
 	StaleAfter       time.Duration
+	PermissionTTL    time.Duration
 	// AllowForkBuilds lets pull requests from forks run on the local
 	// executor (they run untrusted code on the server's host).
 	AllowForkBuilds bool
@@ -109,6 +110,7 @@ var settings = []setting{
 	{"kube-service-account", []string{"KONTINUOUS_KUBE_SERVICE_ACCOUNT"}, "", "service account stage pods run as (default: the namespace's default; no API token is mounted)"},
 	{"internal-registry", []string{"KONTINUOUS_INTERNAL_REGISTRY"}, "", "registry host[/path] docker_publish pushes to when a stage names no external_registry"},
 	{"stage-timeout", []string{"KONTINUOUS_STAGE_TIMEOUT"}, "1h", "default timeout of a stage without one in its spec"},
+	{"permission-ttl", []string{"KONTINUOUS_PERMISSION_TTL"}, "30s", "how long a user's forge permission on a repository is reused before it is asked again (reads keep working from it while the forge is down)"},
 	{"stale-after", []string{"KONTINUOUS_STALE_AFTER"}, "45s", "a running build whose server has not been heard from for this long is taken over by another (or a restarted) server"},
 	{"allow-fork-builds", []string{"KONTINUOUS_ALLOW_FORK_BUILDS"}, "false", "run pull requests from forks on the local executor (untrusted code on this host; the kubernetes executor always runs them, without secrets)"},
 	{"notify-allow-private", []string{"KONTINUOUS_NOTIFY_ALLOW_PRIVATE"}, "false", "let Slack notifications use plain http and private, loopback or link-local addresses (off: https to public addresses only)"},
@@ -313,6 +315,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if c.StageTimeout, err = time.ParseDuration(get("stage-timeout")); err != nil || c.StageTimeout <= 0 || c.StageTimeout > 24*time.Hour {
 		return c, bad("stage-timeout", "%q must be a duration between 1s and 24h", get("stage-timeout"))
+	}
+	if c.PermissionTTL, err = time.ParseDuration(get("permission-ttl")); err != nil || c.PermissionTTL < time.Second || c.PermissionTTL > 24*time.Hour {
+		return c, bad("permission-ttl", "%q must be a duration between 1s and 24h", get("permission-ttl"))
 	}
 	if c.StaleAfter, err = time.ParseDuration(get("stale-after")); err != nil || c.StaleAfter < 3*time.Second || c.StaleAfter > time.Hour {
 		return c, bad("stale-after", "%q must be a duration between 3s and 1h", get("stale-after"))

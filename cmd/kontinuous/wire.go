@@ -98,7 +98,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	}
 	app.closers = append(app.closers, func(context.Context) error { store.Close(); return nil })
 
-	scm, err := githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log})
+	scm, err := githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log, PermissionTTL: cfg.PermissionTTL})
 	if err != nil {
 		return nil, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
 	}

@@ -233,10 +233,12 @@ func (s *SCM) Repositories(ctx context.Context, tok pipeline.ForgeToken) ([]pipe
 		}
 		for _, r := range repos {
 			repo := toRepository(r)
-			out = append(out, repo)
 			if r.Permissions != nil {
-				s.perms.put(tok, repo.Owner, repo.Name, permissionOf(r.Permissions))
+				p := permissionOf(r.Permissions)
+				s.perms.put(tok, repo.Owner, repo.Name, p)
+				repo.Permissions = &pipeline.Access{Read: p >= pipeline.PermRead, Push: p >= pipeline.PermPush, Admin: p >= pipeline.PermAdmin}
 			}
+			out = append(out, repo)
 		}
 		if resp.NextPage == 0 || resp.NextPage == opts.Page {
 			break

@@ -117,6 +117,11 @@ func TestRepositoriesReadsEveryPage(t *testing.T) {
 		app.CloneURL != r.CloneURL || app.AvatarURL == "" || !app.Private {
 		t.Fatalf("alice/app = %+v", app)
 	}
+	// Each listed repository carries the caller's access (a UI offers
+	// "New pipeline" only where it is admin).
+	if a := repos[1].Permissions; a == nil || !a.Read || a.Push || a.Admin {
+		t.Fatalf("org/r0 permissions = %+v, want read only", a)
+	}
 	// The listing primed the permission cache.
 	if p, err := scm.Permission(t.Context(), bob, "org", "r1"); err != nil || p != pipeline.PermRead {
 		t.Fatalf("permission = %v, %v", p, err)

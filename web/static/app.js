@@ -169,7 +169,9 @@ async function pipelinesPage(signal) {
 
 async function newPipelinePage(signal) {
   document.title = 'New pipeline · Kontinuous';
-  const repos = await api.get('/api/v1/repositories', { signal });
+  // Only repositories the caller administers: creating a pipeline installs
+  // a webhook and a deploy key, which needs admin on the forge.
+  const repos = (await api.get('/api/v1/repositories', { signal })).filter((r) => !r.permissions || r.permissions.admin);
   const msg = h('div', { 'aria-live': 'polite' });
   const create = async (r, btn) => {
     btn.disabled = true;
@@ -189,7 +191,7 @@ async function newPipelinePage(signal) {
       const btn = h('button', { type: 'button' }, 'Create');
       btn.addEventListener('click', () => create(r, btn));
       return h('li', { class: 'row' }, h('span', { class: 'grow' }, r.full_name), ' ', btn);
-    })) : note('Your account has no repositories Kontinuous can see.'));
+    })) : note('None of your repositories lets you administer it, so none can get a pipeline. Ask an admin of the repository.'));
 }
 
 function buildRow(owner, repo, b) {
