@@ -152,7 +152,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		return nil, err
 	}
 	cl := callers{users: store}
-	builds := api.NewBuildResources(svc, cl, verifier)
+	builds := api.NewBuildResources(svc, cl, op.Or(verifier))
 	ui, err := web.New()
 	if err != nil {
 		return nil, err
