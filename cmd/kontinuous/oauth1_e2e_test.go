@@ -37,12 +37,17 @@ type bitbucketDC struct {
 
 func newBitbucketDC(t *testing.T) (*bitbucketDC, string) {
 	t.Helper()
+	return newBitbucketDCWithCallback(t, "https://bitbucket.example.com/bb/")
+}
+
+func newBitbucketDCWithCallback(t *testing.T, callback string) (*bitbucketDC, string) {
+	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
 	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	bb := &bitbucketDC{t: t, key: k, consumer: "bitbucket:4242", callback: "https://bitbucket.example.com/bb/"}
+	bb := &bitbucketDC{t: t, key: k, consumer: "bitbucket:4242", callback: callback}
 	file := filepath.Join(t.TempDir(), "consumers.json")
 	data, _ := json.Marshal([]map[string]string{{
 		"key": bb.consumer, "name": "Bitbucket (test)", "callback": bb.callback,
