@@ -54,6 +54,7 @@ var tagDescriptions = []spec.Tag{
 	{TagProps: spec.TagProps{Name: tagStages, Description: "the stages of a build: approval of wait stages, re-runs from a stage, logs"}},
 	{TagProps: spec.TagProps{Name: tagLint, Description: "check a .pipeline.yml with the server's own parser"}},
 	{TagProps: spec.TagProps{Name: tagBadges, Description: "status badges (SVG) for README files; public repositories need no token"}},
+	{TagProps: spec.TagProps{Name: tagOAuth1, Description: "OAuth 1.0a provider for Bitbucket Data Center Application Links: the signed protocol endpoints (/oauth/1.0a/*, form-encoded), the user's consent and the applications a user authorized"}},
 	{TagProps: spec.TagProps{Name: "forges", Description: "the forges this server signs in with (and Auth0 for API clients): what a UI needs to draw its sign-in buttons (public)"}},
 }
 

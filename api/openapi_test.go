@@ -39,6 +39,7 @@ func newTestServer(t *testing.T) *Server {
 			NewBuildResources(nil, nil, refuseAll{}),
 			NewLintResources(),
 			NewBadgeResources(nil),
+			NewOAuth1Resources(nil),
 		},
 	})
 	if err != nil {

@@ -126,6 +126,8 @@ var routes = []*regexp.Regexp{
 	regexp.MustCompile(`^/$`),
 	regexp.MustCompile(`^/new$`),
 	regexp.MustCompile(`^/auth/callback/[a-z0-9]+$`),
+	regexp.MustCompile(`^/oauth/1\.0a/authorize$`),
+	regexp.MustCompile(`^/account$`),
 	regexp.MustCompile(`^/[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}(/settings)?$`),
 	regexp.MustCompile(`^/[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}/builds/[1-9][0-9]{0,9}(/stages/[1-9][0-9]{0,4})?$`),
 }

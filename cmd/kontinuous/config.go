@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kontinuous/kontinuous/auth/oauth1"
 )
 
 // Config is every setting of the server (CONTRACT §1). This is the only
@@ -69,6 +71,9 @@ type Config struct {
 	DockerHost string
 	// Cluster: more than one server, live streams (config_cluster.go).
 	Cluster ClusterConfig
+	// OAuth1Consumers are the Application Links' consumers (oauth1.go);
+	// none: the OAuth 1.0a provider is off.
+	OAuth1Consumers []oauth1.Consumer
 }
 
 // setting describes one flag and the environment variables behind it.
@@ -343,6 +348,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		return c, bad("log-level", "%q: use debug, info, warn or error", c.LogLevel)
 	}
 	if err := c.loadCluster(get, bad); err != nil {
+		return c, err
+	}
+	if err := c.loadOAuth1(get, bad); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -147,8 +147,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, err
 	}
+	op, err := newOAuth1(sctx, cfg, store, log)
+	if err != nil {
+		return nil, err
+	}
 	cl := callers{users: store}
-	builds := api.NewBuildResources(svc, cl, verifier)
+	builds := api.NewBuildResources(svc, cl, op.Or(verifier))
 	ui, err := web.New()
 	if err != nil {
 		return nil, err
@@ -156,7 +160,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	builds.SetStreamLimits(cfg.Cluster.MaxStreamsPerUser, cfg.Cluster.MaxStreams)
 	server, err := api.New(api.Config{
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
-		Ready: store.Ready, Authenticator: verifier,
+		Ready: store.Ready, Authenticator: op.Or(verifier),
 		Resources: []api.Resource{
 			api.NewLoginResources(api.LoginConfig{Login: login}),
 			api.NewUserResources(store, verifier),
@@ -165,6 +169,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 			builds,
 			api.NewLintResources(),
 			api.NewBadgeResources(pipeline.NewBadges(svc)),
+			oauth1Resources(op),
 		},
 		SwaggerUI: swaggerui.Handler(api.SpecPath),
 		UI:        ui,

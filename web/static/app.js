@@ -3,6 +3,7 @@
 import { h, put, status, final, age, duration, short, note } from './dom.js';
 import * as api from './api.js';
 import { LogView } from './log.js';
+import { consentPage, accountPage } from './apps.js';
 
 const main = document.getElementById('main');
 const session = document.getElementById('session');
@@ -15,6 +16,8 @@ const routes = [
   [/^\/$/, pipelinesPage],
   [/^\/new$/, newPipelinePage],
   [/^\/auth\/callback\/([a-z0-9]+)$/, callbackPage, true],
+  [/^\/oauth\/1\.0a\/authorize$/, (signal) => consentPage(main, signal)],
+  [/^\/account$/, (signal) => accountPage(main, signal)],
   [/^\/([^/]+)\/([^/]+)$/, pipelinePage],
   [/^\/([^/]+)\/([^/]+)\/settings$/, settingsPage],
   [/^\/([^/]+)\/([^/]+)\/builds\/(\d+)(?:\/stages\/(\d+))?$/, buildPage],
@@ -75,6 +78,7 @@ function drawSession() {
   const u = api.user();
   if (!u || !api.token()) return put(session);
   put(session, h('span', { class: 'who' }, 'Signed in as ', h('strong', {}, u.user_name || u.user_id)), ' ',
+    h('a', { href: '/account' }, 'Account'), ' ',
     h('button', { type: 'button', class: 'link', onclick: signOut }, 'Sign out'));
 }
 
