@@ -13,8 +13,8 @@ check() { # package pattern, forbidden regexp
     if [ -n "$bad" ]; then echo "$p must not depend on: $bad"; fail=1; fi
   done
 }
-check ./api/... "^(go.etcd.io/etcd/client/v3|github.com/google/go-github|$mod/pipeline/(etcdstore|githubscm|executor))"
-check ./auth/... "^(go.etcd.io/etcd/client/v3|$mod/pipeline/(etcdstore|githubscm|executor)|$mod/api)"
+check ./api/... "^(go.etcd.io/etcd/client/v3|github.com/google/go-github|$mod/pipeline/(etcdstore|forge|executor))"
+check ./auth/... "^(go.etcd.io/etcd/client/v3|$mod/pipeline/(etcdstore|forge|executor)|$mod/api)"
 check ./pipeline "^(go.etcd.io/etcd|github.com/google/go-github|github.com/emicklei|net/http/httptest|$mod/(api|auth|cmd))"
 check ./pipeline/spec "^(go.etcd.io/etcd|github.com/google/go-github|net/http$|os/exec)"
 [ "$fail" = 0 ] && echo "dependency layering ok"

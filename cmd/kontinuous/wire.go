@@ -16,7 +16,7 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 	"github.com/kontinuous/kontinuous/pipeline/executor/local"
-	"github.com/kontinuous/kontinuous/pipeline/githubscm"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
 	swaggerui "github.com/kontinuous/kontinuous/swagger-ui"
 	"github.com/kontinuous/kontinuous/web"

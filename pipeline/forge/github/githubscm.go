@@ -1,8 +1,8 @@
-// Package githubscm implements pipeline.SCM on GitHub's REST API (github.com
+// Package github implements pipeline.SCM on GitHub's REST API (github.com
 // or GitHub Enterprise) with go-github. Every call acts with the token it is
 // given; nothing here holds a token beyond the call. Errors wrap the
 // pipeline sentinels and never carry tokens or webhook secrets.
-package githubscm
+package github
 
 import (
 	"context"
