@@ -196,6 +196,9 @@ func paging(req *restful.Request) (limit, before int, err error) {
 // postBuilds takes webhook deliveries and manual triggers.
 func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response) {
 	owner, repo, err := repoPath(req)
+	if err == nil {
+		err = r.svc.ValidateRepoName(owner, repo)
+	}
 	if err != nil {
 		writeError(req, resp, err)
 		return
@@ -221,22 +224,20 @@ func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response
 		writeError(req, resp, err)
 		return
 	}
-	event := req.HeaderParameter("X-GitHub-Event")
-	if event == "" {
-		writeStatus(resp, http.StatusBadRequest, "missing X-GitHub-Event (webhook) or X-Custom-Event (manual trigger)")
+	_, wreq, ok, herr := r.svc.Forges().Delivery(req.Request)
+	if !ok {
+		writeStatus(resp, http.StatusBadRequest, "missing a forge's webhook event header (forges: "+strings.Join(r.svc.Forges().Names(), ", ")+") or X-Custom-Event (manual trigger)")
 		return
 	}
-	body, err := r.readWebhookBody(req, resp, owner, repo)
+	body, err := r.readWebhookBody(req, resp, owner, repo, herr)
 	if err != nil {
 		if err != errAnswered {
 			writeError(req, resp, err)
 		}
 		return
 	}
-	res, err := r.svc.HandleWebhook(req.Request.Context(), owner, repo, pipeline.WebhookRequest{
-		Event: event, Delivery: req.HeaderParameter("X-GitHub-Delivery"),
-		Signature: req.HeaderParameter("X-Hub-Signature-256"), Body: body,
-	})
+	wreq.Body = body
+	res, err := r.svc.HandleWebhook(req.Request.Context(), owner, repo, wreq)
 	if err != nil {
 		writeError(req, resp, err)
 		return
@@ -560,4 +561,22 @@ func writeSSEData(w *bufio.Writer, line []byte) {
 		line = line[i+1:]
 	}
 	w.WriteString("\n")
+}
+
+// BodyLimit caps the body of a forge's webhook delivery (POST …/builds
+// that a registered forge claims, not a manual trigger) at MaxWebhookBody;
+// 0 leaves r to the default cap.
+func (r *BuildResources) BodyLimit(hr *http.Request) int64 {
+	return webhookBodyLimit(r.svc.Forges(), hr)
+}
+
+func webhookBodyLimit(forges *pipeline.Forges, hr *http.Request) int64 {
+	if hr.Method != http.MethodPost || hr.Header.Get("X-Custom-Event") != "" ||
+		!strings.HasSuffix(strings.TrimSuffix(hr.URL.Path, "/"), "/builds") {
+		return 0
+	}
+	if _, _, ok, _ := forges.Delivery(hr); ok {
+		return MaxWebhookBody
+	}
+	return 0
 }
