@@ -73,13 +73,14 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
 		Writes([]pipeline.Build{}).
 		Returns(http.StatusOK, "builds", []pipeline.Build{}), tagBuilds, 400, 401, 404, 429, 502, 503))
-	ws.Route(doc(ws.POST("").To(r.postBuilds).
+	post := ws.POST("").To(r.postBuilds).
 		Consumes(restful.MIME_JSON).
-		Doc("GitHub webhook delivery (X-GitHub-Event, X-Hub-Signature-256; no Bearer token), or a manual trigger with X-Custom-Event: dashboard|cli, a Bearer token with push access and body {author, branch}").
-		Param(o).Param(rp).
-		Param(ws.HeaderParameter("X-GitHub-Event", "webhook event name").DataType("string")).
-		Param(ws.HeaderParameter("X-GitHub-Delivery", "webhook delivery id").DataType("string")).
-		Param(ws.HeaderParameter("X-Hub-Signature-256", "sha256=<hex HMAC of the body with the webhook secret>").DataType("string")).
+		Doc(r.deliveryDoc()).
+		Param(o).Param(rp)
+	for _, h := range r.webhookHeaders() {
+		post.Param(ws.HeaderParameter(h.Name, h.Description).DataType("string"))
+	}
+	ws.Route(doc(post.
 		Param(ws.HeaderParameter("X-Custom-Event", "dashboard or cli for a manual trigger").DataType("string")).
 		Reads(pipeline.ManualTrigger{}).
 		Writes(pipeline.Build{}).
@@ -579,4 +580,31 @@ func webhookBodyLimit(forges *pipeline.Forges, hr *http.Request) int64 {
 		return MaxWebhookBody
 	}
 	return 0
+}
+
+// webhookHeaders are the registered forges' delivery headers.
+func (r *BuildResources) webhookHeaders() []pipeline.WebhookHeader {
+	var out []pipeline.WebhookHeader
+	for _, n := range r.svc.Forges().Names() {
+		if f, ok := r.svc.Forges().Get(n); ok {
+			out = append(out, f.WebhookHeaders()...)
+		}
+	}
+	return out
+}
+
+// deliveryDoc describes POST …/builds with the forges' headers.
+func (r *BuildResources) deliveryDoc() string {
+	var forges []string
+	for _, n := range r.svc.Forges().Names() {
+		f, _ := r.svc.Forges().Get(n)
+		var hs []string
+		for _, h := range f.WebhookHeaders() {
+			if h.Name != "" && !strings.Contains(strings.ToLower(h.Name), "delivery") {
+				hs = append(hs, h.Name)
+			}
+		}
+		forges = append(forges, n+" webhook delivery ("+strings.Join(hs, ", ")+"; no Bearer token)")
+	}
+	return strings.Join(append(forges, "a manual trigger with X-Custom-Event: dashboard|cli, a Bearer token with push access and body {author, branch}"), ", or ")
 }

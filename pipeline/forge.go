@@ -36,6 +36,14 @@ type Forge interface {
 	// CloneCredentials are the basic-auth user and password with which an
 	// executor clones over HTTPS as the holder of tok.
 	CloneCredentials(tok ForgeToken) (user, password string)
+	// WebhookHeaders documents the headers of the forge's deliveries (for
+	// the API's Swagger).
+	WebhookHeaders() []WebhookHeader
+}
+
+// WebhookHeader is one header of a forge's webhook deliveries.
+type WebhookHeader struct {
+	Name, Description string
 }
 
 // ForgeOAuth is a forge's OAuth web login. Errors: ErrNotImplemented when

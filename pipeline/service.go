@@ -102,7 +102,13 @@ func (s *Service) ValidateRepoName(owner, repo string) error {
 }
 
 // Forges is the registry of the forges the service talks to.
-func (s *Service) Forges() *Forges { return s.forges }
+// A nil Service has none.
+func (s *Service) Forges() *Forges {
+	if s == nil {
+		return NewForges()
+	}
+	return s.forges
+}
 
 // ValidateRef checks a branch, tag or SHA name.
 func ValidateRef(field, ref string) error {

@@ -43,6 +43,15 @@ func (s *SCM) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
 	return req, true, nil
 }
 
+// WebhookHeaders implements pipeline.Forge.
+func (s *SCM) WebhookHeaders() []pipeline.WebhookHeader {
+	return []pipeline.WebhookHeader{
+		{Name: HeaderEvent, Description: "webhook event name"},
+		{Name: HeaderDelivery, Description: "webhook delivery id"},
+		{Name: HeaderSignature, Description: "sha256=<hex HMAC of the body with the webhook secret>"},
+	}
+}
+
 // sigShape is X-Hub-Signature-256's shape: sha256= and 64 hex digits.
 func sigShape(sig string) bool {
 	hexSig, ok := strings.CutPrefix(sig, "sha256=")
