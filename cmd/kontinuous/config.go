@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Config is every setting of the server (CONTRACT §1). This is the only
+// Config is every setting of the server (README, settings table). This is the only
 // place that reads the environment.
 type Config struct {
 	Listen string
