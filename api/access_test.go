@@ -17,7 +17,7 @@ import (
 	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
-	"github.com/kontinuous/kontinuous/pipeline/githubscm"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 	"github.com/kontinuous/kontinuous/pipeline/logstore"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"

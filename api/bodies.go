@@ -2,11 +2,9 @@ package api
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -137,31 +135,18 @@ var (
 	webhookBudgetWait       = 5 * time.Second
 )
 
-// sigShape is GitHub's X-Hub-Signature-256 shape: sha256= and 64 hex digits.
-func sigShape(sig string) bool {
-	hexSig, ok := strings.CutPrefix(sig, "sha256=")
-	if !ok || len(hexSig) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(hexSig)
-	return err == nil
-}
-
 // readWebhookBody reads a delivery's body only once everything that can
-// be known without it is: the headers' shape (signature, delivery id,
-// Content-Length within the cap) and that the pipeline exists. Then it
+// be known without it is: the headers' shape (signature, delivery id: the
+// forge's Delivery checked them into headerErr; Content-Length within the cap) and that the pipeline exists. Then it
 // waits briefly for room in the webhook body budget (503 with Retry-After
 // when there is none) and reads exactly Content-Length bytes, with the
 // read deadlines every body gets.
-func (r *BuildResources) readWebhookBody(req *restful.Request, resp *restful.Response, owner, repo string) ([]byte, error) {
+func (r *BuildResources) readWebhookBody(req *restful.Request, resp *restful.Response, owner, repo string, headerErr error) ([]byte, error) {
 	hr := req.Request
-	if !sigShape(req.HeaderParameter("X-Hub-Signature-256")) {
-		// Unsigned or malformed: the message is the one a wrong
-		// signature gets.
-		return nil, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
-	}
-	if strings.TrimSpace(req.HeaderParameter("X-GitHub-Delivery")) == "" {
-		return nil, pipeline.Invalid("X-GitHub-Delivery", "a delivery id is required")
+	if headerErr != nil {
+		// The forge's Delivery found the signature or delivery id
+		// missing or malformed.
+		return nil, headerErr
 	}
 	n := hr.ContentLength
 	if n < 0 {

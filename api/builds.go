@@ -73,13 +73,14 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
 		Writes([]pipeline.Build{}).
 		Returns(http.StatusOK, "builds", []pipeline.Build{}), tagBuilds, 400, 401, 404, 429, 502, 503))
-	ws.Route(doc(ws.POST("").To(r.postBuilds).
+	post := ws.POST("").To(r.postBuilds).
 		Consumes(restful.MIME_JSON).
-		Doc("GitHub webhook delivery (X-GitHub-Event, X-Hub-Signature-256; no Bearer token), or a manual trigger with X-Custom-Event: dashboard|cli, a Bearer token with push access and body {author, branch}").
-		Param(o).Param(rp).
-		Param(ws.HeaderParameter("X-GitHub-Event", "webhook event name").DataType("string")).
-		Param(ws.HeaderParameter("X-GitHub-Delivery", "webhook delivery id").DataType("string")).
-		Param(ws.HeaderParameter("X-Hub-Signature-256", "sha256=<hex HMAC of the body with the webhook secret>").DataType("string")).
+		Doc(r.deliveryDoc()).
+		Param(o).Param(rp)
+	for _, h := range r.webhookHeaders() {
+		post.Param(ws.HeaderParameter(h.Name, h.Description).DataType("string"))
+	}
+	ws.Route(doc(post.
 		Param(ws.HeaderParameter("X-Custom-Event", "dashboard or cli for a manual trigger").DataType("string")).
 		Reads(pipeline.ManualTrigger{}).
 		Writes(pipeline.Build{}).
@@ -196,6 +197,9 @@ func paging(req *restful.Request) (limit, before int, err error) {
 // postBuilds takes webhook deliveries and manual triggers.
 func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response) {
 	owner, repo, err := repoPath(req)
+	if err == nil {
+		err = r.svc.ValidateRepoName(owner, repo)
+	}
 	if err != nil {
 		writeError(req, resp, err)
 		return
@@ -221,22 +225,20 @@ func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response
 		writeError(req, resp, err)
 		return
 	}
-	event := req.HeaderParameter("X-GitHub-Event")
-	if event == "" {
-		writeStatus(resp, http.StatusBadRequest, "missing X-GitHub-Event (webhook) or X-Custom-Event (manual trigger)")
+	_, wreq, ok, herr := r.svc.Forges().Delivery(req.Request)
+	if !ok {
+		writeStatus(resp, http.StatusBadRequest, "missing a forge's webhook event header (forges: "+strings.Join(r.svc.Forges().Names(), ", ")+") or X-Custom-Event (manual trigger)")
 		return
 	}
-	body, err := r.readWebhookBody(req, resp, owner, repo)
+	body, err := r.readWebhookBody(req, resp, owner, repo, herr)
 	if err != nil {
 		if err != errAnswered {
 			writeError(req, resp, err)
 		}
 		return
 	}
-	res, err := r.svc.HandleWebhook(req.Request.Context(), owner, repo, pipeline.WebhookRequest{
-		Event: event, Delivery: req.HeaderParameter("X-GitHub-Delivery"),
-		Signature: req.HeaderParameter("X-Hub-Signature-256"), Body: body,
-	})
+	wreq.Body = body
+	res, err := r.svc.HandleWebhook(req.Request.Context(), owner, repo, wreq)
 	if err != nil {
 		writeError(req, resp, err)
 		return
@@ -560,4 +562,49 @@ func writeSSEData(w *bufio.Writer, line []byte) {
 		line = line[i+1:]
 	}
 	w.WriteString("\n")
+}
+
+// BodyLimit caps the body of a forge's webhook delivery (POST …/builds
+// that a registered forge claims, not a manual trigger) at MaxWebhookBody;
+// 0 leaves r to the default cap.
+func (r *BuildResources) BodyLimit(hr *http.Request) int64 {
+	return webhookBodyLimit(r.svc.Forges(), hr)
+}
+
+func webhookBodyLimit(forges *pipeline.Forges, hr *http.Request) int64 {
+	if hr.Method != http.MethodPost || hr.Header.Get("X-Custom-Event") != "" ||
+		!strings.HasSuffix(strings.TrimSuffix(hr.URL.Path, "/"), "/builds") {
+		return 0
+	}
+	if _, _, ok, _ := forges.Delivery(hr); ok {
+		return MaxWebhookBody
+	}
+	return 0
+}
+
+// webhookHeaders are the registered forges' delivery headers.
+func (r *BuildResources) webhookHeaders() []pipeline.WebhookHeader {
+	var out []pipeline.WebhookHeader
+	for _, n := range r.svc.Forges().Names() {
+		if f, ok := r.svc.Forges().Get(n); ok {
+			out = append(out, f.WebhookHeaders()...)
+		}
+	}
+	return out
+}
+
+// deliveryDoc describes POST …/builds with the forges' headers.
+func (r *BuildResources) deliveryDoc() string {
+	var forges []string
+	for _, n := range r.svc.Forges().Names() {
+		f, _ := r.svc.Forges().Get(n)
+		var hs []string
+		for _, h := range f.WebhookHeaders() {
+			if h.Name != "" && !strings.Contains(strings.ToLower(h.Name), "delivery") {
+				hs = append(hs, h.Name)
+			}
+		}
+		forges = append(forges, n+" webhook delivery ("+strings.Join(hs, ", ")+"; no Bearer token)")
+	}
+	return strings.Join(append(forges, "a manual trigger with X-Custom-Event: dashboard|cli, a Bearer token with push access and body {author, branch}"), ", or ")
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
@@ -74,7 +75,7 @@ func newLoginServer(t *testing.T, limiter *auth.Limiter, extra ...Resource) *log
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	oauth, err := auth.NewGitHubOAuth(auth.GitHubOAuthConfig{ClientID: loginClientID, ClientSecret: loginClientSecret, WebURL: gh.URL})
+	oauth, err := githubscm.NewOAuth(githubscm.OAuthConfig{ClientID: loginClientID, ClientSecret: loginClientSecret, WebURL: gh.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

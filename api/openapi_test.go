@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/apidocs.golden.json")
@@ -22,6 +23,16 @@ type refuseAll struct{}
 
 func (refuseAll) Authenticate(*http.Request) (context.Context, error) {
 	return nil, pipeline.Errorf(pipeline.ErrUnauthorized, "no")
+}
+
+// specService is a Service whose only part is the GitHub forge, whose
+// webhook headers the spec documents.
+func specService(t *testing.T) *pipeline.Service {
+	gh, err := githubscm.New(githubscm.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pipeline.NewService(pipeline.ServiceConfig{SCM: gh})
 }
 
 // newTestServer assembles every resource; handlers are not called, so the
@@ -36,7 +47,7 @@ func newTestServer(t *testing.T) *Server {
 			NewUserResources(nil, nil),
 			NewForgeResources([]Forge{{Name: "github", LoginURL: "/api/v1/login/github/authorize"}}),
 			NewPipelineResources(nil, nil),
-			NewBuildResources(nil, nil, refuseAll{}),
+			NewBuildResources(specService(t), nil, refuseAll{}),
 			NewLintResources(),
 			NewBadgeResources(nil),
 			NewOAuth1Resources(nil),

@@ -221,8 +221,14 @@ func (s *Server) observe(req *restful.Request, resp *restful.Response, chain *re
 	s.cfg.Logger.Log(req.Request.Context(), level, "request", attrs...)
 }
 
-// limitBodies caps request bodies: webhook deliveries (POST …/builds with
-// X-GitHub-Event and no X-Custom-Event) at 25 MiB, the rest, manual triggers included, at
+// bodyLimiter is a Resource that raises the body cap of some requests
+// (BuildResources: a forge's webhook deliveries); 0 = the default cap.
+type bodyLimiter interface {
+	BodyLimit(r *http.Request) int64
+}
+
+// limitBodies caps request bodies: webhook deliveries (see
+// BuildResources.BodyLimit) at 25 MiB, the rest, manual triggers included, at
 // 1 MiB. Handlers that read past the cap get an *http.MaxBytesError, which
 // writeError maps to 413. Every body is read with deadlines (see
 // withReadDeadlines): a stalled or trickling client is cut off.
@@ -230,9 +236,13 @@ func (s *Server) limitBodies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
 			limit := int64(MaxJSONBody)
-			if r.Method == http.MethodPost && r.Header.Get("X-GitHub-Event") != "" && r.Header.Get("X-Custom-Event") == "" &&
-				strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/builds") {
-				limit = MaxWebhookBody
+			for _, res := range s.cfg.Resources {
+				if bl, ok := res.(bodyLimiter); ok {
+					if n := bl.BodyLimit(r); n > 0 {
+						limit = n
+						break
+					}
+				}
 			}
 			if r.ContentLength > limit {
 				WriteHTTPError(w, http.StatusRequestEntityTooLarge, "request body exceeds "+strconv.FormatInt(limit, 10)+" bytes")

@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	restful "github.com/emicklei/go-restful/v3"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 )
 
 // allowAll authenticates every request (these tests are not about auth).
@@ -37,6 +40,16 @@ func (probeResource) WebServices() []*restful.WebService {
 		writeJSON(resp, http.StatusOK, []map[string]int{{"a": 1}, {"b": 2}})
 	}))
 	return []*restful.WebService{ws}
+}
+
+// BodyLimit gives the probe's …/builds the webhook cap of GitHub's
+// deliveries, as BuildResources does.
+func (probeResource) BodyLimit(r *http.Request) int64 {
+	gh, err := githubscm.New(githubscm.Config{})
+	if err != nil {
+		panic(err)
+	}
+	return webhookBodyLimit(pipeline.NewForges(gh), r)
 }
 
 func newProbeServer(t *testing.T) *httptest.Server {

@@ -25,7 +25,7 @@ const (
 const streamRetryAfter = "10"
 
 // streamLimits bounds the live streams open at once, per caller and in
-// total (CONTRACT §12): each holds goroutines, a connection and buffers.
+// total (README, live streams): each holds goroutines, a connection and buffers.
 type streamLimits struct {
 	mu      sync.Mutex
 	perUser int

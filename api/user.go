@@ -21,7 +21,7 @@ type Sessions interface {
 
 // UserInfo is the caller as GET /api/v1/user shows them.
 type UserInfo struct {
-	UserID   string `json:"user_id" description:"github|<numeric GitHub id>"`
+	UserID   string `json:"user_id" description:"<forge>|<numeric forge user id>"`
 	UserName string `json:"user_name" description:"GitHub login"`
 }
 

@@ -11,7 +11,7 @@ import (
 // decode and is refused as malformed, never panics.
 type userClaims struct {
 	jwt.RegisteredClaims
-	// UserID is the legacy identity claim ("github|1001").
+	// UserID is the legacy identity claim ("<forge>|<numeric id>").
 	UserID string `json:"user_id,omitempty"`
 	// Name is the user's login (tokens of this server and jwt-gen) or
 	// full name (Auth0).

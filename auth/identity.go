@@ -23,7 +23,7 @@ const (
 // recently accepted tokens (in memory, by token hash) and nothing else
 // keeps them.
 type Identity struct {
-	// UserID is "github|<numeric id>" for GitHub users (from user_id, else sub).
+	// UserID is "<forge>|<numeric id>" (from user_id, else sub).
 	UserID string
 	// Login is the user name shown to people (nickname or name claim).
 	Login string

@@ -28,25 +28,26 @@ type ForgeUsers interface {
 
 // LoginConfig configures NewLogin. Every field but AllowRedirect is required.
 type LoginConfig struct {
-	OAuth  *GitHubOAuth
+	// OAuth is the forge's OAuth login; its Name prefixes user ids.
+	OAuth  pipeline.ForgeOAuth
 	Users  UserWriter
 	Forge  ForgeUsers
 	Issuer *Issuer
 	States *States
 	// AllowRedirect, when set, must approve every redirect_uri a login
-	// starts with (GitHub checks it against the OAuth app as well).
+	// starts with (the forge checks it against its OAuth app as well).
 	AllowRedirect func(redirectURI string) bool
 }
 
-// LoginResult is the reply of a completed login (CONTRACT §2).
+// LoginResult is the reply of a completed login (docs/api.md, Login).
 type LoginResult struct {
 	JWT      string `json:"jwt"`
 	UserID   string `json:"user_id"`
 	UserName string `json:"user_name"`
 }
 
-// Login runs the GitHub web login: a server-issued state, the code
-// exchange, the user look-up, storing the user with their GitHub token and
+// Login runs a forge's web login: a server-issued state, the code
+// exchange, the user look-up, storing the user with their forge token and
 // issuing a Kontinuous token.
 type Login struct {
 	cfg LoginConfig
@@ -63,15 +64,15 @@ func NewLogin(cfg LoginConfig) (*Login, error) {
 // maxParamLen bounds code, state and redirect_uri.
 const maxParamLen = 2048
 
-// Authorize starts a login: it returns GitHub's authorize URL with a fresh
-// server-issued state bound to redirectURI (which may be empty: GitHub
-// then uses the OAuth app's callback URL).
+// Authorize starts a login: it returns the forge's authorize URL with a
+// fresh server-issued state bound to redirectURI (which may be empty: the
+// forge then uses the OAuth app's callback URL).
 func (l *Login) Authorize(redirectURI string) (string, error) {
 	if err := l.checkRedirect(redirectURI); err != nil {
 		return "", err
 	}
 	// Fail before minting a state when the OAuth app is not configured.
-	if err := l.cfg.OAuth.configured(); err != nil {
+	if err := l.cfg.OAuth.OAuthConfigured(); err != nil {
 		return "", err
 	}
 	state, err := l.cfg.States.New(redirectURI)
@@ -96,11 +97,11 @@ func (l *Login) checkRedirect(redirectURI string) error {
 	return nil
 }
 
-// Complete finishes a login with GitHub's code and the state. Missing code
-// or state is ErrInvalid (400). A state starting with "ks1." must be
+// Complete finishes a login with the forge's code and the state. Missing
+// code or state is ErrInvalid (400). A state starting with "ks1." must be
 // genuine, unexpired and unused (else ErrUnauthorized); any other state is
-// client-managed and passed through to GitHub. A bad or spent code is
-// ErrUnauthorized; GitHub failing or misconfigured is ErrUpstream.
+// client-managed and passed through to the forge. A bad or spent code is
+// ErrUnauthorized; the forge failing or misconfigured is ErrUpstream.
 func (l *Login) Complete(ctx context.Context, code, state, redirectURI string) (LoginResult, error) {
 	switch {
 	case code == "":
@@ -115,7 +116,7 @@ func (l *Login) Complete(ctx context.Context, code, state, redirectURI string) (
 	if err := l.checkRedirect(redirectURI); err != nil {
 		return LoginResult{}, err
 	}
-	if err := l.cfg.OAuth.configured(); err != nil {
+	if err := l.cfg.OAuth.OAuthConfigured(); err != nil {
 		return LoginResult{}, err
 	}
 	if IsServerState(state) {
@@ -132,16 +133,16 @@ func (l *Login) Complete(ctx context.Context, code, state, redirectURI string) (
 	fu, err := l.cfg.Forge.User(ctx, tok)
 	if err != nil {
 		if errors.Is(err, pipeline.ErrUnauthorized) {
-			// GitHub refusing the token it just issued is GitHub's fault.
-			return LoginResult{}, fmt.Errorf("%w (%v)", pipeline.Errorf(pipeline.ErrUpstream, "GitHub refused the token it issued"), err)
+			// The forge refusing the token it just issued is its fault.
+			return LoginResult{}, fmt.Errorf("%w (%v)", pipeline.Errorf(pipeline.ErrUpstream, "%s refused the token it issued", l.cfg.OAuth.Name()), err)
 		}
-		return LoginResult{}, fmt.Errorf("auth: look up the GitHub user: %w", err)
+		return LoginResult{}, fmt.Errorf("auth: look up the %s user: %w", l.cfg.OAuth.Name(), err)
 	}
 	if fu.ID <= 0 || fu.Login == "" {
-		return LoginResult{}, pipeline.Errorf(pipeline.ErrUpstream, "GitHub returned no user id or login")
+		return LoginResult{}, pipeline.Errorf(pipeline.ErrUpstream, "%s returned no user id or login", l.cfg.OAuth.Name())
 	}
 	u := pipeline.User{
-		ID:      "github|" + strconv.FormatInt(fu.ID, 10),
+		ID:      l.cfg.OAuth.Name() + "|" + strconv.FormatInt(fu.ID, 10),
 		Login:   fu.Login,
 		Token:   tok,
 		Updated: pipeline.Now(),

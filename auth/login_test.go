@@ -16,6 +16,7 @@ import (
 	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
@@ -79,7 +80,7 @@ func newLoginEnvOn(t *testing.T, cli *clientv3.Client, appSecret string) *loginE
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	oauth, err := auth.NewGitHubOAuth(auth.GitHubOAuthConfig{ClientID: clientID, ClientSecret: appSecret, WebURL: gh.URL})
+	oauth, err := githubscm.NewOAuth(githubscm.OAuthConfig{ClientID: clientID, ClientSecret: appSecret, WebURL: gh.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +351,7 @@ func TestClientManagedStatePassesThroughToGitHub(t *testing.T) {
 }
 
 func TestGitHubLoginNotConfiguredSaysSo(t *testing.T) {
-	oauth, err := auth.NewGitHubOAuth(auth.GitHubOAuthConfig{})
+	oauth, err := githubscm.NewOAuth(githubscm.OAuthConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ type VerifierConfig struct {
 	JWKSUnknownKIDInterval time.Duration
 }
 
-// Verifier authenticates user tokens (CONTRACT §2). It is safe for
+// Verifier authenticates user tokens (README, "Authentication"). It is safe for
 // concurrent use and keeps no per-request state.
 //
 // The key source is chosen from the header's alg before anything else, and

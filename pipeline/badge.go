@@ -39,7 +39,7 @@ const maxBadgeScan = 1000
 // such build). ok is false when there is nothing to show (see Badges);
 // callers must then answer alike whatever the reason.
 func (b *Badges) Status(ctx context.Context, owner, repo, branch string) (st Status, ok bool) {
-	if ValidateRepoName(owner, repo) != nil || len(branch) > 255 {
+	if b.svc.ValidateRepoName(owner, repo) != nil || len(branch) > 255 {
 		return "", false
 	}
 	store := b.svc.cfg.Store

@@ -43,7 +43,7 @@ func errBadSignature() error {
 // answer a bad signature gets: anonymous callers learn nothing about
 // which pipelines exist.
 func (s *Service) WebhookTarget(ctx context.Context, owner, repo string) error {
-	if err := ValidateRepoName(owner, repo); err != nil {
+	if err := s.ValidateRepoName(owner, repo); err != nil {
 		return err
 	}
 	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
@@ -59,7 +59,7 @@ func (s *Service) WebhookTarget(ctx context.Context, owner, repo string) error {
 // delivery window), so replaying a signed body under a new or empty
 // delivery id makes no new build.
 func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req WebhookRequest) (WebhookResult, error) {
-	if err := ValidateRepoName(owner, repo); err != nil {
+	if err := s.ValidateRepoName(owner, repo); err != nil {
 		return WebhookResult{}, err
 	}
 	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
@@ -70,7 +70,14 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 		}
 		return WebhookResult{}, err
 	}
-	ev, err := s.cfg.SCM.ParseWebhook(req, p.WebhookSecret)
+	f := s.forges.Default()
+	if req.Forge != "" {
+		var ok bool
+		if f, ok = s.forges.Get(req.Forge); !ok {
+			return WebhookResult{}, errBadSignature()
+		}
+	}
+	ev, err := f.ParseWebhook(req, p.WebhookSecret)
 	if err != nil {
 		if errors.Is(err, ErrUnauthorized) {
 			return WebhookResult{}, errBadSignature()
@@ -78,7 +85,7 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 		return WebhookResult{}, err
 	}
 	if strings.TrimSpace(req.Delivery) == "" {
-		return WebhookResult{}, Invalid("X-GitHub-Delivery", "a delivery id is required")
+		return WebhookResult{}, Invalid("delivery", "a delivery id is required")
 	}
 	if ev.Kind == "ping" {
 		return WebhookResult{Outcome: WebhookPong}, nil
@@ -234,7 +241,7 @@ func (s *Service) RunFromStage(ctx context.Context, c Caller, owner, repo string
 
 // AgentStatus applies a build agent's stage report (stage-token auth).
 func (s *Service) AgentStatus(ctx context.Context, owner, repo string, number, index int, token string, u AgentUpdate) (Stage, error) {
-	if err := ValidateRepoName(owner, repo); err != nil {
+	if err := s.ValidateRepoName(owner, repo); err != nil {
 		return Stage{}, err
 	}
 	st, err := s.cfg.Engine.AgentStatus(ctx, owner, repo, number, index, token, u)

@@ -26,7 +26,7 @@ import (
 // EngineConfig wires the build engine.
 type EngineConfig struct {
 	Store    Store
-	SCM      SCM
+	SCM      Forge
 	Logs     LogStore
 	Executor Executor
 	// PublicURL is the server's base URL (KONTINUOUS_URL, status links).
@@ -757,8 +757,11 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 
 func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error) {
 	u, err := e.cfg.Store.GetUser(ctx, p.OwnerUserID)
+	if err == nil && u.Token.Valid() {
+		u.Token, err = FreshToken(ctx, e.cfg.SCM, e.cfg.Store, u)
+	}
 	if err != nil || !u.Token.Valid() {
-		return ForgeToken{}, fmt.Errorf("the pipeline owner's GitHub token is not available; its creator must log in again")
+		return ForgeToken{}, fmt.Errorf("the pipeline owner's forge token is not available; its creator must log in again")
 	}
 	return u.Token, nil
 }
@@ -923,6 +926,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		Stage: st, Env: env, SecretNames: names, Timeout: timeout, Namespace: ns,
 		AgentToken: agentToken, ServerURL: e.cfg.PublicURL,
 	}
+	job.CloneUser, job.CloneToken = e.cfg.SCM.CloneCredentials(tok)
 	var outcome StageOutcome
 	var omu sync.Mutex
 	report := func(o StageOutcome) {

@@ -16,7 +16,7 @@ import (
 type Store interface {
 	// PutUser creates or replaces a user.
 	PutUser(ctx context.Context, u User) error
-	// GetUser returns a user by id ("github|1001").
+	// GetUser returns a user by id ("<forge>|<numeric id>").
 	GetUser(ctx context.Context, id string) (User, error)
 
 	// CreatePipeline stores a new pipeline; ErrConflict if owner/repo exists.
@@ -131,11 +131,17 @@ type CommitStatus struct {
 	TargetURL   string
 }
 
-// WebhookRequest is an incoming delivery, transport-neutral.
+// WebhookRequest is an incoming delivery, forge-neutral: what the forge's
+// Delivery read from the headers, and the body.
 type WebhookRequest struct {
-	Event     string // X-GitHub-Event
-	Delivery  string // X-GitHub-Delivery
-	Signature string // X-Hub-Signature-256
+	// Forge is the name of the forge that claimed the delivery ("" = the
+	// default forge).
+	Forge string
+	// Event is the forge's event name, Delivery its delivery id and
+	// Signature the signature header's value, as the forge sent them.
+	Event     string
+	Delivery  string
+	Signature string
 	Body      []byte
 }
 
@@ -162,8 +168,9 @@ type WebhookEvent struct {
 	Fork bool
 }
 
-// SCM is the forge, as the use cases need it. GitHub implements it
-// (pipeline/githubscm); nothing forge-specific leaks through it. Calls that
+// SCM is the forge's API, as the use cases need it: part of Forge
+// (forge.go), which each forge package implements; nothing
+// forge-specific leaks through it. Calls that
 // act for a user take that user's token. Errors wrap ErrNotFound,
 // ErrForbidden, ErrUnauthorized (bad token), ErrRateLimited or ErrUpstream.
 type SCM interface {
@@ -236,9 +243,11 @@ type StageJob struct {
 	BuildID     string
 	Commit      string
 	Branch      string
-	// CloneURL is the HTTPS clone URL recorded on the build; CloneToken
-	// authenticates it as basic auth "x-access-token:<token>".
+	// CloneURL is the HTTPS clone URL recorded on the build; CloneUser and
+	// CloneToken (the forge's Forge.CloneCredentials) authenticate it as
+	// basic auth.
 	CloneURL   string
+	CloneUser  string
 	CloneToken string
 	// Stage has its params already rendered from the spec's templates.
 	Stage Stage

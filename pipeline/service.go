@@ -33,8 +33,9 @@ type Caller struct {
 // ServiceConfig wires the use cases.
 type ServiceConfig struct {
 	Store Store
-	SCM   SCM
-	Logs  LogStore
+	// SCM is the forge pipelines live on.
+	SCM  Forge
+	Logs LogStore
 	// PublicURL is the server's base URL (webhook target, links).
 	PublicURL string
 	Logger    *slog.Logger
@@ -49,8 +50,9 @@ type ServiceConfig struct {
 // Service holds the use cases behind the API: authorization against the
 // forge, pipeline lifecycle, definitions, secrets, builds.
 type Service struct {
-	cfg ServiceConfig
-	log *slog.Logger
+	cfg    ServiceConfig
+	log    *slog.Logger
+	forges *Forges
 }
 
 // NewService returns the use cases.
@@ -59,14 +61,15 @@ func NewService(cfg ServiceConfig) *Service {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
-	return &Service{cfg: cfg, log: cfg.Logger}
+	return &Service{cfg: cfg, log: cfg.Logger, forges: NewForges(cfg.SCM)}
 }
 
-// Name rules (GitHub's): owner 1–39 of [A-Za-z0-9-], repo 1–100 of
-// [A-Za-z0-9._-] and not "." or "..".
+// Name rules every forge's names meet (a forge adds its own, see
+// Forge.ValidateRepoName): owner and repo 1–100 of [A-Za-z0-9._-], not
+// starting with "-" and not "." or "..", so that they are safe as path
+// segments and store keys.
 var (
-	ownerRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
-	repoRe  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+	nameRe = regexp.MustCompile(`^[A-Za-z0-9._][A-Za-z0-9._-]{0,99}$`)
 	// secretNameRe is a Kubernetes Secret name (DNS-1123 subdomain, short).
 	secretNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$`)
 	envKeyRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
@@ -74,15 +77,37 @@ var (
 	refRe = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,255}$`)
 )
 
-// ValidateRepoName checks owner and repo against GitHub's name rules.
+// ValidateRepoName checks owner and repo against the rules every forge's
+// names meet; the service also applies the forge's own
+// (Service.ValidateRepoName).
 func ValidateRepoName(owner, repo string) error {
-	if !ownerRe.MatchString(owner) {
-		return Invalid("owner", "%q is not a valid GitHub owner name", owner)
+	if !nameRe.MatchString(owner) || owner == "." || owner == ".." {
+		return Invalid("owner", "%q is not a valid owner name", owner)
 	}
-	if !repoRe.MatchString(repo) || repo == "." || repo == ".." {
-		return Invalid("repo", "%q is not a valid GitHub repository name", repo)
+	if !nameRe.MatchString(repo) || repo == "." || repo == ".." {
+		return Invalid("repo", "%q is not a valid repository name", repo)
 	}
 	return nil
+}
+
+// ValidateRepoName checks owner and repo against the forge's rules and
+// the common ones.
+func (s *Service) ValidateRepoName(owner, repo string) error {
+	if f := s.forges.Default(); f != nil {
+		if err := f.ValidateRepoName(owner, repo); err != nil {
+			return err
+		}
+	}
+	return ValidateRepoName(owner, repo)
+}
+
+// Forges is the registry of the forges the service talks to.
+// A nil Service has none.
+func (s *Service) Forges() *Forges {
+	if s == nil {
+		return NewForges()
+	}
+	return s.forges
 }
 
 // ValidateRef checks a branch, tag or SHA name.
@@ -97,7 +122,7 @@ func ValidateRef(field, ref string) error {
 // (never revealing it exists) and ErrForbidden when they can see it but
 // lack need.
 func (s *Service) authorize(ctx context.Context, c Caller, owner, repo string, need Permission) error {
-	if err := ValidateRepoName(owner, repo); err != nil {
+	if err := s.ValidateRepoName(owner, repo); err != nil {
 		return err
 	}
 	if !c.Token.Valid() {
@@ -198,7 +223,7 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if s.cfg.CreateRefusal != "" {
 		return Pipeline{}, Errorf(ErrConflict, "%s", s.cfg.CreateRefusal)
 	}
-	if err := ValidateRepoName(req.Owner, req.Repo); err != nil {
+	if err := s.ValidateRepoName(req.Owner, req.Repo); err != nil {
 		return Pipeline{}, err
 	}
 	events, err := normalizeEvents(req.Events)

@@ -1,7 +1,9 @@
 // Package pipeline holds Kontinuous's domain: pipelines, builds, stages,
 // their state machine and use cases, and the small interfaces (ports) it
-// needs from storage, the forge and the executors. It knows nothing of HTTP,
-// etcd or GitHub types.
+// needs from storage, the forge and the executors. It names no forge, store
+// or executor (the adapters beneath it implement its ports; see
+// docs/architecture.md); its only HTTP is the Forge port's webhook headers
+// and the Slack notifier.
 package pipeline
 
 import (
@@ -182,7 +184,7 @@ type Stage struct {
 
 // User is a person who logged in through a forge.
 type User struct {
-	// ID is "<forge>|<numeric id>", e.g. "github|1001".
+	// ID is "<forge>|<numeric id>" (the forge's name, see Forge).
 	ID string `json:"user_id"`
 	// Login is the forge user name.
 	Login string `json:"user_name"`

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Keeps dependencies pointing inward (STYLE.md): the domain and the HTTP
-# layer never import storage or forge adapters, clientv3 or go-github.
+# Keeps dependencies pointing inward (docs/architecture.md): the domain, the
+# HTTP layer, auth and the executors never import storage or forge
+# adapters, clientv3 or go-github; a forge imports no other forge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
@@ -13,8 +14,18 @@ check() { # package pattern, forbidden regexp
     if [ -n "$bad" ]; then echo "$p must not depend on: $bad"; fail=1; fi
   done
 }
-check ./api/... "^(go.etcd.io/etcd/client/v3|github.com/google/go-github|$mod/pipeline/(etcdstore|githubscm|executor))"
-check ./auth/... "^(go.etcd.io/etcd/client/v3|$mod/pipeline/(etcdstore|githubscm|executor)|$mod/api)"
+check ./api/... "^(go.etcd.io/etcd/client/v3|github.com/google/go-github|$mod/pipeline/(etcdstore|forge|executor))"
+check ./auth/... "^(go.etcd.io/etcd/client/v3|github.com/google/go-github|$mod/pipeline/(etcdstore|forge|executor)|$mod/api)"
+check ./pipeline/executor/... "^($mod/pipeline/forge|github.com/google/go-github)"
+check ./pipeline/logstore/... "^$mod/pipeline/forge"
+# A forge imports no other forge: each sits beside the others, under the port.
+for d in pipeline/forge/*/; do
+  f=$(basename "$d")
+  for p in $(go list "./$d..."); do
+    bad=$(go list -deps "$p" | grep -E "^$mod/pipeline/forge/" | grep -vE "^$mod/pipeline/forge/$f(/|\$)" || true)
+    if [ -n "$bad" ]; then echo "$p must not depend on: $bad"; fail=1; fi
+  done
+done
 check ./pipeline "^(go.etcd.io/etcd|github.com/google/go-github|github.com/emicklei|net/http/httptest|$mod/(api|auth|cmd))"
 check ./pipeline/spec "^(go.etcd.io/etcd|github.com/google/go-github|net/http$|os/exec)"
 [ "$fail" = 0 ] && echo "dependency layering ok"

@@ -15,7 +15,7 @@ import (
 	"github.com/kontinuous/kontinuous/auth/oauth1"
 )
 
-// Config is every setting of the server (CONTRACT §1). This is the only
+// Config is every setting of the server (README, settings table). This is the only
 // place that reads the environment.
 type Config struct {
 	Listen string

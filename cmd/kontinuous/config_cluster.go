@@ -6,7 +6,7 @@ import (
 )
 
 // ClusterConfig holds the settings of running more than one server
-// (CONTRACT §11) and of live streams (§12).
+// and of live streams (README, settings).
 type ClusterConfig struct {
 	// LogStore is where stage logs live: "etcd" (every server reads and
 	// follows every log) or "files" (the data dir of the server that ran

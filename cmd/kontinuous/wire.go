@@ -16,16 +16,17 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 	"github.com/kontinuous/kontinuous/pipeline/executor/local"
-	"github.com/kontinuous/kontinuous/pipeline/githubscm"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
 	swaggerui "github.com/kontinuous/kontinuous/swagger-ui"
 	"github.com/kontinuous/kontinuous/web"
 )
 
 // callers resolves the authenticated identity on a request's context to
-// the acting user with their GitHub token.
+// the acting user with their forge token, refreshed when it has expired.
 type callers struct {
-	users auth.UserReader
+	users pipeline.UserStore
+	forge pipeline.ForgeOAuth
 }
 
 func (c callers) Caller(ctx context.Context) (pipeline.Caller, error) {
@@ -36,6 +37,15 @@ func (c callers) Caller(ctx context.Context) (pipeline.Caller, error) {
 	tok, err := auth.GitHubToken(ctx, id, c.users)
 	if err != nil {
 		return pipeline.Caller{}, err
+	}
+	if id.GitHubToken == "" && c.forge != nil && tok.RefreshToken != "" && !tok.Expiry.IsZero() {
+		u := pipeline.User{ID: id.UserID, Login: id.Login, Token: tok}
+		if stored, gerr := c.users.GetUser(ctx, id.UserID); gerr == nil {
+			u = stored
+		}
+		if tok, err = pipeline.FreshToken(ctx, c.forge, c.users, u); err != nil {
+			return pipeline.Caller{}, err
+		}
 	}
 	return pipeline.Caller{UserID: id.UserID, Login: id.Login, Token: tok}, nil
 }
@@ -98,7 +108,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	}
 	app.closers = append(app.closers, func(context.Context) error { store.Close(); return nil })
 
-	scm, err := githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log, PermissionTTL: cfg.PermissionTTL})
+	oauth, err := githubscm.NewOAuth(githubscm.OAuthConfig{ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubSecret, WebURL: cfg.GitHubURL})
+	if err != nil {
+		return nil, fmt.Errorf("setting --github-url (GITHUB_URL): %w", err)
+	}
+	scm, err := githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log, OAuth: oauth, PermissionTTL: cfg.PermissionTTL})
 	if err != nil {
 		return nil, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
 	}
@@ -139,11 +153,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, err
 	}
-	oauth, err := auth.NewGitHubOAuth(auth.GitHubOAuthConfig{ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubSecret, WebURL: cfg.GitHubURL})
-	if err != nil {
-		return nil, fmt.Errorf("setting --github-url (GITHUB_URL): %w", err)
-	}
-	login, err := auth.NewLogin(auth.LoginConfig{OAuth: oauth, Users: store, Forge: scm, Issuer: issuer, States: states})
+	login, err := auth.NewLogin(auth.LoginConfig{OAuth: scm, Users: store, Forge: scm, Issuer: issuer, States: states})
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +161,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, err
 	}
-	cl := callers{users: store}
+	cl := callers{users: store, forge: scm}
 	builds := api.NewBuildResources(svc, cl, op.Or(verifier))
 	ui, err := web.New()
 	if err != nil {

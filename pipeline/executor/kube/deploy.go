@@ -169,7 +169,7 @@ func fetchTree(ctx context.Context, job pipeline.StageJob) (*object.Tree, error)
 	}
 	var auth transport.AuthMethod
 	if job.CloneToken != "" && (strings.HasPrefix(job.CloneURL, "https://") || strings.HasPrefix(job.CloneURL, "http://")) {
-		auth = &githttp.BasicAuth{Username: "x-access-token", Password: job.CloneToken}
+		auth = &githttp.BasicAuth{Username: job.CloneUser, Password: job.CloneToken}
 	}
 	hash := plumbing.NewHash(job.Commit)
 	fetch := func(spec string, depth int) error {

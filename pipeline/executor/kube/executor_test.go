@@ -58,8 +58,8 @@ func stageJob(typ string, params map[string]any) pipeline.StageJob {
 	return pipeline.StageJob{
 		Owner: "Acaleph", Repo: "kontinuous", BuildNumber: 7, BuildID: "b-7",
 		Commit: testCommit, Branch: "main",
-		CloneURL:   "https://github.com/Acaleph/kontinuous.git",
-		CloneToken: testToken,
+		CloneURL:  "https://github.com/Acaleph/kontinuous.git",
+		CloneUser: "x-access-token", CloneToken: testToken,
 		Stage: pipeline.Stage{Name: "Stage " + typ, Type: typ, Index: 2, Params: params,
 			Started: 1700000000000000000, Vars: map[string]string{"GO_VERSION": "1.22"}},
 		Env: map[string]string{

@@ -167,7 +167,7 @@ func (kt *kubeTest) buildJobs(t *testing.T, raw string, build int) []pipeline.St
 		jobs = append(jobs, pipeline.StageJob{
 			Owner: "Acaleph", Repo: "kontinuous", BuildNumber: build, BuildID: fmt.Sprint(build),
 			Commit: testCommit, Branch: "main",
-			CloneURL: "https://github.com/Acaleph/kontinuous.git", CloneToken: testToken,
+			CloneURL: "https://github.com/Acaleph/kontinuous.git", CloneUser: "x-access-token", CloneToken: testToken,
 			Stage: pipeline.Stage{Name: s.Name, Type: s.Type, Index: i + 1, Params: s.Params, Labels: s.Labels,
 				Vars: def.StageVars(i), Secrets: def.StageSecrets(i), Started: time.Now().UnixNano()},
 			Env:         env,

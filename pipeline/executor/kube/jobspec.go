@@ -42,11 +42,12 @@ const (
 // cloner image with a POSIX shell and git. The token reaches git through a
 // credential helper that reads it from the environment (filled from the
 // per-build Secret), so it never appears in the pod spec, in a process's
-// arguments or in a URL.
+// arguments or in a URL. @CLONE_USER@ stands for the forge's clone user
+// (StageJob.CloneUser, see cloneUserWord).
 const cloneScript = `set -eu
 if [ -n "${KONTINUOUS_CLONE_TOKEN:-}" ]; then
   export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=credential.helper
-  export GIT_CONFIG_VALUE_0='!f() { test "$1" = get || exit 0; echo username=x-access-token; echo "password=$KONTINUOUS_CLONE_TOKEN"; }; f'
+  export GIT_CONFIG_VALUE_0='!f() { test "$1" = get || exit 0; echo username=@CLONE_USER@; echo "password=$KONTINUOUS_CLONE_TOKEN"; }; f'
 fi
 export GIT_TERMINAL_PROMPT=0
 git init -q "$KONTINUOUS_SOURCE_DIR"
@@ -326,10 +327,21 @@ func (e *Executor) cloneContainer(job pipeline.StageJob, in jobInput) corev1.Con
 	return corev1.Container{
 		Name:         containerClone,
 		Image:        e.cfg.ClonerImage,
-		Command:      []string{"/bin/sh", "-c", cloneScript},
+		Command:      []string{"/bin/sh", "-c", strings.ReplaceAll(cloneScript, "@CLONE_USER@", cloneUserWord(job.CloneUser))},
 		Env:          env,
 		VolumeMounts: []corev1.VolumeMount{{Name: volumeWorkspace, MountPath: workspaceDir}},
 	}
+}
+
+// cloneUserWord keeps of a forge's clone user only what is safe inside the
+// script's single-quoted credential helper: letters, digits and ._@-.
+func cloneUserWord(u string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x80 && (r == '.' || r == '_' || r == '@' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return r
+		}
+		return -1
+	}, u)
 }
 
 // plainEnv is job.Env without secrets: the KONTINUOUS_* values and the

@@ -73,7 +73,7 @@ func newExecutor(t *testing.T, cfg Config) *Executor {
 func commandJob(s *gitServer, build int, command ...string) pipeline.StageJob {
 	return pipeline.StageJob{
 		Owner: "acme", Repo: "app", BuildNumber: build, Commit: s.head, Branch: "main",
-		CloneURL: s.cloneURL, CloneToken: s.token,
+		CloneURL: s.cloneURL, CloneUser: "x-access-token", CloneToken: s.token,
 		Stage: pipeline.Stage{Name: "test", Type: "command", Index: 1, Params: map[string]any{"command": toAny(command)}},
 		Env:   map[string]string{"KONTINUOUS_COMMIT": s.head, "KONTINUOUS_BUILD_ID": strconv.Itoa(build)},
 	}

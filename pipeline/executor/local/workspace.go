@@ -84,7 +84,7 @@ func clone(ctx context.Context, job pipeline.StageJob, dir string, log io.Writer
 	}
 	var auth transport.AuthMethod
 	if job.CloneToken != "" {
-		auth = &githttp.BasicAuth{Username: "x-access-token", Password: job.CloneToken}
+		auth = &githttp.BasicAuth{Username: job.CloneUser, Password: job.CloneToken}
 	}
 	logf(log, "cloning %s at %s", shown, commit)
 	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{

@@ -1,4 +1,4 @@
-package auth
+package github
 
 import (
 	"context"
@@ -14,11 +14,11 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline"
 )
 
-// GitHubScope is the scope Kontinuous asks for (CONTRACT §2).
-const GitHubScope = "user,repo,admin:repo_hook"
+// Scope is the scope Kontinuous asks for.
+const Scope = "user,repo,admin:repo_hook"
 
-// GitHubOAuthConfig configures NewGitHubOAuth.
-type GitHubOAuthConfig struct {
+// OAuthConfig configures NewOAuth.
+type OAuthConfig struct {
 	// ClientID and ClientSecret of the GitHub OAuth app. When either is
 	// empty, GitHub login answers ErrNotImplemented.
 	ClientID     string
@@ -30,17 +30,17 @@ type GitHubOAuthConfig struct {
 	HTTPClient *http.Client
 }
 
-// GitHubOAuth is the server side of GitHub's OAuth web flow.
-type GitHubOAuth struct {
+// OAuth is the server side of GitHub's OAuth web flow.
+type OAuth struct {
 	cfg    oauth2.Config
 	client *http.Client
 }
 
-// NewGitHubOAuth checks cfg and returns a GitHubOAuth whose endpoints are
+// NewOAuth checks cfg and returns an OAuth whose endpoints are
 // {WebURL}/login/oauth/authorize and {WebURL}/login/oauth/access_token.
 // The client secret is sent in the POST body of the exchange, never in a
 // URL or an Authorization header.
-func NewGitHubOAuth(cfg GitHubOAuthConfig) (*GitHubOAuth, error) {
+func NewOAuth(cfg OAuthConfig) (*OAuth, error) {
 	if cfg.WebURL == "" {
 		cfg.WebURL = "https://github.com"
 	}
@@ -52,7 +52,7 @@ func NewGitHubOAuth(cfg GitHubOAuthConfig) (*GitHubOAuth, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 15 * time.Second}
 	}
-	return &GitHubOAuth{
+	return &OAuth{
 		cfg: oauth2.Config{
 			ClientID:     cfg.ClientID,
 			ClientSecret: cfg.ClientSecret,
@@ -62,14 +62,14 @@ func NewGitHubOAuth(cfg GitHubOAuthConfig) (*GitHubOAuth, error) {
 				AuthStyle: oauth2.AuthStyleInParams,
 			},
 			// One comma-separated element, as the contract spells the URL.
-			Scopes: []string{GitHubScope},
+			Scopes: []string{Scope},
 		},
 		client: cfg.HTTPClient,
 	}, nil
 }
 
-// configured reports whether the OAuth app is set.
-func (g *GitHubOAuth) configured() error {
+// configured is nil when the OAuth app is set.
+func (g *OAuth) configured() error {
 	if g.cfg.ClientID == "" || g.cfg.ClientSecret == "" {
 		return pipeline.Errorf(pipeline.ErrNotImplemented, "GitHub login is not configured on this server (set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET)")
 	}
@@ -78,7 +78,7 @@ func (g *GitHubOAuth) configured() error {
 
 // AuthorizeURL is where to send the browser: GitHub's authorize page with
 // client_id, redirect_uri (when not empty), scope and state.
-func (g *GitHubOAuth) AuthorizeURL(state, redirectURI string) (string, error) {
+func (g *OAuth) AuthorizeURL(state, redirectURI string) (string, error) {
 	if err := g.configured(); err != nil {
 		return "", err
 	}
@@ -104,7 +104,7 @@ var codesRefused = map[string]bool{
 // (which come with HTTP 200) are failures: a bad, spent or expired code is
 // ErrUnauthorized; wrong client credentials, other errors, 5xx and network
 // failures are ErrUpstream. No error includes the code or the secret.
-func (g *GitHubOAuth) Exchange(ctx context.Context, code, state, redirectURI string) (pipeline.ForgeToken, error) {
+func (g *OAuth) Exchange(ctx context.Context, code, state, redirectURI string) (pipeline.ForgeToken, error) {
 	if err := g.configured(); err != nil {
 		return pipeline.ForgeToken{}, err
 	}
@@ -125,7 +125,7 @@ func (g *GitHubOAuth) Exchange(ctx context.Context, code, state, redirectURI str
 // exchangeError maps an oauth2 error to a domain error whose text holds
 // only what is safe to log: GitHub's error code, the HTTP status or the
 // transport failure (the token URL carries no secret).
-func (g *GitHubOAuth) exchangeError(ctx context.Context, err error) error {
+func (g *OAuth) exchangeError(ctx context.Context, err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		code := safeCode(re.ErrorCode)

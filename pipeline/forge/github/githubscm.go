@@ -1,8 +1,8 @@
-// Package githubscm implements pipeline.SCM on GitHub's REST API (github.com
+// Package github implements pipeline.SCM on GitHub's REST API (github.com
 // or GitHub Enterprise) with go-github. Every call acts with the token it is
 // given; nothing here holds a token beyond the call. Errors wrap the
 // pipeline sentinels and never carry tokens or webhook secrets.
-package githubscm
+package github
 
 import (
 	"context"
@@ -38,6 +38,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of the permission cache (default time.Now).
 	Now func() time.Time
+	// OAuth is the login through GitHub's OAuth app (nil: login answers
+	// ErrNotImplemented).
+	OAuth *OAuth
 }
 
 // SCM is GitHub as pipeline.SCM. It is safe for concurrent use.
@@ -46,9 +49,10 @@ type SCM struct {
 	perms    *permCache
 	pageSize int
 	log      *slog.Logger
+	oauth    *OAuth
 }
 
-var _ pipeline.SCM = (*SCM)(nil)
+var _ pipeline.Forge = (*SCM)(nil)
 
 // DefaultAPIURL is github.com's REST base.
 const DefaultAPIURL = "https://api.github.com/"
@@ -101,6 +105,7 @@ func New(cfg Config) (*SCM, error) {
 		perms:    newPermCache(cfg.PermissionTTL, cfg.PermissionCacheSize, cfg.Now),
 		pageSize: cfg.PageSize,
 		log:      cfg.Logger,
+		oauth:    cfg.OAuth,
 	}, nil
 }
 

@@ -1,4 +1,4 @@
-package githubscm_test
+package github_test
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-github/v60/github"
 
 	"github.com/kontinuous/kontinuous/pipeline"
-	"github.com/kontinuous/kontinuous/pipeline/githubscm"
+	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 )
 

@@ -1,4 +1,4 @@
-package githubscm
+package github
 
 import (
 	"crypto/sha256"

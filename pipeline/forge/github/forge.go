@@ -1,0 +1,152 @@
+package github
+
+import (
+	"context"
+	"encoding/hex"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+// What pipeline.Forge needs beyond the REST calls: GitHub's webhook
+// headers, name rules, clone user and OAuth login.
+
+// GitHub's webhook headers.
+const (
+	HeaderEvent     = "X-GitHub-Event"
+	HeaderDelivery  = "X-GitHub-Delivery"
+	HeaderSignature = "X-Hub-Signature-256"
+)
+
+// Delivery implements pipeline.Forge: a request is GitHub's when it
+// carries X-GitHub-Event. The signature's shape (sha256= and 64 hex
+// digits) and a delivery id are checked here, before the body is read.
+func (s *SCM) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
+	event := r.Header.Get(HeaderEvent)
+	if event == "" {
+		return pipeline.WebhookRequest{}, false, nil
+	}
+	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
+	if !sigShape(req.Signature) {
+		// Unsigned or malformed: the message is the one a wrong
+		// signature gets.
+		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
+	}
+	if strings.TrimSpace(req.Delivery) == "" {
+		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
+	}
+	return req, true, nil
+}
+
+// WebhookHeaders implements pipeline.Forge.
+func (s *SCM) WebhookHeaders() []pipeline.WebhookHeader {
+	return []pipeline.WebhookHeader{
+		{Name: HeaderEvent, Description: "webhook event name"},
+		{Name: HeaderDelivery, Description: "webhook delivery id"},
+		{Name: HeaderSignature, Description: "sha256=<hex HMAC of the body with the webhook secret>"},
+	}
+}
+
+// sigShape is X-Hub-Signature-256's shape: sha256= and 64 hex digits.
+func sigShape(sig string) bool {
+	hexSig, ok := strings.CutPrefix(sig, "sha256=")
+	if !ok || len(hexSig) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(hexSig)
+	return err == nil
+}
+
+// GitHub's name rules: owner 1–39 of [A-Za-z0-9-], repo 1–100 of
+// [A-Za-z0-9._-] and not "." or "..".
+var (
+	ownerRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
+	repoRe  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+)
+
+// ValidateRepoName checks owner and repo against GitHub's name rules.
+func (s *SCM) ValidateRepoName(owner, repo string) error {
+	return ValidateRepoName(owner, repo)
+}
+
+// ValidateRepoName checks owner and repo against GitHub's name rules.
+func ValidateRepoName(owner, repo string) error {
+	if !ownerRe.MatchString(owner) {
+		return pipeline.Invalid("owner", "%q is not a valid GitHub owner name", owner)
+	}
+	if !repoRe.MatchString(repo) || repo == "." || repo == ".." {
+		return pipeline.Invalid("repo", "%q is not a valid GitHub repository name", repo)
+	}
+	return nil
+}
+
+// CloneCredentials: GitHub takes any OAuth or installation token as the
+// password of the user "x-access-token".
+func (s *SCM) CloneCredentials(tok pipeline.ForgeToken) (string, string) {
+	return "x-access-token", tok.AccessToken
+}
+
+// OAuthConfigured implements pipeline.ForgeOAuth.
+func (s *SCM) OAuthConfigured() error {
+	if s.oauth == nil {
+		return (&OAuth{}).configured()
+	}
+	return s.oauth.configured()
+}
+
+// AuthorizeURL implements pipeline.ForgeOAuth.
+func (s *SCM) AuthorizeURL(state, redirectURI string) (string, error) {
+	if err := s.OAuthConfigured(); err != nil {
+		return "", err
+	}
+	return s.oauth.AuthorizeURL(state, redirectURI)
+}
+
+// Exchange implements pipeline.ForgeOAuth.
+func (s *SCM) Exchange(ctx context.Context, code, state, redirectURI string) (pipeline.ForgeToken, error) {
+	if err := s.OAuthConfigured(); err != nil {
+		return pipeline.ForgeToken{}, err
+	}
+	return s.oauth.Exchange(ctx, code, state, redirectURI)
+}
+
+// Refresh implements pipeline.ForgeOAuth: GitHub App user tokens expire
+// and come with a refresh token; OAuth app tokens do not (ErrUnauthorized:
+// nothing to refresh with).
+func (s *SCM) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.ForgeToken, error) {
+	if err := s.OAuthConfigured(); err != nil {
+		return pipeline.ForgeToken{}, err
+	}
+	return s.oauth.Refresh(ctx, tok)
+}
+
+// Refresh trades tok's refresh token at the token endpoint for a new
+// token; errors are mapped as Exchange's are.
+func (g *OAuth) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.ForgeToken, error) {
+	if err := g.configured(); err != nil {
+		return pipeline.ForgeToken{}, err
+	}
+	if tok.RefreshToken == "" {
+		return pipeline.ForgeToken{}, pipeline.Errorf(pipeline.ErrUnauthorized, "the GitHub token cannot be refreshed; log in again")
+	}
+	// An expiry in the past makes the token source refresh now.
+	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
+	nt, err := g.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, g.client), old).Token()
+	if err != nil {
+		return pipeline.ForgeToken{}, g.exchangeError(ctx, err)
+	}
+	return pipeline.ForgeToken{AccessToken: nt.AccessToken, RefreshToken: nt.RefreshToken, Expiry: nt.Expiry}, nil
+}
+
+var _ pipeline.ForgeOAuth = (*OAuth)(nil)
+
+// Name is GitHub's identity prefix.
+func (g *OAuth) Name() string { return "github" }
+
+// OAuthConfigured implements pipeline.ForgeOAuth.
+func (g *OAuth) OAuthConfigured() error { return g.configured() }
