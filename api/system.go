@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -10,6 +11,8 @@ import (
 	restfulspec "github.com/emicklei/go-restful-openapi/v2"
 	restful "github.com/emicklei/go-restful/v3"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kontinuous/kontinuous/pipeline"
 )
 
 // Health is the body of /healthz and /readyz.
@@ -57,7 +60,12 @@ func (s *Server) readyz(req *restful.Request, resp *restful.Response) {
 	ctx, cancel := context.WithTimeout(req.Request.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.cfg.Ready(ctx); err != nil {
-		writeStatus(resp, http.StatusServiceUnavailable, "not ready: etcd unreachable")
+		msg := "not ready: etcd unreachable"
+		var pe *pipeline.PublicError
+		if errors.As(err, &pe) {
+			msg = "not ready: " + pe.Msg // e.g. etcd's NOSPACE alarm
+		}
+		writeStatus(resp, http.StatusServiceUnavailable, msg)
 		return
 	}
 	writeJSON(resp, http.StatusOK, Health{Status: "ready"})

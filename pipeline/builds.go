@@ -259,7 +259,7 @@ func (s *Service) StageLog(ctx context.Context, c Caller, owner, repo string, nu
 		return Stage{}, nil, err
 	}
 	data, err := s.cfg.Logs.Read(ctx, LogRef{Pipeline: Key(owner, repo), Build: number, Stage: index})
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLogPruned) {
 		return st, nil, nil
 	}
 	return st, data, err
@@ -303,7 +303,10 @@ func (s *Service) FollowStageLog(ctx context.Context, c Caller, owner, repo stri
 	ref := LogRef{Pipeline: Key(owner, repo), Build: number, Stage: index}
 	for attempt := 0; ; attempt++ {
 		err := s.cfg.Logs.Follow(ctx, ref, fn)
-		if !errors.Is(err, ErrNotFound) || attempt == 50 {
+		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrLogPruned) || attempt == 50 {
+			if errors.Is(err, ErrLogPruned) {
+				return err
+			}
 			if errors.Is(err, ErrNotFound) {
 				return nil // the stage ended without writing a log
 			}

@@ -29,6 +29,9 @@ var (
 	ErrTooLarge = errors.New("too large")
 	// ErrNotImplemented: a feature that cannot work in this configuration.
 	ErrNotImplemented = errors.New("not available")
+	// ErrLogPruned: a stage log was deleted by retention (--keep-logs)
+	// while its build stays; it is an ErrNotFound.
+	ErrLogPruned = fmt.Errorf("log pruned: %w", ErrNotFound)
 )
 
 // Causes (context.Cause) of the end of the ctx an Executor's RunStage gets,

@@ -84,7 +84,7 @@ func openEtcd(ctx context.Context, cfg Config, log *slog.Logger) (*clientv3.Clie
 		return cli, func(context.Context) error { return cli.Close() }, nil
 	}
 	dir := filepath.Join(cfg.DataDir, "etcd")
-	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: dir, Logger: log})
+	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: dir, Logger: log, QuotaBackendBytes: cfg.Cluster.EtcdQuotaBytes})
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
 	}

@@ -168,9 +168,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		return nil, err
 	}
 	builds.SetStreamLimits(cfg.Cluster.MaxStreamsPerUser, cfg.Cluster.MaxStreams)
+	reg, err := newRegistry(cfg, store)
+	if err != nil {
+		return nil, err
+	}
 	server, err := api.New(api.Config{
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
-		Ready: store.Ready, Authenticator: op.Or(verifier),
+		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg,
 		Resources: []api.Resource{
 			api.NewLoginResources(api.LoginConfig{Login: login}),
 			api.NewUserResources(store, verifier),
@@ -189,6 +193,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	}
 	engine.Start(ctx)
 	app.closers = append(app.closers, engine.Stop)
+	stopRetention, err := startRetention(cfg, store, logs, exec, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	app.closers = append(app.closers, stopRetention)
 
 	app.srv = &http.Server{
 		Handler:           server,

@@ -38,6 +38,9 @@ type EmbeddedConfig struct {
 	// AutoCompactionRetention is how much history etcd keeps, as an
 	// etcd periodic retention ("1h", the default).
 	AutoCompactionRetention string
+	// QuotaBackendBytes is the database size at which etcd raises NOSPACE
+	// and refuses writes (0: etcd's default, 2 GiB).
+	QuotaBackendBytes int64
 }
 
 // Embedded is an etcd server running in this process, listening on
@@ -116,6 +119,7 @@ func startEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.EnableGRPCGateway = false
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = cfg.AutoCompactionRetention
+	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
 	ec.LogLevel = "warn"
 	closing := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(cfg.Logger, zapcore.WarnLevel, "etcd", closing))

@@ -153,7 +153,8 @@ func (s *Store) Ready(ctx context.Context) error {
 	if _, err := s.cli.Get(ctx, s.opts.Prefix, clientv3.WithCountOnly()); err != nil {
 		return s.wrap(err, "ready")
 	}
-	return nil
+	// A NOSPACE (or CORRUPT) alarm: reads work, writes do not.
+	return s.readyAlarms(ctx)
 }
 
 // opCtx applies the default op timeout when ctx has no deadline.
@@ -177,6 +178,8 @@ func (s *Store) wrap(err error, format string, args ...any) error {
 		return fmt.Errorf("%s: %w", msg, err)
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", msg, err)
+	case isNoSpace(err):
+		return fmt.Errorf("%s: %w", msg, noSpace(err))
 	case errors.Is(err, rpctypes.ErrRequestTooLarge):
 		return fmt.Errorf("%s: %w: %w", msg, pipeline.ErrTooLarge, err)
 	case isUnavailable(err):
@@ -186,7 +189,8 @@ func (s *Store) wrap(err error, format string, args ...any) error {
 }
 
 // isUnavailable reports whether err means etcd could not serve the
-// request now (as opposed to refusing it).
+// request now (as opposed to refusing it). NOSPACE is not among them:
+// retrying does not help until an operator acts (see space.go).
 func isUnavailable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
@@ -195,8 +199,7 @@ func isUnavailable(err error) bool {
 		rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrNotCapable, rpctypes.ErrStopped,
 		rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
 		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex,
-		rpctypes.ErrLeaderChanged, rpctypes.ErrUnhealthy, rpctypes.ErrNoSpace,
-		rpctypes.ErrTooManyRequests,
+		rpctypes.ErrLeaderChanged, rpctypes.ErrUnhealthy, rpctypes.ErrTooManyRequests,
 	} {
 		if errors.Is(err, e) {
 			return true
