@@ -899,6 +899,16 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	for k, v := range vals {
 		env[k] = v
 	}
+	// Every secret value of the build is masked in this stage's log, not
+	// only those of the sets this stage names.
+	others, err := e.buildSecretValues(ctx, p, b)
+	if err != nil {
+		if ctx.Err() != nil {
+			return b, err
+		}
+		return e.endStage(ctx, p, b, i, StatusFail, maskString(err.Error(), secretValues), StageOutcome{})
+	}
+	secretValues = append(secretValues, others...)
 	timeout := e.cfg.StageTimeout
 	if d, err := toSpecStage(st).Timeout(); err == nil && d > 0 {
 		timeout = d
@@ -981,15 +991,6 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	o := outcome
 	omu.Unlock()
 	return e.endStage(ctx, p, b, i, status, maskString(msg, secretValues), o)
-}
-
-func maskString(s string, secrets []string) string {
-	for _, v := range secrets {
-		if len(v) >= 4 {
-			s = strings.ReplaceAll(s, v, "********")
-		}
-	}
-	return s
 }
 
 func applyOutcome(s *Stage, o StageOutcome) {
@@ -1257,6 +1258,13 @@ func (e *Engine) AgentStatus(ctx context.Context, owner, repo string, number, in
 	}
 	sum := sha256.Sum256([]byte(token))
 	given := hex.EncodeToString(sum[:])
+	if u.Message != "" {
+		// An agent's message is the stage's own output: masked like its log.
+		var err error
+		if u.Message, err = e.maskForBuild(ctx, owner, repo, number, u.Message); err != nil {
+			return Stage{}, err
+		}
+	}
 	var out Stage
 	_, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
 		i := stagePos(b, index)
