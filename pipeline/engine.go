@@ -131,7 +131,8 @@ func (e *Engine) updateRetry(ctx context.Context, owner, repo string, number int
 			return fnErr
 		})
 		cancel()
-		if err == nil || fnErr != nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || ctx.Err() != nil {
+		// A record too large to store never will be: not retried.
+		if err == nil || fnErr != nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) || ctx.Err() != nil {
 			return b, err
 		}
 		e.log.Warn("recording build state; will retry", "pipeline", Key(owner, repo), "build", number, "attempt", attempt, "error", err.Error())
@@ -738,7 +739,7 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 			stages[i].Params = map[string]any{}
 		}
 	}
-	return e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+	nb, err := e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		if nb.Status.Done() {
 			return nil
 		}
@@ -753,7 +754,15 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 		nb.CurrentStage = 0
 		return nil
 	})
+	if errors.Is(err, ErrTooLarge) {
+		return e.failBuild(ctx, p, b, BuildTooLargeMessage)
+	}
+	return nb, err
 }
+
+// BuildTooLargeMessage is the message of a build whose record (its spec,
+// stages, their params and vars) exceeds what the store accepts.
+const BuildTooLargeMessage = "this build is too large to record: its " + SpecPath + " with its stages' params and vars exceeds the store's request size limit (about 1.5 MiB on etcd); keep large values out of the spec (vars shared by every stage count once)"
 
 func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error) {
 	u, err := e.cfg.Store.GetUser(ctx, p.OwnerUserID)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -76,5 +77,64 @@ func TestSecretLeftInTheWorkspaceIsMaskedInEveryStagesLog(t *testing.T) {
 		if !strings.Contains(log, "secrets=[]") || !strings.Contains(log, "file="+pipeline.Mask) {
 			t.Errorf("%s: stage 2's log lacks the masked line:\n%s", name, log)
 		}
+	}
+}
+
+// bigSpec returns a spec of n stages, each with a var of size bytes:
+// the same value in every stage (a template var) when shared, else a
+// different value per stage.
+func bigSpec(n, size int, shared bool) string {
+	var b strings.Builder
+	b.WriteString(specHead)
+	if shared {
+		fmt.Fprintf(&b, "    vars:\n      BIG: %s\n", strings.Repeat("v", size))
+	}
+	b.WriteString("    stages:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "      - name: s%d\n        type: command\n        params: {command: [\"true\"]}\n", i)
+		if !shared {
+			fmt.Fprintf(&b, "        vars: {BIG: %s}\n", strings.Repeat(string(rune('a'+i)), size))
+		}
+	}
+	return b.String()
+}
+
+// Finding 6: a build whose record is too large for etcd fails at once
+// saying so, and holds no worker; vars every stage shares count once.
+func TestBuildTooLargeToRecordFailsAtOnceAndVarsAreKeptOncePerBuild(t *testing.T) {
+	w := newWorld(t)
+	w.createPipeline()
+	// Four builds that cannot be recorded — as many as the workers — of
+	// both kinds: over etcd's request limit (1.5 MiB; the spec is stored
+	// with the build), and over the gRPC client's message limit (2 MiB).
+	tooLarge := []string{bigSpec(8, 100_000, false), bigSpec(9, 110_000, false), bigSpec(8, 100_000, false) + "#2\n", bigSpec(9, 110_000, false) + "#2\n"}
+	for i, spec := range tooLarge {
+		_, r := w.push(map[string]string{".pipeline.yml": spec}, fmt.Sprintf("d-big-%d", i))
+		expect(t, r, http.StatusCreated)
+	}
+	// A 100 KB var shared by 20 stages is kept once: the build runs.
+	_, r := w.push(map[string]string{".pipeline.yml": bigSpec(20, 100_000, true)}, "d-shared")
+	expect(t, r, http.StatusCreated)
+	_, r = w.push(map[string]string{".pipeline.yml": specHead + "    stages:\n      - {name: quick, type: command, params: {command: [\"true\"]}}\n"}, "d-normal")
+	expect(t, r, http.StatusCreated)
+
+	for n := 1; n <= len(tooLarge); n++ {
+		b := w.waitBuild(n, done)
+		if b.Status != pipeline.StatusFail || b.Message != pipeline.BuildTooLargeMessage {
+			t.Errorf("build %d: %s %q, want FAIL saying it is too large", n, b.Status, b.Message)
+		}
+	}
+	shared := w.waitBuild(5, done)
+	if shared.Status != pipeline.StatusSuccess || len(shared.Stages) != 20 {
+		t.Fatalf("shared-var build: %s %q (%d stages)", shared.Status, shared.Message, len(shared.Stages))
+	}
+	// The API still shows each stage's vars.
+	for _, st := range shared.Stages {
+		if len(st.Vars["BIG"]) != 100_000 {
+			t.Fatalf("stage %d shows BIG of %d bytes", st.Index, len(st.Vars["BIG"]))
+		}
+	}
+	if b := w.waitBuild(6, done); b.Status != pipeline.StatusSuccess {
+		t.Fatalf("a normal build after them: %s %q", b.Status, b.Message)
 	}
 }
