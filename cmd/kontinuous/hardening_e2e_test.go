@@ -138,3 +138,76 @@ func TestBuildTooLargeToRecordFailsAtOnceAndVarsAreKeptOncePerBuild(t *testing.T
 		t.Fatalf("a normal build after them: %s %q", b.Status, b.Message)
 	}
 }
+
+// Finding 12: after the repository is deleted and re-created under the
+// same name (a new id, a new admin), nobody reaches the old pipeline, its
+// secrets or builds through the name; the new admin is only shown that it
+// is orphaned, and may delete it to free the name.
+func TestRecreatedRepositoryGivesNoAccessToTheOldPipeline(t *testing.T) {
+	w := newWorld(t)
+	p := w.createPipeline()
+	alice := token(t, "alice", 1001, "tok-alice")
+	expect(t, w.do("PUT", "/api/v1/pipelines/acme/app/secrets/creds", alice, map[string]any{"data": map[string]string{"API_TOKEN": "old-pipeline-s3cret"}}), http.StatusOK)
+	_, r := w.push(map[string]string{".pipeline.yml": specHead + "    stages:\n      - {name: quick, type: command, params: {command: [\"true\"]}}\n"}, "d-old")
+	expect(t, r, http.StatusCreated)
+	w.waitBuild(1, done)
+
+	w.gh.DeleteRepo("acme", "app")
+	w.gh.AddUser("mallory", 1005, "tok-mallory")
+	w.gh.AddRepo("acme", "app")
+	w.gh.Grant("mallory", "acme", "app", "admin")
+	w.gh.Grant("carol", "acme", "app", "push")
+	mallory := token(t, "mallory", 1005, "tok-mallory")
+	carol := token(t, "carol", 1003, "tok-carol")
+
+	for _, c := range []struct{ method, path, tok string }{
+		{"GET", "/api/v1/pipelines/acme/app/secrets", mallory},
+		{"GET", "/api/v1/pipelines/acme/app/secrets/creds", mallory},
+		{"PUT", "/api/v1/pipelines/acme/app/secrets/creds", mallory},
+		{"GET", "/api/v1/pipelines/acme/app/builds", mallory},
+		{"GET", "/api/v1/pipelines/acme/app/builds/1", mallory},
+		{"GET", "/api/v1/pipelines/acme/app/builds/1/stages/1/logs", mallory},
+		{"POST", "/api/v1/pipelines/acme/app/builds", mallory},
+		{"GET", "/api/v1/pipelines/acme/app", carol},
+		{"GET", "/api/v1/pipelines/acme/app/builds", carol},
+		{"POST", "/api/v1/pipelines/acme/app/builds", carol},
+	} {
+		var body any
+		if c.method != "GET" {
+			body = map[string]any{"data": map[string]string{"X": "y"}, "branch": "main"}
+		}
+		r := w.do(c.method, c.path, c.tok, body, "X-Custom-Event", "dashboard")
+		expect(t, r, http.StatusNotFound)
+		if strings.Contains(string(r.body), "s3cret") {
+			t.Fatalf("%s %s shows the secret", c.method, c.path)
+		}
+	}
+	// The new admin is shown that the name is taken by an orphan, and
+	// nothing stored with it.
+	r = w.do("GET", "/api/v1/pipelines/acme/app", mallory, nil)
+	expect(t, r, http.StatusOK)
+	var got map[string]any
+	r.json(t, &got)
+	if got["orphaned"] != true || got["id"] != p.ID || len(got["secrets"].([]any)) != 0 || got["latest_build"] != nil {
+		t.Fatalf("orphan shown to the new admin as %s", r.body)
+	}
+	r = w.do("GET", "/api/v1/pipelines", mallory, nil)
+	expect(t, r, http.StatusOK)
+	if !strings.Contains(string(r.body), `"orphaned":true`) {
+		t.Fatalf("pipelines list for the new admin: %s", r.body)
+	}
+	r = w.do("POST", "/api/v1/pipelines", mallory, map[string]any{"owner": "acme", "repo": "app", "events": []string{"push"}})
+	expect(t, r, http.StatusConflict)
+	if !strings.Contains(string(r.body), "orphaned") {
+		t.Fatalf("create over an orphan: %s", r.body)
+	}
+	// Deleting it frees the name; the new pipeline has none of the old data.
+	expect(t, w.do("DELETE", "/api/v1/pipelines/acme/app", mallory, nil), http.StatusNoContent)
+	r = w.do("POST", "/api/v1/pipelines", mallory, map[string]any{"owner": "acme", "repo": "app", "events": []string{"push"}})
+	expect(t, r, http.StatusCreated)
+	r = w.do("GET", "/api/v1/pipelines/acme/app/secrets", mallory, nil)
+	expect(t, r, http.StatusOK)
+	if strings.Contains(string(r.body), "creds") {
+		t.Fatalf("new pipeline inherited old secrets: %s", r.body)
+	}
+}
