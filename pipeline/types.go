@@ -66,7 +66,7 @@ type Pipeline struct {
 	// Orphaned: the repository the pipeline was created for no longer
 	// holds its name (deleted and re-created, or replaced). Shown only to
 	// the pipeline's creator, who may delete it; nobody else sees it.
-	Orphaned bool `json:"orphaned,omitempty"`
+	Orphaned bool `json:"orphaned,omitempty" description:"true when the repository this pipeline was created for no longer holds its name (deleted and re-created); shown only to its creator and to admins of the repository now holding the name, with nothing stored with it; they may delete it"`
 
 	// Fields below are server-side only; never serialised to API callers.
 
