@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/kontinuous/kontinuous/pipeline/spec"
 )
 
 // buildSecretNames returns the secret sets any stage of b names, each
@@ -78,4 +80,14 @@ func (e *Engine) maskForBuild(ctx context.Context, owner, repo string, number in
 		values = append(values, tok.AccessToken)
 	}
 	return maskString(s, values), nil
+}
+
+// storedNotifs are the notifications set on the pipeline itself (through
+// the API), as the spec's type: what a fork build notifies.
+func storedNotifs(p Pipeline) []spec.Notif {
+	out := make([]spec.Notif, 0, len(p.Notif))
+	for _, n := range p.Notif {
+		out = append(out, spec.Notif{Type: n.Type, Secrets: n.Secrets, Metadata: n.Metadata})
+	}
+	return out
 }

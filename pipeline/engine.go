@@ -1403,7 +1403,15 @@ func (e *Engine) notify(ctx context.Context, p Pipeline, b Build) {
 	if err != nil {
 		return
 	}
-	for _, n := range def.Spec.Template.Notif {
+	notifs := def.Spec.Template.Notif
+	defaultSecrets := def.Spec.Template.Secrets
+	if b.Fork {
+		// A fork's spec is not trusted: its notifications come from the
+		// pipeline's stored settings only, never from its spec's fields
+		// or the secrets it names.
+		notifs, defaultSecrets = storedNotifs(p), nil
+	}
+	for _, n := range notifs {
 		if n.Type != spec.NotifSlack {
 			continue
 		}
@@ -1413,7 +1421,7 @@ func (e *Engine) notify(ctx context.Context, p Pipeline, b Build) {
 		}
 		names := n.Secrets
 		if len(names) == 0 {
-			names = def.Spec.Template.Secrets
+			names = defaultSecrets
 		}
 		vals := map[string]string{}
 		for _, name := range names {

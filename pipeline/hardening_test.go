@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kontinuous/kontinuous/pipeline"
 )
@@ -64,5 +67,45 @@ func TestLaterStagesMessageAndStatusMaskTheBuildsSecrets(t *testing.T) {
 	}
 	if log := f.stageLog(n, 2); strings.Contains(log, value) || !strings.Contains(log, "printed "+want) {
 		t.Errorf("stage 2 log:\n%s", log)
+	}
+}
+
+// Finding 13: a fork build's notifications come from the pipeline's
+// stored settings only: its spec cannot send a secret's value (here, the
+// Slack URL) anywhere.
+func TestForkBuildsNotifyFromStoredSettingsOnly(t *testing.T) {
+	f := newFixture(t)
+	hits := make(chan string, 4)
+	slack := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits <- r.URL.Path
+	}))
+	defer slack.Close()
+	if err := f.store.PutSecret(t.Context(), "acme", "app", pipeline.SecretSet{Name: "slack", Data: map[string]string{"slackurl": slack.URL + "/hook"}}); err != nil {
+		t.Fatal(err)
+	}
+	sha := f.commit(specHead + `    notif:
+      - type: slack
+        secrets: [slack]
+    stages:
+      - name: one
+        type: command
+        params: {command: ["true"]}
+`)
+	e := f.engine(newRecExec("kubernetes", false), true)
+	n := f.trigger(e, pipeline.Build{Event: pipeline.EventPullRequest, Branch: "feature", Commit: sha, Fork: true}).Number
+	f.waitBuild(n, "done", func(b pipeline.Build) bool { return b.Status.Done() })
+	stop(t, e) // waits for the build's end, notification included
+	select {
+	case p := <-hits:
+		t.Fatalf("a fork build notified %s from its spec", p)
+	default:
+	}
+	// The same spec on a build of the repository itself notifies.
+	e2 := f.engine(newRecExec("kubernetes", false), true)
+	f.trigger(e2, pipeline.Build{Commit: sha})
+	select {
+	case <-hits:
+	case <-time.After(patience):
+		t.Fatal("a non-fork build did not notify")
 	}
 }
