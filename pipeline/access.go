@@ -17,6 +17,11 @@ type Access struct {
 // who cannot read it gets ErrNotFound, as from GetPipeline.
 func (s *Service) AccessOf(ctx context.Context, c Caller, owner, repo string) (Access, error) {
 	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
+		if _, oerr := s.orphanFor(ctx, c, owner, repo); oerr == nil {
+			// Shown as orphaned: nothing of it may be read or done
+			// (but deleting it, see DeletePipeline).
+			return Access{}, nil
+		}
 		return Access{}, err
 	}
 	p, err := s.cfg.SCM.Permission(ctx, c.Token, owner, repo)

@@ -131,7 +131,8 @@ func (e *Engine) updateRetry(ctx context.Context, owner, repo string, number int
 			return fnErr
 		})
 		cancel()
-		if err == nil || fnErr != nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || ctx.Err() != nil {
+		// A record too large to store never will be: not retried.
+		if err == nil || fnErr != nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) || ctx.Err() != nil {
 			return b, err
 		}
 		e.log.Warn("recording build state; will retry", "pipeline", Key(owner, repo), "build", number, "attempt", attempt, "error", err.Error())
@@ -738,7 +739,7 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 			stages[i].Params = map[string]any{}
 		}
 	}
-	return e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
+	nb, err := e.updateRetry(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		if nb.Status.Done() {
 			return nil
 		}
@@ -753,7 +754,15 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 		nb.CurrentStage = 0
 		return nil
 	})
+	if errors.Is(err, ErrTooLarge) {
+		return e.failBuild(ctx, p, b, BuildTooLargeMessage)
+	}
+	return nb, err
 }
+
+// BuildTooLargeMessage is the message of a build whose record (its spec,
+// stages, their params and vars) exceeds what the store accepts.
+const BuildTooLargeMessage = "this build is too large to record: its " + SpecPath + " with its stages' params and vars exceeds the store's request size limit (about 1.5 MiB on etcd); keep large values out of the spec (vars shared by every stage count once)"
 
 func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error) {
 	u, err := e.cfg.Store.GetUser(ctx, p.OwnerUserID)
@@ -902,6 +911,16 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	for k, v := range vals {
 		env[k] = v
 	}
+	// Every secret value of the build is masked in this stage's log, not
+	// only those of the sets this stage names.
+	others, err := e.buildSecretValues(ctx, p, b)
+	if err != nil {
+		if ctx.Err() != nil {
+			return b, err
+		}
+		return e.endStage(ctx, p, b, i, StatusFail, maskString(err.Error(), secretValues), StageOutcome{})
+	}
+	secretValues = append(secretValues, others...)
 	timeout := e.cfg.StageTimeout
 	if d, err := toSpecStage(st).Timeout(); err == nil && d > 0 {
 		timeout = d
@@ -985,15 +1004,6 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	o := outcome
 	omu.Unlock()
 	return e.endStage(ctx, p, b, i, status, maskString(msg, secretValues), o)
-}
-
-func maskString(s string, secrets []string) string {
-	for _, v := range secrets {
-		if len(v) >= 4 {
-			s = strings.ReplaceAll(s, v, "********")
-		}
-	}
-	return s
 }
 
 func applyOutcome(s *Stage, o StageOutcome) {
@@ -1261,6 +1271,13 @@ func (e *Engine) AgentStatus(ctx context.Context, owner, repo string, number, in
 	}
 	sum := sha256.Sum256([]byte(token))
 	given := hex.EncodeToString(sum[:])
+	if u.Message != "" {
+		// An agent's message is the stage's own output: masked like its log.
+		var err error
+		if u.Message, err = e.maskForBuild(ctx, owner, repo, number, u.Message); err != nil {
+			return Stage{}, err
+		}
+	}
 	var out Stage
 	_, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
 		i := stagePos(b, index)
@@ -1390,7 +1407,15 @@ func (e *Engine) notify(ctx context.Context, p Pipeline, b Build) {
 	if err != nil {
 		return
 	}
-	for _, n := range def.Spec.Template.Notif {
+	notifs := def.Spec.Template.Notif
+	defaultSecrets := def.Spec.Template.Secrets
+	if b.Fork {
+		// A fork's spec is not trusted: its notifications come from the
+		// pipeline's stored settings only, never from its spec's fields
+		// or the secrets it names.
+		notifs, defaultSecrets = storedNotifs(p), nil
+	}
+	for _, n := range notifs {
 		if n.Type != spec.NotifSlack {
 			continue
 		}
@@ -1400,7 +1425,7 @@ func (e *Engine) notify(ctx context.Context, p Pipeline, b Build) {
 		}
 		names := n.Secrets
 		if len(names) == 0 {
-			names = def.Spec.Template.Secrets
+			names = defaultSecrets
 		}
 		vals := map[string]string{}
 		for _, name := range names {

@@ -122,13 +122,23 @@ func ValidateRef(field, ref string) error {
 // (never revealing it exists) and ErrForbidden when they can see it but
 // lack need.
 func (s *Service) authorize(ctx context.Context, c Caller, owner, repo string, need Permission) error {
+	return s.authorizeAccess(ctx, c, owner, repo, need, true)
+}
+
+// authorizeRepo is authorize on the repository alone, whatever pipeline
+// of that name is stored.
+func (s *Service) authorizeRepo(ctx context.Context, c Caller, owner, repo string, need Permission) error {
+	return s.authorizeAccess(ctx, c, owner, repo, need, false)
+}
+
+func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo string, need Permission, checkID bool) error {
 	if err := s.ValidateRepoName(owner, repo); err != nil {
 		return err
 	}
 	if !c.Token.Valid() {
 		return Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
 	}
-	p, err := s.cfg.SCM.Permission(ctx, c.Token, owner, repo)
+	p, id, err := s.repoAccess(ctx, c.Token, owner, repo)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
@@ -137,6 +147,15 @@ func (s *Service) authorize(ctx context.Context, c Caller, owner, repo string, n
 	}
 	if p == PermNone {
 		return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
+	}
+	// Access is to the repository the pipeline was created for, not to
+	// whichever one holds its name today.
+	if checkID {
+		if stored, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err == nil && !sameRepository(stored, id) {
+			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
+		} else if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
 	}
 	if p < need {
 		return Errorf(ErrForbidden, "this needs %s access to %s/%s; you have %s", need, owner, repo, p)
@@ -154,7 +173,7 @@ func (s *Service) Repositories(ctx context.Context, c Caller) ([]Repository, err
 
 // Repository returns one of the caller's repositories.
 func (s *Service) Repository(ctx context.Context, c Caller, owner, name string) (Repository, error) {
-	if err := s.authorize(ctx, c, owner, name, PermRead); err != nil {
+	if err := s.authorizeRepo(ctx, c, owner, name, PermRead); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Repository{}, Errorf(ErrNotFound, "repository %s/%s not found", owner, name)
 		}
@@ -183,7 +202,7 @@ func (s *Service) ListPipelines(ctx context.Context, c Caller) ([]Pipeline, erro
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p, err := s.cfg.SCM.Permission(ctx, c.Token, all[i].Owner, all[i].Repo)
+			p, id, err := s.repoAccess(ctx, c.Token, all[i].Owner, all[i].Repo)
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				mu.Lock()
 				if firstErr == nil {
@@ -192,7 +211,12 @@ func (s *Service) ListPipelines(ctx context.Context, c Caller) ([]Pipeline, erro
 				mu.Unlock()
 				return
 			}
-			visible[i] = err == nil && p >= PermRead
+			visible[i] = err == nil && p >= PermRead && sameRepository(all[i], id)
+			if err == nil && orphanedFor(all[i], c, p, id) {
+				// Shown as orphaned, with nothing stored with it.
+				all[i] = orphanView(all[i])
+				visible[i] = true
+			}
 		}()
 	}
 	wg.Wait()
@@ -230,10 +254,13 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if err != nil {
 		return Pipeline{}, err
 	}
-	if err := s.authorize(ctx, c, req.Owner, req.Repo, PermAdmin); err != nil {
+	if err := s.authorizeRepo(ctx, c, req.Owner, req.Repo, PermAdmin); err != nil {
 		return Pipeline{}, err
 	}
-	if _, err := s.cfg.Store.GetPipeline(ctx, req.Owner, req.Repo); err == nil {
+	if old, err := s.cfg.Store.GetPipeline(ctx, req.Owner, req.Repo); err == nil {
+		if _, id, aerr := s.repoAccess(ctx, c.Token, req.Owner, req.Repo); aerr == nil && !sameRepository(old, id) {
+			return Pipeline{}, Errorf(ErrConflict, "a pipeline created for an earlier repository named %s/%s still exists (orphaned); its creator or an admin of this repository can delete it (DELETE /api/v1/pipelines/%s/%s) to free the name", req.Owner, req.Repo, req.Owner, req.Repo)
+		}
 		return Pipeline{}, Errorf(ErrConflict, "pipeline %s/%s already exists", req.Owner, req.Repo)
 	} else if !errors.Is(err, ErrNotFound) {
 		return Pipeline{}, err
@@ -334,6 +361,11 @@ func normalizeEvents(in []string) ([]string, error) {
 // GetPipeline returns a pipeline the caller can read.
 func (s *Service) GetPipeline(ctx context.Context, c Caller, owner, repo string) (Pipeline, error) {
 	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			if p, oerr := s.orphanFor(ctx, c, owner, repo); oerr == nil {
+				return orphanView(p), nil
+			}
+		}
 		return Pipeline{}, err
 	}
 	return s.cfg.Store.GetPipeline(ctx, owner, repo)
@@ -342,12 +374,26 @@ func (s *Service) GetPipeline(ctx context.Context, c Caller, owner, repo string)
 // DeletePipeline removes the webhook, the deploy key, builds, logs and
 // secrets of a pipeline.
 func (s *Service) DeletePipeline(ctx context.Context, c Caller, owner, repo string) error {
+	orphan := false
 	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
-		return err
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		// An orphaned pipeline may be deleted by those shown it as such
+		// (its creator, admins of the repository now holding its name).
+		if _, oerr := s.orphanFor(ctx, c, owner, repo); oerr != nil {
+			return err
+		}
+		orphan = true
 	}
 	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
 	if err != nil {
 		return err
+	}
+	if orphan {
+		// Its webhook and deploy key went with the repository; the one
+		// holding the name now is not this pipeline's to touch.
+		p.WebhookID, p.DeployKeyID = 0, 0
 	}
 	if s.cfg.Engine != nil {
 		s.cfg.Engine.CancelPipeline(ctx, p)

@@ -65,6 +65,10 @@ type Pipeline struct {
 	Secrets     []string          `json:"secrets"`
 	Vars        map[string]string `json:"vars"`
 	LatestBuild *BuildSummary     `json:"latest_build"`
+	// Orphaned: the repository the pipeline was created for no longer
+	// holds its name (deleted and re-created, or replaced). Shown only to
+	// the pipeline's creator, who may delete it; nobody else sees it.
+	Orphaned bool `json:"orphaned,omitempty" description:"true when the repository this pipeline was created for no longer holds its name (deleted and re-created); shown only to its creator and to admins of the repository now holding the name, with nothing stored with it; they may delete it"`
 
 	// Fields below are server-side only; never serialised to API callers.
 

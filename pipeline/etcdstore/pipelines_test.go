@@ -42,7 +42,7 @@ func fullPipeline() pipeline.Pipeline {
 func TestPipelineRoundTripKeepsEveryField(t *testing.T) {
 	s := newStore(t)
 	in := fullPipeline()
-	requireAllFieldsSet(t, in)
+	requireAllFieldsSet(t, in, "Orphaned") // computed per caller, never stored
 
 	created, err := s.CreatePipeline(t.Context(), in)
 	if err != nil {

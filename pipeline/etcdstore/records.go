@@ -211,6 +211,8 @@ type buildRecord struct {
 	Heartbeat    int64          `json:"heartbeat"`
 	// CancelRequested is omitted when false: older records read the same.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Vars every stage has (the template's), kept once; see shareVars.
+	Vars map[string]string `json:"vars,omitempty"`
 }
 
 type stageRecord struct {
@@ -253,6 +255,7 @@ func toBuildRecord(b *pipeline.Build) *buildRecord {
 				Artifacts: st.Artifacts, Secrets: st.Secrets, Vars: st.Vars,
 			}
 		}
+		shareVars(r)
 	}
 	return r
 }
@@ -274,7 +277,7 @@ func fromBuildRecord(r *buildRecord) pipeline.Build {
 				Labels: st.Labels, Started: st.Started, Finished: st.Finished,
 				Message: st.Message, Status: pipeline.Status(st.Status), PodNamespace: st.PodNamespace,
 				JobName: st.JobName, PodName: st.PodName, DockerImage: st.DockerImage,
-				Artifacts: st.Artifacts, Secrets: st.Secrets, Vars: st.Vars,
+				Artifacts: st.Artifacts, Secrets: st.Secrets, Vars: stageVars(r.Vars, st.Vars),
 			}
 		}
 	}

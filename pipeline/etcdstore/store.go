@@ -180,7 +180,7 @@ func (s *Store) wrap(err error, format string, args ...any) error {
 		return fmt.Errorf("%s: %w", msg, err)
 	case isNoSpace(err):
 		return fmt.Errorf("%s: %w", msg, noSpace(err))
-	case errors.Is(err, rpctypes.ErrRequestTooLarge):
+	case errors.Is(err, rpctypes.ErrRequestTooLarge), isMessageTooLarge(err):
 		return fmt.Errorf("%s: %w: %w", msg, pipeline.ErrTooLarge, err)
 	case isUnavailable(err):
 		return fmt.Errorf("%s: %w: %w", msg, pipeline.ErrUnavailable, err)

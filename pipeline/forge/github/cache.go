@@ -19,6 +19,7 @@ type permKey struct {
 
 type permEntry struct {
 	perm    pipeline.Permission
+	id      int64 // the repository's id; 0 when not known
 	expires time.Time
 }
 
@@ -41,21 +42,33 @@ func keyOf(tok pipeline.ForgeToken, owner, name string) permKey {
 }
 
 func (c *permCache) get(tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, bool) {
+	p, _, ok := c.access(tok, owner, name)
+	return p, ok
+}
+
+// access returns a cached permission with the repository's id (0 when
+// the look-up that cached it did not give one).
+func (c *permCache) access(tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, int64, bool) {
 	k := keyOf(tok, owner, name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]
 	if !ok {
-		return pipeline.PermNone, false
+		return pipeline.PermNone, 0, false
 	}
 	if !c.now().Before(e.expires) {
 		delete(c.m, k)
-		return pipeline.PermNone, false
+		return pipeline.PermNone, 0, false
 	}
-	return e.perm, true
+	return e.perm, e.id, true
 }
 
 func (c *permCache) put(tok pipeline.ForgeToken, owner, name string, p pipeline.Permission) {
+	c.putAccess(tok, owner, name, p, 0)
+}
+
+// putAccess caches a permission with the repository's id.
+func (c *permCache) putAccess(tok pipeline.ForgeToken, owner, name string, p pipeline.Permission, id int64) {
 	if strings.TrimSpace(owner) == "" || strings.TrimSpace(name) == "" {
 		return
 	}
@@ -66,7 +79,7 @@ func (c *permCache) put(tok pipeline.ForgeToken, owner, name string, p pipeline.
 	if _, exists := c.m[k]; !exists && len(c.m) >= c.max {
 		c.evict(now)
 	}
-	c.m[k] = permEntry{perm: p, expires: now.Add(c.ttl)}
+	c.m[k] = permEntry{perm: p, id: id, expires: now.Add(c.ttl)}
 }
 
 // evict drops expired entries, then, if the cache is still full, the

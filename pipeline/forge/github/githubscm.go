@@ -53,6 +53,7 @@ type SCM struct {
 }
 
 var _ pipeline.Forge = (*SCM)(nil)
+var _ pipeline.RepoAccessor = (*SCM)(nil)
 
 // DefaultAPIURL is github.com's REST base.
 const DefaultAPIURL = "https://api.github.com/"
@@ -240,7 +241,7 @@ func (s *SCM) Repositories(ctx context.Context, tok pipeline.ForgeToken) ([]pipe
 			repo := toRepository(r)
 			if r.Permissions != nil {
 				p := permissionOf(r.Permissions)
-				s.perms.put(tok, repo.Owner, repo.Name, p)
+				s.perms.putAccess(tok, repo.Owner, repo.Name, p, r.GetID())
 				repo.Permissions = &pipeline.Access{Read: p >= pipeline.PermRead, Push: p >= pipeline.PermPush, Admin: p >= pipeline.PermAdmin}
 			}
 			out = append(out, repo)
@@ -268,7 +269,7 @@ func (s *SCM) Repository(ctx context.Context, tok pipeline.ForgeToken, owner, na
 		return pipeline.Repository{}, s.fail(ctx, op, err)
 	}
 	if r.Permissions != nil {
-		s.perms.put(tok, owner, name, permissionOf(r.Permissions))
+		s.perms.putAccess(tok, owner, name, permissionOf(r.Permissions), r.GetID())
 	}
 	return toRepository(r), nil
 }
@@ -277,28 +278,36 @@ func (s *SCM) Repository(ctx context.Context, tok pipeline.ForgeToken, owner, na
 // repository's permissions, reused for the configured TTL. A repository
 // the user cannot see is PermNone with a nil error.
 func (s *SCM) Permission(ctx context.Context, tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, error) {
+	p, _, err := s.RepoAccess(ctx, tok, owner, name)
+	return p, err
+}
+
+// RepoAccess is Permission with the id of the repository that owner/name
+// names today (0 when the user cannot see it), from the same look-up and
+// cache (pipeline.RepoAccessor).
+func (s *SCM) RepoAccess(ctx context.Context, tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, int64, error) {
 	op := "get permission on " + owner + "/" + name
 	if err := checkRepo(owner, name); err != nil {
-		return pipeline.PermNone, fmt.Errorf("githubscm: %s: %w", op, err)
+		return pipeline.PermNone, 0, fmt.Errorf("githubscm: %s: %w", op, err)
 	}
 	c, err := s.client(tok)
 	if err != nil {
-		return pipeline.PermNone, fmt.Errorf("githubscm: %s: %w", op, err)
+		return pipeline.PermNone, 0, fmt.Errorf("githubscm: %s: %w", op, err)
 	}
-	if p, ok := s.perms.get(tok, owner, name); ok {
-		return p, nil
+	if p, id, ok := s.perms.access(tok, owner, name); ok && (id != 0 || p == pipeline.PermNone) {
+		return p, id, nil
 	}
 	r, resp, err := c.Repositories.Get(ctx, owner, name)
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusNotFound {
 			s.perms.put(tok, owner, name, pipeline.PermNone)
-			return pipeline.PermNone, nil
+			return pipeline.PermNone, 0, nil
 		}
-		return pipeline.PermNone, s.fail(ctx, op, err)
+		return pipeline.PermNone, 0, s.fail(ctx, op, err)
 	}
 	p := permissionOf(r.Permissions)
-	s.perms.put(tok, owner, name, p)
-	return p, nil
+	s.perms.putAccess(tok, owner, name, p, r.GetID())
+	return p, r.GetID(), nil
 }
 
 // BranchHead returns the commit SHA at the tip of branch.
