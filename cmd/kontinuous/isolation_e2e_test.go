@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kontinuous/kontinuous/pipeline"
 )
@@ -110,4 +114,64 @@ func pollHost(cond func() bool) bool {
 		}
 	}
 	return cond()
+}
+
+// TestEmbeddedEtcdAcceptsOnlyTheServer: the running server's embedded
+// etcd opens no TCP port (a raw etcd client finds nothing to talk to on
+// any port this process listens on) and its socket is the server's only.
+func TestEmbeddedEtcdAcceptsOnlyTheServer(t *testing.T) {
+	w := newWorld(t)
+	w.createPipeline() // etcd works for the server
+	sock := filepath.Join(w.dir, "run", "etcd.sock")
+	if len(sock) > 107 {
+		sock = "" // a deep temp dir: the socket is in a private temp dir
+	}
+	if sock != "" {
+		for path, want := range map[string]os.FileMode{sock: 0o600, filepath.Dir(sock): 0o700} {
+			if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+				t.Errorf("%s: %v, want mode %v", path, err, want)
+			}
+		}
+	}
+	mine := map[string]bool{}
+	fds, _ := os.ReadDir("/proc/self/fd") // none found: the port loop below checks nothing, the socket checks above still hold
+	for _, fd := range fds {
+		if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil {
+			if inode, ok := strings.CutPrefix(link, "socket:["); ok {
+				mine[strings.TrimSuffix(inode, "]")] = true
+			}
+		}
+	}
+	probed := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 10 || fields[3] != "0A" || !mine[fields[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fields[1], ":")
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if err != nil {
+				continue
+			}
+			probed++
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:" + strconv.Itoa(int(p))}, DialTimeout: time.Second})
+			if err != nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+			if _, err := cli.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+				t.Errorf("port %d serves etcd's key space to any local process", p)
+			}
+			cancel()
+			_ = cli.Close() // test probe
+		}
+	}
+	if probed == 0 {
+		t.Fatal("found none of this process's listening ports (the server's HTTP port at least)")
+	}
 }
