@@ -120,6 +120,12 @@ func pollHost(cond func() bool) bool {
 // etcd opens no TCP port (a raw etcd client finds nothing to talk to on
 // any port this process listens on) and its socket is the server's only.
 func TestEmbeddedEtcdAcceptsOnlyTheServer(t *testing.T) {
+	// Other etcds of this test binary (shared test clusters) may listen
+	// on TCP: only ports opened by this server count.
+	before := map[string]bool{}
+	for _, p := range ownListeningPorts() {
+		before[p] = true
+	}
 	w := newWorld(t)
 	w.createPipeline() // etcd works for the server
 	sock := filepath.Join(w.dir, "run", "etcd.sock")
@@ -133,8 +139,33 @@ func TestEmbeddedEtcdAcceptsOnlyTheServer(t *testing.T) {
 			}
 		}
 	}
+	probed := 0
+	for _, port := range ownListeningPorts() {
+		probed++
+		if before[port] {
+			continue
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:" + port}, DialTimeout: time.Second})
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		if _, err := cli.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+			t.Errorf("port %s serves etcd's key space to any local process", port)
+		}
+		cancel()
+		_ = cli.Close() // test probe
+	}
+	if probed == 0 {
+		t.Fatal("found none of this process's listening ports (the server's HTTP port at least)")
+	}
+}
+
+// ownListeningPorts are the TCP ports this process listens on (its
+// sockets in LISTEN state, found through /proc/self/fd).
+func ownListeningPorts() []string {
 	mine := map[string]bool{}
-	fds, _ := os.ReadDir("/proc/self/fd") // none found: the port loop below checks nothing, the socket checks above still hold
+	fds, _ := os.ReadDir("/proc/self/fd") // none found: the caller's "found none" check fails
 	for _, fd := range fds {
 		if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil {
 			if inode, ok := strings.CutPrefix(link, "socket:["); ok {
@@ -142,7 +173,7 @@ func TestEmbeddedEtcdAcceptsOnlyTheServer(t *testing.T) {
 			}
 		}
 	}
-	probed := 0
+	var ports []string
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -154,24 +185,10 @@ func TestEmbeddedEtcdAcceptsOnlyTheServer(t *testing.T) {
 				continue
 			}
 			_, hexPort, _ := strings.Cut(fields[1], ":")
-			p, err := strconv.ParseUint(hexPort, 16, 16)
-			if err != nil {
-				continue
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
+				ports = append(ports, strconv.Itoa(int(p)))
 			}
-			probed++
-			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:" + strconv.Itoa(int(p))}, DialTimeout: time.Second})
-			if err != nil {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-			if _, err := cli.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
-				t.Errorf("port %d serves etcd's key space to any local process", p)
-			}
-			cancel()
-			_ = cli.Close() // test probe
 		}
 	}
-	if probed == 0 {
-		t.Fatal("found none of this process's listening ports (the server's HTTP port at least)")
-	}
+	return ports
 }
