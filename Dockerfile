@@ -15,10 +15,12 @@ RUN CGO_ENABLED=0 GOOS=linux go build -trimpath \
 # (sh and bash), make, curl, jq, ssh, tar/gzip/unzip/xz and ca-certificates.
 # Language toolchains (go, node, ...) and docker are not included: use the
 # kubernetes executor (each stage names its image) or build an image FROM
-# this one that adds them (README, "Docker image").
+# this one that adds them (README, "Docker image"). bubblewrap sandboxes
+# command stages (--local-isolation); in a container it needs user
+# namespaces (README, "Isolation").
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates git bash make curl jq openssh-client tar gzip unzip xz-utils \
+ && apt-get install -y --no-install-recommends ca-certificates git bash make curl jq openssh-client tar gzip unzip xz-utils bubblewrap \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 kontinuous \
  && useradd --system --uid 10001 --gid kontinuous --home-dir /data --shell /usr/sbin/nologin kontinuous \

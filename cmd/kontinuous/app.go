@@ -84,19 +84,34 @@ func openEtcd(ctx context.Context, cfg Config, log *slog.Logger) (*clientv3.Clie
 		return cli, func(context.Context) error { return cli.Close() }, nil
 	}
 	dir := filepath.Join(cfg.DataDir, "etcd")
-	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: dir, Logger: log, QuotaBackendBytes: cfg.Cluster.EtcdQuotaBytes})
+	// The embedded etcd serves the server only: a unix socket in the data
+	// dir (0700 dir, 0600 socket), no TCP port that a stage or another
+	// local user could find. A data dir too deep for a socket path gets a
+	// private temporary directory instead.
+	sockDir, cleanup := filepath.Join(cfg.DataDir, "run"), func() {}
+	if abs, err := filepath.Abs(sockDir); err == nil && len(abs)+len("/etcd.sock") > 107 {
+		tmp, err := os.MkdirTemp("", "kontinuous-etcd-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("embedded etcd socket: %w", err)
+		}
+		sockDir, cleanup = tmp, func() { _ = os.RemoveAll(tmp) } // best effort: a stale empty dir
+	}
+	emb, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbeddedConfig{Dir: dir, Logger: log, ClientSocket: filepath.Join(sockDir, "etcd.sock"), QuotaBackendBytes: cfg.Cluster.EtcdQuotaBytes})
 	if err != nil {
+		cleanup()
 		return nil, nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
 	}
 	cli, err := etcdstore.Connect(ctx, etcdstore.ClientConfig{Endpoints: emb.Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		emb.Close()
+		cleanup()
 		return nil, nil, fmt.Errorf("embedded etcd: %w", err)
 	}
-	log.Info("embedded etcd started", "dir", dir)
+	log.Info("embedded etcd started", "dir", dir, "socket", filepath.Join(sockDir, "etcd.sock"))
 	return cli, func(context.Context) error {
 		err := cli.Close()
 		emb.Close()
+		cleanup()
 		return err
 	}, nil
 }

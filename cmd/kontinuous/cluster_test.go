@@ -37,6 +37,10 @@ import (
 func TestMain(m *testing.M) {
 	flag.Parse()
 	testenv.Prepare() // the kubernetes control plane's binaries, built once per machine
+	if len(testIsolation()) > 0 {
+		// Server binaries the tests start inherit it (no bwrap here).
+		os.Setenv("KONTINUOUS_LOCAL_ISOLATION", "none")
+	}
 	code := m.Run()
 	if !testenv.StopShared() && code == 0 {
 		code = 1 // the host could not be put back after the real node (stderr says why)
@@ -67,7 +71,7 @@ func newGitHub(tb testing.TB) *fakegithub.Server {
 func startApp(tb testing.TB, gh *fakegithub.Server, dir string, extra ...string) *App {
 	tb.Helper()
 	args := append([]string{"--listen", "127.0.0.1:0", "--data-dir", dir, "--auth-secret", testSecret,
-		"--github-api-url", gh.APIURL, "--github-url", gh.URL, "--log-level", "error"}, extra...)
+		"--github-api-url", gh.APIURL, "--github-url", gh.URL, "--log-level", "error"}, append(testIsolation(), extra...)...)
 	cfg, err := LoadConfig(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		tb.Fatal(err)
@@ -218,6 +222,9 @@ func TestKilledServerProcessEndsItsBuildAfterRestart(t *testing.T) {
 	// A runner silent for 3 s is taken over (the default 45 s would make
 	// this test wait a minute).
 	args = append(args, "--stale-after", "3s")
+	// The stage writes its pid outside its workspace and must outlive the
+	// killed server: no sandbox (its processes die with the server).
+	args = append(args, "--local-isolation", "none")
 	srv := startProcess(t, bin, args...)
 	rc := newRetryClient()
 	createAppPipeline(t, rc, srv.url)
@@ -391,8 +398,10 @@ func clusterServers(t *testing.T) (*pipelinetest.EtcdCluster, *fakegithub.Server
 	cluster := pipelinetest.StartEtcdCluster(t)
 	gh := newGitHub(t)
 	eps := strings.Join(cluster.Endpoints(), ",")
-	a := startApp(t, gh, t.TempDir(), "--etcd-endpoints", eps)
-	b := startApp(t, gh, t.TempDir(), "--etcd-endpoints", eps)
+	// Their stages append to one marks file outside any workspace: no
+	// sandbox (it would hide the file).
+	a := startApp(t, gh, t.TempDir(), "--etcd-endpoints", eps, "--local-isolation", "none")
+	b := startApp(t, gh, t.TempDir(), "--etcd-endpoints", eps, "--local-isolation", "none")
 	return cluster, gh, []*App{a, b}
 }
 

@@ -69,6 +69,9 @@ type Config struct {
 	// server's own PATH); DockerHost is DOCKER_HOST for docker stages.
 	Path       string
 	DockerHost string
+	// LocalIsolation is how the local executor isolates command stages:
+	// auto, bwrap or none (isolation.go).
+	LocalIsolation string
 	// Cluster: more than one server, live streams (config_cluster.go).
 	Cluster ClusterConfig
 	// OAuth1Consumers are the Application Links' consumers (oauth1.go);
@@ -121,6 +124,7 @@ var settings = []setting{
 	{"notify-allow-private", []string{"KONTINUOUS_NOTIFY_ALLOW_PRIVATE"}, "false", "let Slack notifications use plain http and private, loopback or link-local addresses (off: https to public addresses only)"},
 	{"linearizable-reads", []string{"KONTINUOUS_LINEARIZABLE_READS"}, "false", "read builds and pipelines from etcd on every request instead of the watch-fed cache (a read on one server then sees a write another server just answered)"},
 	{"log-level", []string{"KONTINUOUS_LOG_LEVEL"}, "info", "debug, info, warn or error"},
+	{"local-isolation", []string{"KONTINUOUS_LOCAL_ISOLATION"}, "auto", "sandbox of local command stages: auto (bwrap if it works here, else command stages are refused), bwrap (refuse to start without it) or none (stages can read the server's secrets: push access = server access)"},
 }
 
 // settingError names the setting that is wrong.
@@ -341,6 +345,12 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	c.Path = getenv("PATH")
 	c.DockerHost = getenv("DOCKER_HOST")
+	c.LocalIsolation = get("local-isolation")
+	switch c.LocalIsolation {
+	case "auto", "bwrap", "none":
+	default:
+		return c, bad("local-isolation", "%q: use auto, bwrap or none", c.LocalIsolation)
+	}
 	c.LogLevel = get("log-level")
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -54,7 +54,7 @@ func newWorld(t *testing.T, extra ...string) *world {
 func (w *world) start() {
 	w.t.Helper()
 	args := append([]string{"--listen", "127.0.0.1:0", "--data-dir", w.dir, "--auth-secret", testSecret,
-		"--github-api-url", w.gh.APIURL, "--github-url", w.gh.URL, "--log-level", "warn"}, w.extra...)
+		"--github-api-url", w.gh.APIURL, "--github-url", w.gh.URL, "--log-level", "warn"}, append(testIsolation(), w.extra...)...)
 	cfg, err := LoadConfig(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		w.t.Fatal(err)

@@ -232,10 +232,14 @@ func newExecutor(cfg Config, log *slog.Logger) (pipeline.Executor, error) {
 	case "kubernetes":
 		return newKubeExecutor(cfg, log)
 	default:
-		return local.New(local.Config{
+		lc := local.Config{
 			WorkDir: filepath.Join(cfg.DataDir, "workspaces"), DefaultTimeout: cfg.StageTimeout,
 			Logger: log, Kubeconfig: cfg.Kubeconfig, Path: cfg.Path, DockerHost: cfg.DockerHost,
-		}), nil
+		}
+		if err := localIsolation(cfg, &lc, log); err != nil {
+			return nil, err
+		}
+		return local.New(lc), nil
 	}
 }
 

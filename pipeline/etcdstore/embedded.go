@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,12 @@ type EmbeddedConfig struct {
 	// QuotaBackendBytes is the database size at which etcd raises NOSPACE
 	// and refuses writes (0: etcd's default, 2 GiB).
 	QuotaBackendBytes int64
+	// ClientSocket, when set, is the path of a unix socket (mode 0600, in
+	// a directory created 0700) that is etcd's only client listener, and
+	// etcd listens on no peer port: only processes that can open the path
+	// reach it. ClientPort and PeerPort are then unused. A path longer
+	// than a unix socket allows is refused.
+	ClientSocket string
 }
 
 // Embedded is an etcd server running in this process, listening on
@@ -93,6 +100,9 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 func startEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	clientPort, peerPort := cfg.ClientPort, cfg.PeerPort
 	var err error
+	if cfg.ClientSocket != "" {
+		clientPort, peerPort = -1, -1 // no TCP listener
+	}
 	if clientPort == 0 {
 		if clientPort, err = freePort(); err != nil {
 			return nil, err
@@ -105,6 +115,26 @@ func startEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	clientURL := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(clientPort))}
 	peerURL := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(peerPort))}
+	if cfg.ClientSocket != "" {
+		sock, err := filepath.Abs(cfg.ClientSocket)
+		if err != nil {
+			return nil, fmt.Errorf("etcdstore: embedded etcd socket: %w", err)
+		}
+		// sun_path holds 108 bytes with its NUL.
+		if len(sock) > 107 {
+			return nil, fmt.Errorf("etcdstore: embedded etcd socket path %s is %d bytes, longer than a unix socket allows (107): use a shorter data dir", sock, len(sock))
+		}
+		if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+			return nil, fmt.Errorf("etcdstore: embedded etcd socket dir: %w", err)
+		}
+		if err := os.Chmod(filepath.Dir(sock), 0o700); err != nil {
+			return nil, fmt.Errorf("etcdstore: embedded etcd socket dir: %w", err)
+		}
+		clientURL = url.URL{Scheme: "unix", Path: sock}
+		// Advertised only (a single member never dials itself); nothing
+		// listens there.
+		peerURL = url.URL{Scheme: "http", Host: "127.0.0.1:2380"}
+	}
 
 	ec := embed.NewConfig()
 	ec.Name = "kontinuous"
@@ -112,6 +142,9 @@ func startEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.ListenClientUrls = []url.URL{clientURL}
 	ec.AdvertiseClientUrls = []url.URL{clientURL}
 	ec.ListenPeerUrls = []url.URL{peerURL}
+	if cfg.ClientSocket != "" {
+		ec.ListenPeerUrls = nil
+	}
 	ec.AdvertisePeerUrls = []url.URL{peerURL}
 	ec.InitialCluster = ec.Name + "=" + peerURL.String()
 	ec.InitialClusterToken = "kontinuous"
@@ -163,6 +196,13 @@ func startEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		closing.Store(true)
 		e.Close()
 		return nil, fmt.Errorf("etcdstore: embedded etcd in %s not ready: %w", cfg.Dir, ctx.Err())
+	}
+	if clientURL.Scheme == "unix" {
+		if err := os.Chmod(clientURL.Path, 0o600); err != nil {
+			closing.Store(true)
+			e.Close()
+			return nil, fmt.Errorf("etcdstore: embedded etcd socket: %w", err)
+		}
 	}
 	return &Embedded{etcd: e, clientURL: clientURL.String(), clientPort: clientPort, peerPort: peerPort, closing: closing}, nil
 }

@@ -109,7 +109,7 @@ func (x *Executor) runCommand(ctx context.Context, job pipeline.StageJob, ws wor
 		return err
 	}
 	logf(log, "running %s", quoteArgv(argv))
-	return x.runProcess(ctx, process{path: path, argv: argv, dir: dir, env: env}, log)
+	return x.runProcess(ctx, process{path: path, argv: argv, dir: dir, env: env, ws: &ws}, log)
 }
 
 // envValue returns the value of key in an environment list.

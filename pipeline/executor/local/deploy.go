@@ -99,9 +99,10 @@ func (x *Executor) runDeploy(ctx context.Context, job pipeline.StageJob, t tools
 	if err != nil {
 		return err
 	}
-	// The rendered files may hold secret values: keep them out of the
-	// checkout, readable by the server's user only, and remove them after.
-	out := filepath.Join(ws.tmp, "deploy-"+strconv.Itoa(job.Stage.Index))
+	// Keep the rendered files out of the checkout and out of reach of
+	// command stages (beside src, home and tmp), readable by the server's
+	// user only, and remove them after.
+	out := filepath.Join(ws.root, "deploy-"+strconv.Itoa(job.Stage.Index))
 	if err := os.RemoveAll(out); err != nil {
 		return fmt.Errorf("local executor: %w", err)
 	}
@@ -126,6 +127,8 @@ func (x *Executor) runDeploy(ctx context.Context, job pipeline.StageJob, t tools
 	}
 	logf(log, "applying %s", strings.Join(files, ", "))
 	argv := []string{"kubectl", "--kubeconfig", t.kubeconfig, "apply", "-f", out}
-	env := []string{"HOME=" + ws.home, "KUBECONFIG=" + t.kubeconfig, "PATH=" + x.cfg.Path}
+	// kubectl runs outside the sandbox: its HOME (cache, kuberc) is not
+	// one a command stage could have written.
+	env := []string{"HOME=" + filepath.Join(ws.root, "kubectl"), "KUBECONFIG=" + t.kubeconfig, "PATH=" + x.cfg.Path}
 	return x.runProcess(ctx, process{path: t.kubectl, argv: argv, dir: ws.src, env: env}, log)
 }

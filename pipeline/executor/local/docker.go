@@ -136,10 +136,13 @@ func publishTarget(p spec.DockerPublishParams, commit string) (string, error) {
 }
 
 // dockerEnv is the environment of docker commands: no job variables, a
-// Docker config of the build's own.
+// Docker config of the build's own, beside the directories command stages
+// see (src, home, tmp) and out of their reach: a stage could otherwise
+// plant a CLI plugin there that the docker CLI, which runs outside the
+// sandbox, would execute.
 func (x *Executor) dockerEnv(ws workspace) []string {
 	return []string{
-		"DOCKER_CONFIG=" + filepath.Join(ws.home, ".docker"),
+		"DOCKER_CONFIG=" + filepath.Join(ws.root, "docker"),
 		"DOCKER_HOST=" + x.cfg.DockerHost,
 		"HOME=" + ws.home,
 		"PATH=" + x.cfg.Path,

@@ -50,7 +50,7 @@ func runWithGitServer(m *testing.M) (int, error) {
 }
 
 // newGitServer returns the package's git server.
-func newGitServer(t *testing.T) *gitServer {
+func newGitServer(t testing.TB) *gitServer {
 	t.Helper()
 	if shared == nil {
 		t.Fatal("no git server")

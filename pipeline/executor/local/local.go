@@ -67,6 +67,15 @@ type Config struct {
 	// KillGrace is how long a canceled command has between SIGTERM and
 	// SIGKILL; default 5s.
 	KillGrace time.Duration
+	// Sandbox, when set, runs command stages in it (NewSandbox); the
+	// parent of WorkDir (the server's data directory) is never shown to
+	// them. Nil runs them on the host as the server's user: isolation off,
+	// a stage can then read the server's environment and data directory.
+	Sandbox *Sandbox
+	// SandboxUnavailable, when set and Sandbox is nil, makes every command
+	// stage fail at once with this error (isolation is required but this
+	// host cannot provide it).
+	SandboxUnavailable error
 }
 
 // Executor is the local executor.
@@ -96,6 +105,9 @@ func New(cfg Config) *Executor {
 	}
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = 5 * time.Second
+	}
+	if abs, err := filepath.Abs(cfg.WorkDir); err == nil && cfg.WorkDir != "" {
+		cfg.WorkDir = abs // the sandbox binds absolute paths
 	}
 	return &Executor{cfg: cfg, log: cfg.Logger, locks: map[string]chan struct{}{}}
 }
@@ -177,6 +189,10 @@ func (x *Executor) tools(ctx context.Context, typ string) (tools, error) {
 	var t tools
 	var err error
 	switch typ {
+	case "command":
+		if x.cfg.Sandbox == nil && x.cfg.SandboxUnavailable != nil {
+			err = pipeline.Errorf(pipeline.ErrNotImplemented, "%v", x.cfg.SandboxUnavailable)
+		}
 	case "docker_build", "docker_publish":
 		t.docker, err = x.dockerCheck(ctx, typ)
 	case "deploy":

@@ -22,6 +22,9 @@ type process struct {
 	dir   string
 	env   []string
 	stdin io.Reader // nil: /dev/null
+	// ws, when set, runs the program in the executor's sandbox (when it
+	// has one) showing this workspace.
+	ws *workspace
 }
 
 // exitError is the error of a command that exited unsuccessfully.
@@ -45,6 +48,11 @@ const drainWait = 2 * time.Second
 // into log line by line. It kills the whole group when the command exits,
 // when ctx ends (SIGTERM, then SIGKILL after the grace period) and returns
 // nil, an *exitError, or the stopped(ctx) error.
+//
+// In the sandbox (p.ws set and a Sandbox configured) the process group
+// that gets SIGTERM is the sandbox's session, and the end is SIGKILL to
+// the sandbox's init: the kernel then kills every process of its PID
+// namespace, also those that left the group.
 func (x *Executor) runProcess(ctx context.Context, p process, log io.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return stopped(ctx)
@@ -63,8 +71,19 @@ func (x *Executor) runProcess(ctx context.Context, p process, log io.Writer) err
 		Stderr:      pw,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
+	var sb *sandboxed
+	if p.ws != nil && x.cfg.Sandbox != nil {
+		if sb, err = x.sandbox(cmd, p); err != nil {
+			_ = pr.Close()
+			_ = pw.Close()
+			return err
+		}
+	}
 	err = cmd.Start()
 	_ = pw.Close() // the child has its copy; ours would keep the pipe open
+	if sb != nil {
+		sb.started()
+	}
 	if err != nil {
 		_ = pr.Close()
 		var pe *fs.PathError
@@ -99,7 +118,11 @@ func (x *Executor) runProcess(ctx context.Context, p process, log io.Writer) err
 	case <-exited:
 	case <-ctx.Done():
 		stop = stopped(ctx)
-		_ = syscall.Kill(-pid, syscall.SIGTERM) // the group may be gone already
+		if sb != nil {
+			sb.term(exited, x.cfg.KillGrace)
+		} else {
+			_ = syscall.Kill(-pid, syscall.SIGTERM) // the group may be gone already
+		}
 		select {
 		case <-exited:
 		case <-time.After(x.cfg.KillGrace):
@@ -107,6 +130,9 @@ func (x *Executor) runProcess(ctx context.Context, p process, log io.Writer) err
 	}
 	// Whatever is left of the group goes now, children included.
 	_ = syscall.Kill(-pid, syscall.SIGKILL) // nothing left is fine
+	if sb != nil {
+		sb.kill()
+	}
 	werr := cmd.Wait()
 
 	select {
@@ -119,6 +145,9 @@ func (x *Executor) runProcess(ctx context.Context, p process, log io.Writer) err
 
 	if stop != nil {
 		return stop
+	}
+	if sb != nil && !sb.ran() && werr != nil {
+		return fmt.Errorf("local executor: the stage's sandbox (bwrap) did not start: %v (bwrap's message is in the stage's log)", werr)
 	}
 	var ee *exec.ExitError
 	if errors.As(werr, &ee) {
