@@ -41,9 +41,10 @@ func newNodeWorld(t *testing.T, kc *kubeCluster) *world {
 	w := &world{t: t, gh: gh, dir: t.TempDir(), extra: []string{
 		"--executor", "kubernetes", "--kubeconfig", kc.kubeconfig, "--kube-namespace", kc.ns,
 		"--stage-timeout", "2m", "--kube-node-pool", testenv.NodePool,
-		// Not loopback: the stand-in GitHub is on the bridge, not loopback,
-		// and the server refuses pipelines it could not send webhooks to.
-		"--url", "https://kontinuous.test",
+		// On the bridge too, not loopback (this --listen wins over
+		// start's): its URL must be one the stand-in GitHub, which is not
+		// on loopback, could send webhooks to, or pipelines are refused.
+		"--listen", testenv.Gateway + ":0",
 		"--kube-cloner-image", testenv.ClonerImage, "--kube-default-image", testenv.BusyboxImage,
 	}}
 	w.start()
@@ -193,6 +194,13 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 		kc.waitPod(t, pod, 60*time.Second, "a running container", func(p *corev1.Pod, err error) bool {
 			return err == nil && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil
 		})
+		p, err := kc.admin.CoreV1().Pods(kc.ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := p.Spec.TerminationGracePeriodSeconds; g == nil || *g != 5 {
+			t.Errorf("stage pod terminationGracePeriodSeconds = %v, want 5 (the executor's KillGrace)", g)
+		}
 		start := time.Now()
 		expect(t, w.do("POST", "/api/v1/pipelines/acme/app/builds/3/cancel", carol, nil), http.StatusOK)
 		b = w.waitKubeBuild(3, done)
@@ -207,16 +215,9 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 		// containers. Its command is PID 1 and ignores SIGTERM, so it is
 		// killed when the pod's grace period (the executor's KillGrace,
 		// 5 s, not Kubernetes' 30 s) ends.
-		var grace *int64
-		kc.waitPod(t, pod, 90*time.Second, "its container stopped and the pod gone", func(p *corev1.Pod, err error) bool {
-			if err == nil && grace == nil {
-				grace = p.Spec.TerminationGracePeriodSeconds
-			}
+		kc.waitPod(t, pod, 90*time.Second, "its container stopped and the pod gone", func(_ *corev1.Pod, err error) bool {
 			return apierrors.IsNotFound(err)
 		})
-		if grace == nil || *grace != 5 {
-			t.Errorf("stage pod terminationGracePeriodSeconds = %v, want 5 (the executor's KillGrace)", grace)
-		}
 		t.Logf("container stopped and pod gone %s after the cancel", time.Since(start).Round(100*time.Millisecond))
 	})
 
