@@ -41,6 +41,10 @@ func newNodeWorld(t *testing.T, kc *kubeCluster) *world {
 	w := &world{t: t, gh: gh, dir: t.TempDir(), extra: []string{
 		"--executor", "kubernetes", "--kubeconfig", kc.kubeconfig, "--kube-namespace", kc.ns,
 		"--stage-timeout", "2m", "--kube-node-pool", testenv.NodePool,
+		// On the bridge too, not loopback (this --listen wins over
+		// start's): its URL must be one the stand-in GitHub, which is not
+		// on loopback, could send webhooks to, or pipelines are refused.
+		"--listen", testenv.Gateway + ":0",
 		"--kube-cloner-image", testenv.ClonerImage, "--kube-default-image", testenv.BusyboxImage,
 	}}
 	w.start()
@@ -126,7 +130,8 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 			t.Fatalf("build %s (%q) stages %+v", b.Status, b.Message, b.Stages)
 		}
 		logText := w.stageLog(1, b.Stages[0].Index)
-		if !strings.Contains(logText, "token="+pipeline.Mask) || strings.Contains(logText, secretValue) || strings.Contains(stream, secretValue) {
+		if !strings.Contains(logText, "token="+pipeline.Mask) || !strings.Contains(stream, "token="+pipeline.Mask) ||
+			strings.Contains(logText, secretValue) || strings.Contains(stream, secretValue) {
 			t.Errorf("the secret is not masked in the log:\n%s", logText)
 		}
 		if !strings.Contains(logText, "checked out "+sha) {
@@ -171,7 +176,7 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 		}
 	})
 
-	t.Run("cancel deletes the Job and the container stops", func(t *testing.T) {
+	t.Run("cancel deletes the Job and the container stops within the kill grace", func(t *testing.T) {
 		spec := specHead + `    stages:
       - name: forever
         type: command
@@ -189,6 +194,13 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 		kc.waitPod(t, pod, 60*time.Second, "a running container", func(p *corev1.Pod, err error) bool {
 			return err == nil && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil
 		})
+		p, err := kc.admin.CoreV1().Pods(kc.ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := p.Spec.TerminationGracePeriodSeconds; g == nil || *g != 5 {
+			t.Errorf("stage pod terminationGracePeriodSeconds = %v, want 5 (the executor's KillGrace)", g)
+		}
 		start := time.Now()
 		expect(t, w.do("POST", "/api/v1/pipelines/acme/app/builds/3/cancel", carol, nil), http.StatusOK)
 		b = w.waitKubeBuild(3, done)
@@ -199,9 +211,13 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 			// The executor deletes it before the stage ends.
 			t.Errorf("Job %s after cancel: %v, want it deleted", job, err)
 		}
-		// The pod object goes when the kubelet has stopped its containers
-		// (the default grace period is 30 s).
-		kc.waitPod(t, pod, 60*time.Second, "deletion", func(_ *corev1.Pod, err error) bool { return apierrors.IsNotFound(err) })
+		// The pod object goes only once the kubelet has stopped its
+		// containers. Its command is PID 1 and ignores SIGTERM, so it is
+		// killed when the pod's grace period (the executor's KillGrace,
+		// 5 s, not Kubernetes' 30 s) ends.
+		kc.waitPod(t, pod, 90*time.Second, "its container stopped and the pod gone", func(_ *corev1.Pod, err error) bool {
+			return apierrors.IsNotFound(err)
+		})
 		t.Logf("container stopped and pod gone %s after the cancel", time.Since(start).Round(100*time.Millisecond))
 	})
 

@@ -5,6 +5,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler  v1.35.4
 #   etcd                                                      v3.6.16
 #   kwok (fakes nodes and pod lifecycles)                     v0.8.0
+#   kubelet (the real test node; KUBE_TESTENV_KUBELET=0 skips) v1.35.4
 #
 # into ${KONTINUOUS_KUBE_CACHE:-$HOME/.cache/kontinuous-kube}/bin, plus KWOK's
 # stage configuration in .../kwok-stages. The scratch Go modules used for the
@@ -15,7 +16,8 @@
 # at the same time build once.
 #
 # Usage: scripts/kube-testenv/build.sh        (prints the bin directory)
-# Cold, on 2 shared cores: roughly 5-8 minutes and ~2 GB of Go build cache.
+# Cold, on 2 shared cores: see README.md (tens of minutes on a busy machine,
+# a few GB of Go build cache). The current step is in $CACHE/build.status.
 set -euo pipefail
 
 K8S_VERSION=v1.35.4
@@ -30,7 +32,10 @@ SRC="$CACHE/src"
 LAYOUT=2
 STAMP="$CACHE/stamp-$LAYOUT-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
 
-log() { echo "kube-testenv: $*" >&2; }
+log() {
+	echo "kube-testenv: $*" >&2
+	echo "$(date -u +%FT%TZ) $*" >>"$CACHE/build.status"
+}
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/build.lock"
@@ -41,16 +46,19 @@ fi
 
 # The kubelet (the real node, testenv/node.go) has its own stamp: a cache holding
 # a finished control plane gets only the kubelet added. It is built only with
-# KUBE_TESTENV_KUBELET=1 until the real-node tests (issue 15) are in the suite.
+# KUBE_TESTENV_KUBELET=0 leaves it out (the real-node tests then fail in CI
+# and skip elsewhere).
 KUBELET_STAMP="$CACHE/stamp-kubelet-$K8S_VERSION"
 want_kubelet=1
-[[ "${KUBE_TESTENV_KUBELET:-0}" == 0 ]] && want_kubelet=0
+[[ "${KUBE_TESTENV_KUBELET:-1}" == 0 ]] && want_kubelet=0
 
 if [[ -f "$STAMP" && ($want_kubelet == 0 || -f "$KUBELET_STAMP") ]]; then
 	echo "$BIN"
 	exit 0
 fi
 
+: >"$CACHE/build.status"
+log "cold build started (this file shows each step; tail -f it)"
 mkdir -p "$BIN" "$SRC"
 # The scratch modules must not see a go.work or the caller's module.
 export GOWORK=off GOFLAGS=-mod=mod GO111MODULE=on CGO_ENABLED=0
@@ -216,4 +224,5 @@ if [[ $want_kubelet == 1 && ! -f "$KUBELET_STAMP" ]]; then
 	log "kubelet done in $(($(date +%s) - kstart))s"
 fi
 
+log "done in $(($(date +%s) - start))s"
 echo "$BIN"

@@ -28,7 +28,9 @@
 // never inlined in the Job. Status comes from watching the Job and its pod
 // (with a periodic re-list, so a lost watch event only delays), never from
 // the pod calling back. Logs are streamed from the pod (follow) into the
-// stage's log. Cancel deletes the Job with background propagation; a
+// stage's log. Cancel deletes the Job with background propagation, and
+// its pod's containers get Config.KillGrace (terminationGracePeriodSeconds)
+// to stop before they are killed; a
 // server that stops, or loses the build to another instance, leaves it
 // running. A RunStage for a stage whose Job already exists (a server
 // restart) adopts that Job: it watches it and streams its logs again from
@@ -103,6 +105,13 @@ type Config struct {
 	// TTLAfterFinished is how long finished Jobs stay for inspection
 	// before Kubernetes deletes them; default 1h.
 	TTLAfterFinished time.Duration
+	// KillGrace is how long a stage's containers have between SIGTERM and
+	// SIGKILL when the stage is canceled or passes its deadline (the pods'
+	// terminationGracePeriodSeconds); default 5s, as the local executor.
+	// Kubernetes' own default, 30 s, would keep a canceled stage running
+	// for half a minute: a stage's command is usually its container's PID
+	// 1, which ignores SIGTERM unless it handles it.
+	KillGrace time.Duration
 	// Resync is how often the executor re-reads a running stage's Job and
 	// pod besides watching them; default 10s.
 	Resync time.Duration
@@ -154,6 +163,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.TTLAfterFinished <= 0 {
 		cfg.TTLAfterFinished = time.Hour
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = 5 * time.Second
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Second

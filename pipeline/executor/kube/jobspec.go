@@ -280,6 +280,9 @@ func (e *Executor) buildJob(job pipeline.StageJob, in jobInput) (*batchv1.Job, s
 			},
 		},
 	}
+	// Containers get KillGrace after SIGTERM on cancel or deadline.
+	grace := int64(math.Ceil(e.cfg.KillGrace.Seconds()))
+	j.Spec.Template.Spec.TerminationGracePeriodSeconds = &grace
 	if key, value, _ := ParseNodePool(e.cfg.NodePool); key != "" {
 		ps := &j.Spec.Template.Spec
 		ps.NodeSelector = map[string]string{key: value}

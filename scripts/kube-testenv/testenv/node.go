@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -114,21 +115,21 @@ func staticBinary(path string) bool {
 }
 
 // RequireNode returns the test binary's control plane with a real node,
-// starting both on first use. The test fails when the node cannot run; it
-// is skipped outside CI when the host cannot run one (not root, no
-// containerd) or the integration tests are skipped.
+// starting both on first use. In CI (CI=true) a host that cannot run the
+// node fails the test with one line saying why; elsewhere the test is
+// skipped with that line (and with -short or KONTINUOUS_KUBE_TESTS=skip).
 func RequireNode(t testing.TB) (*Env, *Node) {
 	t.Helper()
-	if os.Getenv("KUBE_TESTENV_KUBELET") != "1" {
-		t.Skip("real-node tests are opt-in for now: KUBE_TESTENV_KUBELET=1 go test ./cmd/kontinuous -run RealNode (root; builds the kubelet; installs containerd)")
+	if why := enabled(); why != "" {
+		t.Skip(why)
 	}
-	env := Require(t)
 	if why := NodeUnavailable(); why != "" {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(why)
 		}
 		t.Skip(why + "; run as root with those packages (or in CI) to run this test")
 	}
+	env := Require(t)
 	nodeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
@@ -149,7 +150,7 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 	}
 	kubelet := filepath.Join(e.bin, "kubelet")
 	if _, err := os.Stat(kubelet); err != nil {
-		return nil, fmt.Errorf("no kubelet in %s (scripts/kube-testenv/build.sh builds it with KUBE_TESTENV_KUBELET=1): %w", e.bin, err)
+		return nil, fmt.Errorf("no kubelet in %s (scripts/kube-testenv/build.sh builds it unless KUBE_TESTENV_KUBELET=0): %w", e.bin, err)
 	}
 	lock, err := os.OpenFile(nodeLockPath, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -163,6 +164,9 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 		case <-time.After(time.Second):
 		}
 	}
+	// A test binary that died with its node running (a panic, go test's
+	// -timeout) could not put the host back: do it now, before recording.
+	recoverLeftover()
 	n = &Node{env: e, lock: lock}
 	defer func() {
 		if err != nil {
@@ -175,6 +179,11 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 		return n, err
 	}
 	if n.Dir, err = os.MkdirTemp("", "kontinuous-node-"); err != nil {
+		return n, err
+	}
+	n.cgroupRoot = "/kontinuous-testenv-" + randomHex(4)
+	n.sock = filepath.Join(n.Dir, "containerd.sock")
+	if err := n.writeLeftover(); err != nil {
 		return n, err
 	}
 	for _, d := range []string{"containerd/root", "containerd/state", "containerd/opt", "cni/net.d", "cni/ipam", "kubelet", "pods", "volume-plugins", "images"} {
@@ -200,7 +209,6 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 	}
 
 	// containerd, everything under Dir.
-	n.sock = filepath.Join(n.Dir, "containerd.sock")
 	if err := n.writeContainerdConfig(); err != nil {
 		return n, err
 	}
@@ -229,7 +237,6 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 	}
 
 	// The kubelet, in its own cgroup tree (removed on Stop).
-	n.cgroupRoot = "/kontinuous-testenv-" + randomHex(4)
 	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
 	for _, h := range hierarchies {
 		if fi, err := os.Stat(h); err == nil && fi.IsDir() {
@@ -466,9 +473,66 @@ func (n *Node) Stop() []error {
 		}
 	}
 	if n.lock != nil {
+		// The host is as good as this run can make it: a later run must not
+		// "restore" what it recorded.
+		if err := os.Remove(leftoverPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
 		n.lock.Close() // releases the flock
 	}
 	return errs
+}
+
+// leftoverPath holds the record of the running node (what the host was
+// like before it, where its state is) while it runs; Stop removes it. A
+// record found by StartNode is a dead test binary's.
+var leftoverPath = "/run/kontinuous-testenv-node.json"
+
+// leftover is the record at leftoverPath.
+type leftover struct {
+	Dir        string
+	CgroupRoot string
+	Sock       string
+	Sysctls    map[string]string
+	Absent     []string
+	Tables     map[string]bool
+	Chains     map[string][]string
+	Mounts     map[string]bool
+}
+
+func (n *Node) writeLeftover() error {
+	b, err := json.Marshal(leftover{Dir: n.Dir, CgroupRoot: n.cgroupRoot, Sock: n.sock,
+		Sysctls: n.host.sysctls, Absent: n.host.absent, Tables: n.host.tables, Chains: n.host.chains, Mounts: n.host.mounts})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(leftoverPath, b, 0o600)
+}
+
+// recoverLeftover tears down the node of a dead test binary, if its record
+// is there: its containers, shims, bridge, cgroups and directory, and puts
+// back the host settings it recorded. The caller holds nodeLockPath. What
+// cannot be undone is reported on stderr; the record goes either way, so
+// one stuck step cannot block every later run.
+func recoverLeftover() {
+	b, err := os.ReadFile(leftoverPath)
+	if err != nil {
+		return
+	}
+	var l leftover
+	if err := json.Unmarshal(b, &l); err != nil || l.Dir == "" || l.CgroupRoot == "" {
+		fmt.Fprintf(os.Stderr, "testenv: ignoring an unreadable %s: %v\n", leftoverPath, err)
+		_ = os.Remove(leftoverPath) // unusable; the next node records afresh
+		return
+	}
+	fmt.Fprintf(os.Stderr, "testenv: a real node of a test binary that died was left running (%s); tearing it down and restoring the host\n", l.Dir)
+	n := &Node{Dir: l.Dir, cgroupRoot: l.CgroupRoot, sock: l.Sock,
+		host:   &hostState{sysctls: l.Sysctls, absent: l.Absent, tables: l.Tables, chains: l.Chains, mounts: l.Mounts},
+		bridge: exec.Command("ip", "link", "show", bridgeName).Run() == nil}
+	for _, err := range n.Stop() {
+		fmt.Fprintf(os.Stderr, "testenv: restoring the host after a dead test binary's node: %v\n", err)
+	}
+	_ = os.Remove(leftoverPath) // reported above if it mattered
 }
 
 // killCgroup SIGKILLs every process in the cgroup tree root of every
