@@ -145,6 +145,31 @@ func (e *Engine) updateRetry(ctx context.Context, owner, repo string, number int
 	}
 }
 
+// createLogRetry opens a stage's log, retrying while the store is
+// unavailable (an etcd leader election, a member restarting) for as long as
+// a build's heartbeat may be late (StaleAfter): a short outage must not
+// fail a stage that never ran.
+func (e *Engine) createLogRetry(ctx context.Context, ref LogRef) (io.WriteCloser, error) {
+	backoff := 100 * time.Millisecond
+	perAttempt := max(e.cfg.StaleAfter/3, time.Second)
+	deadline := time.Now().Add(e.cfg.StaleAfter)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, perAttempt)
+		lw, err := e.cfg.Logs.Create(actx, ref)
+		cancel()
+		if err == nil || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil || time.Now().After(deadline) {
+			return lw, err
+		}
+		e.log.Warn("opening a stage log; will retry", "pipeline", ref.Pipeline, "build", ref.Build, "stage", ref.Stage, "attempt", attempt, "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
 // advance is updateRetry for one step of a build: a build that ended
 // meanwhile is left as it is, and one whose cancel was requested is ended
 // CANCELED instead of taking the step (fn is not called for either).
@@ -931,7 +956,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	}
 	ref := LogRef{Pipeline: p.Key(), Build: b.Number, Stage: st.Index}
 	secretValues = append(secretValues, tok.AccessToken)
-	lw, err := e.cfg.Logs.Create(ctx, ref)
+	lw, err := e.createLogRetry(ctx, ref)
 	if err != nil {
 		if ctx.Err() != nil {
 			return b, err
