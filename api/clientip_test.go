@@ -98,7 +98,9 @@ func TestLoginLimitSeparatesClientsBehindATrustedProxy(t *testing.T) {
 		s.ServeHTTP(rec, req)
 		return rec.Code
 	}
-	limiter := func() *auth.Limiter { return auth.NewLimiter(auth.LimiterConfig{Rate: rate.Every(time.Hour), Burst: 2}) }
+	limiter := func() *auth.Limiter {
+		return auth.NewLimiter(auth.LimiterConfig{Rate: rate.Every(time.Hour), Burst: 2})
+	}
 
 	trusted := newLoginServerConfig(t, LoginConfig{Limiter: limiter(), TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	for i := range 2 {
