@@ -32,3 +32,11 @@ func TestTrustedProxiesSetting(t *testing.T) {
 		}
 	}
 }
+
+func TestBadTrustedProxiesIsOneStartUpLineThroughTheBinary(t *testing.T) {
+	code, _, stderr := runBinary(t, "", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--trusted-proxies", "10.0.0.0/8,not-a-cidr")
+	if code != 2 { // a bad setting exits 2, like the others
+		t.Fatalf("exit %d, want 2; stderr:\n%s", code, stderr)
+	}
+	oneLine(t, stderr, "--trusted-proxies", "KONTINUOUS_TRUSTED_PROXIES", `"not-a-cidr"`)
+}
