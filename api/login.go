@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -180,30 +179,11 @@ func (r *LoginResources) limit(req *restful.Request, resp *restful.Response, cha
 	chain.ProcessFilter(req, resp)
 }
 
-// clientKey identifies the client for rate limiting: its IP address, or
-// for IPv6 its /64 (one subscriber's usual allocation). X-Forwarded-For is
-// read only when the TCP peer is a trusted proxy, right to left, skipping
-// trusted hops.
+// clientKey identifies the client for rate limiting: its address (see
+// ClientAddr), or for IPv6 its /64 (one subscriber's usual allocation).
 func clientKey(r *http.Request, trusted []netip.Prefix) string {
-	addr := peerAddr(r.RemoteAddr)
-	if addr.IsValid() && isTrusted(addr, trusted) {
-		hops := r.Header.Values("X-Forwarded-For")
-		var chain []string
-		for _, h := range hops {
-			chain = append(chain, strings.Split(h, ",")...)
-		}
-		for i := len(chain) - 1; i >= 0; i-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(chain[i]))
-			if err != nil {
-				break
-			}
-			addr = a.Unmap()
-			if !isTrusted(addr, trusted) {
-				break
-			}
-		}
-	}
-	if !addr.IsValid() {
+	addr, ok := ClientAddr(r, trusted)
+	if !ok {
 		return r.RemoteAddr
 	}
 	if addr.Is6() {
@@ -213,25 +193,4 @@ func clientKey(r *http.Request, trusted []netip.Prefix) string {
 		}
 	}
 	return addr.String()
-}
-
-func peerAddr(remote string) netip.Addr {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return a.Unmap()
-}
-
-func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
-	for _, p := range trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

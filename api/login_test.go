@@ -63,6 +63,13 @@ type loginServer struct {
 // real etcd and the stand-in GitHub. limiter may be nil (defaults).
 func newLoginServer(t *testing.T, limiter *auth.Limiter, extra ...Resource) *loginServer {
 	t.Helper()
+	return newLoginServerConfig(t, LoginConfig{Limiter: limiter}, extra...)
+}
+
+// newLoginServerConfig is newLoginServer with more of the login resources'
+// settings; cfg.Login is filled in.
+func newLoginServerConfig(t *testing.T, cfg LoginConfig, extra ...Resource) *loginServer {
+	t.Helper()
 	gh := fakegithub.New(t)
 	gh.AddOAuthApp(loginClientID, loginClientSecret)
 	gh.AddUser("octocat", 1001, "gho_octocat_token")
@@ -91,12 +98,13 @@ func newLoginServer(t *testing.T, limiter *auth.Limiter, extra ...Resource) *log
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Login = login
 	v, err := auth.NewVerifier(t.Context(), auth.VerifierConfig{Secret: loginSecret, Revocations: store})
 	if err != nil {
 		t.Fatal(err)
 	}
 	resources := append([]Resource{
-		NewLoginResources(LoginConfig{Login: login, Limiter: limiter}),
+		NewLoginResources(cfg),
 		NewUserResources(store, v),
 	}, extra...)
 	s, err := New(Config{Authenticator: v, Resources: resources, Logger: slog.New(slog.DiscardHandler)})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"slices"
@@ -54,6 +55,10 @@ type Config struct {
 	PublicURL string
 	// CORSOrigins a browser UI may call from (default: PublicURL's origin).
 	CORSOrigins []string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed for the request log's remote field (see ClientAddr). Empty:
+	// the TCP peer.
+	TrustedProxies []netip.Prefix
 	// Ready reports whether backing services (etcd) are reachable.
 	Ready func(ctx context.Context) error
 	// Authenticator verifies Bearer tokens. Required.
@@ -213,12 +218,25 @@ func (s *Server) observe(req *restful.Request, resp *restful.Response, chain *re
 	s.metrics.observe(req.Request.Method, route, status, d)
 	level := slog.LevelInfo
 	attrs := []any{"method", req.Request.Method, "path", req.Request.URL.Path, "status", status,
-		"duration", d.Round(time.Microsecond).String(), "remote", req.Request.RemoteAddr}
+		"duration", d.Round(time.Microsecond).String()}
+	attrs = append(attrs, s.remoteAttrs(req.Request)...)
 	if err, ok := req.Attribute(attrError).(error); ok && err != nil {
 		level = slog.LevelError
 		attrs = append(attrs, "error", err.Error())
 	}
 	s.cfg.Logger.Log(req.Request.Context(), level, "request", attrs...)
+}
+
+// remoteAttrs are the request log's remote fields: the TCP peer, or, when
+// it is a trusted proxy that forwarded for someone, the client's address
+// and the proxy as "proxy".
+func (s *Server) remoteAttrs(r *http.Request) []any {
+	if len(s.cfg.TrustedProxies) > 0 {
+		if a, ok := ClientAddr(r, s.cfg.TrustedProxies); ok && a != peerAddr(r.RemoteAddr) {
+			return []any{"remote", a.String(), "proxy", r.RemoteAddr}
+		}
+	}
+	return []any{"remote", r.RemoteAddr}
 }
 
 // bodyLimiter is a Resource that raises the body cap of some requests

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kontinuous/kontinuous/api"
 	"github.com/kontinuous/kontinuous/auth/oauth1"
 )
 
@@ -41,6 +43,9 @@ type Config struct {
 	TLSCert        string
 	TLSKey         string
 	CORSOrigins    []string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed (login rate limit, request log); none: the TCP peer.
+	TrustedProxies []netip.Prefix
 	Kubeconfig     string
 	KubeNamespace  string
 	KubeNamespaces []string
@@ -108,6 +113,7 @@ var settings = []setting{
 	{"tls-cert", []string{"CERT_FILE"}, "", "TLS certificate file (HTTPS and HTTP/2 when both are set)"},
 	{"tls-key", []string{"KEY_FILE"}, "", "TLS key file"},
 	{"cors-origins", []string{"KONTINUOUS_CORS_ORIGINS"}, "", "comma-separated origins a browser UI may call from (default: the --url origin)"},
+	{"trusted-proxies", []string{"KONTINUOUS_TRUSTED_PROXIES"}, "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for the login rate limit and request log (empty = the TCP peer is the client)"},
 	{"kubeconfig", []string{"KUBECONFIG"}, "", "kubeconfig for the kubernetes executor and deploy stages (empty = in-cluster)"},
 	{"kube-namespace", []string{"KONTINUOUS_NAMESPACE"}, "default", "namespace stage Jobs run in (kubernetes executor)"},
 	{"kube-allowed-namespaces", []string{"KONTINUOUS_ALLOWED_NAMESPACES"}, "", "extra namespaces a .pipeline.yml may ask for (comma-separated)"},
@@ -311,6 +317,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		if err := checkURL(o, false); err != nil {
 			return c, bad("cors-origins", "%q: %v", o, err)
 		}
+	}
+	if c.TrustedProxies, err = api.ParseTrustedProxies(get("trusted-proxies")); err != nil {
+		return c, bad("trusted-proxies", "%v", err)
 	}
 	c.Kubeconfig = get("kubeconfig")
 	c.KubeNamespace = get("kube-namespace")

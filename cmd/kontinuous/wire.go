@@ -174,9 +174,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	}
 	server, err := api.New(api.Config{
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
-		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg,
+		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg, TrustedProxies: cfg.TrustedProxies,
 		Resources: []api.Resource{
-			api.NewLoginResources(api.LoginConfig{Login: login}),
+			api.NewLoginResources(api.LoginConfig{Login: login, TrustedProxies: cfg.TrustedProxies}),
 			api.NewUserResources(store, verifier),
 			api.NewForgeResources(forges(cfg)),
 			api.NewPipelineResources(svc, cl),
