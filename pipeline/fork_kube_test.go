@@ -68,7 +68,8 @@ func secretEnvFrom(j *batchv1.Job) []string {
 // same stage of a build from the repository has.
 func TestForkStageJobOnKubernetesHasNoSecretEnvFrom(t *testing.T) {
 	f := newFixture(t)
-	client := fake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: "builds"},
+	client := fake.NewClientset(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: "builds",
+		Labels: map[string]string{kube.LabelPipeline: kube.PipelineLabel("acme", "app")}},
 		Data: map[string][]byte{"API_TOKEN": []byte("cluster-secret")}})
 	kx, err := kube.New(kube.Config{Client: client, DefaultNamespace: "builds", Resync: 50 * time.Millisecond})
 	if err != nil {
