@@ -6,8 +6,8 @@
 // (JobName), labelled kontinuous.io/pipeline, /build and /stage, and has
 // backoffLimit 0, activeDeadlineSeconds from the stage's timeout and
 // ttlSecondsAfterFinished. Its pod has an init container that clones the
-// repository at the build's commit (the token comes from a per-build Secret
-// the executor creates and CleanupBuild deletes) and one container for the
+// repository at the build's commit (the token comes from a per-stage Secret
+// with a random name, owned by the Job, deleted when the stage ends) and one container for the
 // stage:
 //
 //   - command: the stage's image with its command, args and working_dir,
