@@ -12,10 +12,9 @@ import (
 
 // buildSecretNames returns the secret sets any stage of b names, each
 // once: the sets whose values the build may hand to a stage. A fork build
-// gets none (unless the pipeline lets forks see secrets), so there is
-// nothing of them to mask in its logs either.
+// gets none, so there is nothing of them to mask in its logs either.
 func buildSecretNames(p Pipeline, b Build) []string {
-	if b.Fork && !p.ForkSecrets {
+	if b.Fork {
 		return nil
 	}
 	var names []string

@@ -56,15 +56,45 @@ type EngineConfig struct {
 	// code could read the data dir and the auth secret. When off, a fork
 	// build on the local executor is recorded but FAILs at start, before
 	// anything is cloned or run, saying so (ForkRefusedMessage). Other
-	// executors (kubernetes) run fork builds either way, without secrets
-	// unless the pipeline sets ForkSecrets. The server exposes it as
-	// --allow-fork-builds.
+	// executors (kubernetes) run fork builds either way. On every executor
+	// a fork build gets no pipeline secrets, its deploy stages fail
+	// (ForkDeployMessage) and its command stages' dependencies are not
+	// applied (see runStage). The server exposes it as --allow-fork-builds.
 	AllowForkBuilds bool
 }
 
 // ForkRefusedMessage is the message of a fork build refused by the local
 // executor (see EngineConfig.AllowForkBuilds).
 const ForkRefusedMessage = "pull requests from forks do not run on the local executor; the server operator can allow them with --allow-fork-builds"
+
+// ForkDeployMessage is the message of a deploy stage of a fork build: it
+// fails, before the executor sees it, so that nobody takes the build for
+// one that deployed.
+const ForkDeployMessage = "deploy stages do not run for pull requests from forks"
+
+// forkDependenciesLine is the stage log line of a fork build's command
+// stage whose dependencies the engine dropped.
+const forkDependenciesLine = "[kontinuous] dependencies are not applied for pull requests from forks; this stage runs without them\n"
+
+// forkStage is st as a fork build may run it: a command stage's
+// dependencies (manifests the executor would apply with the server's
+// credentials) are dropped. It reports whether it dropped any.
+func forkStage(st Stage) (Stage, bool) {
+	if st.Type != spec.TypeCommand {
+		return st, false
+	}
+	if _, ok := st.Params["dependencies"]; !ok {
+		return st, false
+	}
+	params := make(map[string]any, len(st.Params))
+	for k, v := range st.Params {
+		if k != "dependencies" {
+			params[k] = v
+		}
+	}
+	st.Params = params
+	return st, true
+}
 
 // cancelRequestedMessage is the build's message while its cancel is
 // requested (Build.CancelRequested): the build stays unfinished (so that
@@ -844,6 +874,11 @@ func (e *Engine) wait(ctx context.Context, p Pipeline, b Build, i int) (Build, e
 // engine's, for bookkeeping after a cancel.
 func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *spec.Definition, i int) (Build, error) {
 	st := b.Stages[i]
+	if b.Fork && st.Type == spec.TypeDeploy {
+		// A fork's code decides what a deploy would apply, with the
+		// server's credentials: never, on any executor.
+		return e.endStage(ctx, p, b, i, StatusFail, ForkDeployMessage, StageOutcome{})
+	}
 	ns, err := e.namespace(p, def.Namespace())
 	if err != nil {
 		return e.endStage(ctx, p, b, i, StatusFail, err.Error(), StageOutcome{})
@@ -885,8 +920,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	st = b.Stages[i] // with this run's start
 	e.postStatus(p, b, st, "pending", "running")
 
-	// Environment: KONTINUOUS_* + vars + secret values (not for forks
-	// unless the pipeline opts in).
+	// Environment: KONTINUOUS_* + vars + secret values (never for forks).
 	vals := e.values(p, b, ns)
 	vals["KONTINUOUS_STAGE_ID"] = strconv.Itoa(st.Index)
 	env := map[string]string{}
@@ -902,7 +936,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	}
 	var secretValues []string
 	var names []string
-	if !b.Fork || p.ForkSecrets {
+	if !b.Fork {
 		names = st.Secrets
 		for _, name := range st.Secrets {
 			set, err := e.cfg.Store.GetSecret(ctx, p.Owner, p.Repo, name)
@@ -964,10 +998,14 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		return e.endStage(ctx, p, b, i, StatusFail, maskString("could not open the stage log: "+err.Error(), secretValues), StageOutcome{})
 	}
 	masked := NewMasker(lw, secretValues)
+	jobStage, dropped := st, false
+	if b.Fork {
+		jobStage, dropped = forkStage(st)
+	}
 	job := StageJob{
 		Owner: p.Owner, Repo: p.Repo, BuildNumber: b.Number, BuildID: b.ID,
 		Commit: b.Commit, Branch: b.Branch, CloneURL: b.CloneURL, CloneToken: tok.AccessToken,
-		Stage: st, Env: env, SecretNames: names, Timeout: timeout, Namespace: ns,
+		Stage: jobStage, Env: env, SecretNames: names, Timeout: timeout, Namespace: ns,
 		AgentToken: agentToken, ServerURL: e.cfg.PublicURL,
 	}
 	job.CloneUser, job.CloneToken = e.cfg.SCM.CloneCredentials(tok)
@@ -984,6 +1022,9 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		})
 	}
 	fmt.Fprintf(masked, "[kontinuous] stage %d %q (%s) on %s, timeout %s\n", st.Index, st.Name, st.Type, e.cfg.Executor.Name(), timeout)
+	if dropped {
+		fmt.Fprint(masked, forkDependenciesLine)
+	}
 	runErr := e.cfg.Executor.RunStage(bctx, job, masked, report)
 	status, msg := StatusSuccess, ""
 	switch {

@@ -88,7 +88,8 @@ type Pipeline struct {
 	DeployKeyID      int64  `json:"-"`
 	DeployKeyPublic  string `json:"-"`
 	DeployKeyPrivate string `json:"-"`
-	// ForkSecrets lets pull requests from forks see pipeline secrets.
+	// ForkSecrets is kept for stored records only and is ignored: pull
+	// requests from forks never get pipeline secrets (CONTRACT §12).
 	ForkSecrets bool `json:"-"`
 	// Namespace for the kubernetes executor, set by server configuration.
 	Namespace string `json:"-"`

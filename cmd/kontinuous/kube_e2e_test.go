@@ -101,7 +101,8 @@ func TestKubernetesExecutorRunsPushedPipelinesAsJobsThroughTheServer(t *testing.
 	// the pipeline secret of the same name stored in Kontinuous is never
 	// copied into the cluster.
 	const kubeValue, storedValue = "operator-made-value-1234", "stored-in-kontinuous-5678"
-	if _, err := kc.admin.CoreV1().Secrets(kc.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds"},
+	if _, err := kc.admin.CoreV1().Secrets(kc.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds",
+		Labels: map[string]string{kube.LabelPipeline: kube.PipelineLabel("acme", "app")}},
 		StringData: map[string]string{"API_TOKEN": kubeValue}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -190,8 +191,8 @@ func TestKubernetesExecutorRunsPushedPipelinesAsJobsThroughTheServer(t *testing.
 		// The per-build clone Secret goes when the build ends.
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			_, err := kc.admin.CoreV1().Secrets(kc.ns).Get(ctx, kube.SecretName("acme", "app", 1), metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
+			l, err := kc.admin.CoreV1().Secrets(kc.ns).List(ctx, metav1.ListOptions{LabelSelector: kube.CloneSecretSelector("acme", "app", 1)})
+			if err == nil && len(l.Items) == 0 {
 				break
 			}
 			if time.Now().After(deadline) {

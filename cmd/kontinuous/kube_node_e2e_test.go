@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/executor/kube"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 	"github.com/kontinuous/kontinuous/scripts/kube-testenv/testenv"
 )
@@ -72,7 +73,8 @@ func TestKubernetesExecutorRunsStagesOnARealNode(t *testing.T) {
 	kc := newKubeCluster(t)
 	ctx := t.Context()
 	const secretValue = "node-secret-value-8e1f"
-	if _, err := kc.admin.CoreV1().Secrets(kc.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds"},
+	if _, err := kc.admin.CoreV1().Secrets(kc.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds",
+		Labels: map[string]string{kube.LabelPipeline: kube.PipelineLabel("acme", "app")}},
 		StringData: map[string]string{"API_TOKEN": secretValue}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

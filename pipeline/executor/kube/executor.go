@@ -6,8 +6,8 @@
 // (JobName), labelled kontinuous.io/pipeline, /build and /stage, and has
 // backoffLimit 0, activeDeadlineSeconds from the stage's timeout and
 // ttlSecondsAfterFinished. Its pod has an init container that clones the
-// repository at the build's commit (the token comes from a per-build Secret
-// the executor creates and CleanupBuild deletes) and one container for the
+// repository at the build's commit (the token comes from a per-stage Secret
+// with a random name, owned by the Job, deleted when the stage ends) and one container for the
 // stage:
 //
 //   - command: the stage's image with its command, args and working_dir,
@@ -51,6 +51,7 @@ import (
 	"sync"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -278,7 +279,9 @@ func (e *Executor) RunStage(ctx context.Context, job pipeline.StageJob, log io.W
 
 	var secretName string
 	if job.CloneToken != "" {
-		secretName = SecretName(job.Owner, job.Repo, job.BuildNumber)
+		if secretName, err = CloneSecretName(job.Owner, job.Repo, job.BuildNumber); err != nil {
+			return err
+		}
 	}
 	want, image, err := e.buildJob(job, jobInput{namespace: ns, timeout: timeout, secretName: secretName})
 	if err != nil {
@@ -289,9 +292,24 @@ func (e *Executor) RunStage(ctx context.Context, job pipeline.StageJob, log io.W
 		return err
 	}
 	if secretName != "" {
-		if err := e.ensureCloneSecret(ctx, job, ns); err != nil {
+		// The clone Secret exists before the Job (its pod needs it at
+		// once) and goes when the stage ends (keepClone says otherwise).
+		if err := e.createCloneSecret(ctx, job, ns, secretName); err != nil {
 			return err
 		}
+		keepClone := false
+		defer func() {
+			if !keepClone {
+				e.deleteCloneSecret(ctx, ns, secretName)
+			}
+		}()
+		defer func() {
+			// A Job left running for the server that drives the build
+			// next keeps its Secret (the Job owns it; CleanupBuild and
+			// the garbage collector remove it).
+			cause := context.Cause(ctx)
+			keepClone = ctx.Err() != nil && !errors.Is(cause, pipeline.ErrBuildCanceled)
+		}()
 	}
 	// The Secrets' values are masked in the pod's output, like the
 	// engine masks the secrets it knows; the clone token too.
@@ -309,6 +327,19 @@ func (e *Executor) RunStage(ctx context.Context, job pipeline.StageJob, log io.W
 	j, adopted, err := e.createOrAdopt(ctx, want)
 	if err != nil {
 		return err
+	}
+	switch {
+	case secretName != "" && adopted:
+		// The adopted Job reads the Secret its run made: this one is
+		// not needed, and that one goes when the stage ends.
+		e.deleteCloneSecret(ctx, ns, secretName)
+		secretName = jobCloneSecret(j)
+	case secretName != "":
+		// Owned by its Job: the garbage collector removes it with the
+		// Job should the server never get to.
+		if err := e.ownCloneSecret(ctx, ns, secretName, j); err != nil {
+			return err
+		}
 	}
 	out := pipeline.StageOutcome{PodNamespace: ns, JobName: j.Name, DockerImage: image}
 	report(out)
@@ -338,7 +369,10 @@ func (e *Executor) RunStage(ctx context.Context, job pipeline.StageJob, log io.W
 // referencedSecrets reads the Kubernetes Secrets job's stage names (by
 // envFrom) in ns and returns their values, for masking. A missing Secret
 // fails the stage before any Job exists, naming it and saying how to create
-// it; pipeline secrets stored in Kontinuous are never copied into the
+// it; so does a Secret that is not the pipeline's: one without the label
+// kontinuous.io/pipeline=PipelineLabel(owner, repo), or a clone-token
+// Secret. The namespaces are shared by every pipeline; the label, set by
+// whoever may create Secrets there, says which pipeline may use one; pipeline secrets stored in Kontinuous are never copied into the
 // cluster.
 func (e *Executor) referencedSecrets(ctx context.Context, job pipeline.StageJob, ns string) ([]string, error) {
 	var values []string
@@ -352,6 +386,11 @@ func (e *Executor) referencedSecrets(ctx context.Context, job pipeline.StageJob,
 		if err != nil {
 			return nil, apiError(fmt.Sprintf("get secret %s/%s", ns, name), err)
 		}
+		if want := PipelineLabel(job.Owner, job.Repo); s.Labels[LabelPipeline] != want || s.Labels[LabelRole] == RoleCloneToken {
+			return nil, pipeline.Invalid(fmt.Sprintf("stage %q secrets", job.Stage.Name),
+				"the Kubernetes Secret %q in namespace %q is not this pipeline's: a stage may only use Secrets labelled %s=%s (an operator allows it with: kubectl -n %s label secret %s %s=%s)",
+				name, ns, LabelPipeline, want, ns, name, LabelPipeline, want)
+		}
 		for _, v := range s.Data {
 			values = append(values, string(v))
 		}
@@ -362,11 +401,9 @@ func (e *Executor) referencedSecrets(ctx context.Context, job pipeline.StageJob,
 	return values, nil
 }
 
-// ensureCloneSecret creates the per-build Secret holding the clone token,
-// or brings an existing one (an earlier stage of the build, or a restart)
-// up to date.
-func (e *Executor) ensureCloneSecret(ctx context.Context, job pipeline.StageJob, ns string) error {
-	name := SecretName(job.Owner, job.Repo, job.BuildNumber)
+// createCloneSecret creates the Secret name holding job's clone token,
+// labelled as the build's clone-token Secret (CloneSecretSelector).
+func (e *Executor) createCloneSecret(ctx context.Context, job pipeline.StageJob, ns, name string) error {
 	e.mu.Lock()
 	key := buildKey(job.Owner, job.Repo, job.BuildNumber)
 	if e.buildNS[key] == nil {
@@ -375,45 +412,66 @@ func (e *Executor) ensureCloneSecret(ctx context.Context, job pipeline.StageJob,
 	e.buildNS[key][ns] = true
 	e.mu.Unlock()
 
-	labels := Labels(job.Owner, job.Repo, job.BuildNumber, 0)
-	delete(labels, LabelStage)
+	labels := Labels(job.Owner, job.Repo, job.BuildNumber, job.Stage.Index)
+	labels[LabelRole] = RoleCloneToken
 	want := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels,
 			Annotations: map[string]string{annoPipeline: job.Owner + "/" + job.Repo}},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{secretTokenKey: []byte(job.CloneToken)},
 	}
-	secrets := e.cfg.Client.CoreV1().Secrets(ns)
-	_, err := secrets.Create(ctx, want, metav1.CreateOptions{})
-	if err == nil {
-		return nil
-	}
-	if !apierrors.IsAlreadyExists(err) {
+	if _, err := e.cfg.Client.CoreV1().Secrets(ns).Create(ctx, want, metav1.CreateOptions{}); err != nil {
 		return apiError(fmt.Sprintf("create secret %s/%s", ns, name), err)
 	}
+	return nil
+}
+
+// ownCloneSecret makes Job j the owner of the clone Secret name.
+func (e *Executor) ownCloneSecret(ctx context.Context, ns, name string, j *batchv1.Job) error {
+	secrets := e.cfg.Client.CoreV1().Secrets(ns)
 	cur, err := secrets.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return apiError(fmt.Sprintf("get secret %s/%s", ns, name), err)
 	}
-	if cur.Labels[LabelPipeline] != labels[LabelPipeline] || cur.Labels[LabelBuild] != labels[LabelBuild] {
-		return pipeline.Errorf(pipeline.ErrConflict, "secret %s/%s exists and does not belong to this build", ns, name)
-	}
-	if string(cur.Data[secretTokenKey]) == job.CloneToken {
-		return nil
-	}
-	cur.Data = want.Data
+	cur.OwnerReferences = []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: j.Name, UID: j.UID}}
 	if _, err := secrets.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 		return apiError(fmt.Sprintf("update secret %s/%s", ns, name), err)
 	}
 	return nil
 }
 
+// jobCloneSecret is the name of the clone Secret j's pod reads, or "".
+func jobCloneSecret(j *batchv1.Job) string {
+	for _, c := range append(j.Spec.Template.Spec.InitContainers, j.Spec.Template.Spec.Containers...) {
+		for _, env := range c.Env {
+			if r := env.ValueFrom; r != nil && r.SecretKeyRef != nil && r.SecretKeyRef.Key == secretTokenKey {
+				return r.SecretKeyRef.Name
+			}
+		}
+	}
+	return ""
+}
+
+// deleteCloneSecret deletes the clone Secret name (best effort: its Job's
+// garbage collection and CleanupBuild remove it otherwise).
+func (e *Executor) deleteCloneSecret(ctx context.Context, ns, name string) {
+	if name == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	err := e.cfg.Client.CoreV1().Secrets(ns).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		e.log.Warn("kube: deleting the stage's clone secret", "namespace", ns, "secret", name, "error", err.Error())
+	}
+}
+
 func buildKey(owner, repo string, build int) string {
 	return pipeline.Key(owner, repo) + "#" + strconv.Itoa(build)
 }
 
-// CleanupBuild deletes the build's clone Secret from every namespace it
-// may be in. Jobs are left for ttlSecondsAfterFinished, so their pods can
+// CleanupBuild deletes the build's clone Secrets (by label,
+// CloneSecretSelector) from every namespace they may be in. Jobs are left for ttlSecondsAfterFinished, so their pods can
 // still be inspected; a missing Secret is not an error.
 func (e *Executor) CleanupBuild(ctx context.Context, owner, repo string, build int) error {
 	key := buildKey(owner, repo, build)
@@ -430,12 +488,14 @@ func (e *Executor) CleanupBuild(ctx context.Context, owner, repo string, build i
 		}
 		slices.Sort(candidates)
 	}
-	name := SecretName(owner, repo, build)
+	sel := CloneSecretSelector(owner, repo, build)
 	var errs []error
 	for _, ns := range candidates {
-		err := e.cfg.Client.CoreV1().Secrets(ns).Delete(ctx, name, metav1.DeleteOptions{})
+		// deletecollection by label: the server needs no right to list
+		// (read) the namespace's Secrets to find them.
+		err := e.cfg.Client.CoreV1().Secrets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel})
 		if err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, apiError(fmt.Sprintf("delete secret %s/%s", ns, name), err))
+			errs = append(errs, apiError(fmt.Sprintf("delete the clone secrets of build %d in %s", build, ns), err))
 		}
 	}
 	return errors.Join(errs...)

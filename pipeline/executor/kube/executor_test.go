@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -42,13 +44,20 @@ const (
 // pipelineSecrets are the Kubernetes Secrets stageJob's stages name, in
 // the test executor's namespaces.
 func pipelineSecrets() []runtime.Object {
+	ours := map[string]string{LabelPipeline: PipelineLabel("Acaleph", "kontinuous")}
 	var objs []runtime.Object
 	for _, ns := range []string{"builds", "team-a"} {
 		objs = append(objs,
-			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "deploy-creds", Namespace: ns},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "deploy-creds", Namespace: ns, Labels: ours},
 				Data: map[string][]byte{"API_TOKEN": []byte(testKubeSecret)}},
-			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "dockerhub", Namespace: ns},
-				Data: map[string][]byte{"dockeruser": []byte("acaleph"), "dockerpass": []byte("hub-password")}})
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "dockerhub", Namespace: ns, Labels: ours},
+				Data: map[string][]byte{"dockeruser": []byte("acaleph"), "dockerpass": []byte("hub-password")}},
+			// Another pipeline's Secret, and one nobody gave a pipeline.
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other-creds", Namespace: ns,
+				Labels: map[string]string{LabelPipeline: "acaleph.other"}},
+				Data: map[string][]byte{"API_TOKEN": []byte("other-pipelines-token")}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "unlabelled", Namespace: ns},
+				Data: map[string][]byte{"API_TOKEN": []byte("nobodys-token")}})
 	}
 	return objs
 }
@@ -124,7 +133,8 @@ func TestJobSpecPerStageTypeMatchesGolden(t *testing.T) {
 			}
 			in := jobInput{namespace: ns, timeout: e.timeout(tc.job)}
 			if tc.job.CloneToken != "" {
-				in.secretName = SecretName(tc.job.Owner, tc.job.Repo, tc.job.BuildNumber)
+				// CloneSecretName's shape, with a fixed random part.
+				in.secretName = "acaleph-kontinuous-79e65f19-7-clone-0123456789abcdef"
 			}
 			j, image, err := e.buildJob(tc.job, in)
 			if err != nil {
@@ -347,6 +357,24 @@ func newCluster(t *testing.T) *cluster {
 		}
 		return false, nil, nil
 	})
+	// The fake's tracker does not implement deletecollection: delete the
+	// Secrets the label selector matches, as the API server does.
+	c.client.PrependReactor("delete-collection", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sel := a.(k8stesting.DeleteCollectionAction).GetListRestrictions().Labels
+		list, err := c.client.Tracker().List(corev1.SchemeGroupVersion.WithResource("secrets"),
+			corev1.SchemeGroupVersion.WithKind("Secret"), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		for _, s := range list.(*corev1.SecretList).Items {
+			if sel.Matches(labels.Set(s.Labels)) {
+				if err := c.client.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("secrets"), s.Namespace, s.Name); err != nil {
+					return true, nil, err
+				}
+			}
+		}
+		return true, nil, nil
+	})
 	c.client.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		g, ok := a.(k8stesting.GenericAction)
 		if !ok || a.GetSubresource() != "log" {
@@ -358,6 +386,33 @@ func newCluster(t *testing.T) *cluster {
 		return true, &runtime.Unknown{Raw: []byte(c.logs[opts.Container])}, nil
 	})
 	return c
+}
+
+// waitCloneSecret waits until the clone Secret Job j's pod reads is owned
+// by j (the executor creates it before the Job, then hands it over) and
+// returns it. Its name is CloneSecretName's, with a random part.
+func (c *cluster) waitCloneSecret(j *batchv1.Job) *corev1.Secret {
+	c.t.Helper()
+	name := jobCloneSecret(j)
+	prefix := "acaleph-kontinuous-79e65f19-" + j.Labels[LabelBuild] + "-clone-"
+	if !strings.HasPrefix(name, prefix) || len(name) != len(prefix)+16 {
+		c.t.Fatalf("clone secret name %q, want %s and 16 random hex digits", name, prefix)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s, err := c.client.CoreV1().Secrets(j.Namespace).Get(c.t.Context(), name, metav1.GetOptions{})
+		if err == nil && len(s.OwnerReferences) == 1 && s.OwnerReferences[0].UID == j.UID &&
+			s.OwnerReferences[0].Kind == "Job" && s.OwnerReferences[0].Name == j.Name {
+			if s.Labels[LabelRole] != RoleCloneToken || s.Labels[LabelPipeline] != j.Labels[LabelPipeline] || s.Labels[LabelBuild] != j.Labels[LabelBuild] {
+				c.t.Fatalf("clone secret labels %v", s.Labels)
+			}
+			return s
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("clone secret %s never owned by job %s: %+v, %v", name, j.Name, s, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // waitJob waits for the executor to create its Job.
@@ -489,10 +544,7 @@ func TestRunStageStreamsLogsAndSucceedsWhenTheJobCompletes(t *testing.T) {
 	if j.Labels[LabelPipeline] != "acaleph.kontinuous" || j.Labels[LabelBuild] != "7" || j.Labels[LabelStage] != "2" {
 		t.Errorf("job labels = %v", j.Labels)
 	}
-	s, err := c.client.CoreV1().Secrets("builds").Get(t.Context(), SecretName(job.Owner, job.Repo, 7), metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("clone secret: %v", err)
-	}
+	s := c.waitCloneSecret(j)
 	if string(s.Data["token"]) != testToken {
 		t.Error("the clone secret does not hold the token")
 	}
@@ -500,6 +552,10 @@ func TestRunStageStreamsLogsAndSucceedsWhenTheJobCompletes(t *testing.T) {
 	c.setCondition(j, batchv1.JobComplete, "")
 	if err := waitResult(t, done); err != nil {
 		t.Fatalf("RunStage = %v, want success", err)
+	}
+	// The stage ended: its clone Secret is gone.
+	if _, err := c.client.CoreV1().Secrets("builds").Get(t.Context(), s.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("clone secret after the stage ended: %v, want not found", err)
 	}
 	want := "checked out " + testCommit + "\nok  \tpkg\t0.1s\nPASS\n"
 	if got := log.String(); got != want {
@@ -727,41 +783,101 @@ func TestRunStageRefusesAJobOfTheSameNameItDidNotMake(t *testing.T) {
 	}
 }
 
-func TestCleanupBuildDeletesTheCloneSecret(t *testing.T) {
+func TestCleanupBuildDeletesTheCloneSecretsByLabel(t *testing.T) {
 	c := newCluster(t)
 	e := newTestExecutor(t, c.client)
 	job := stageJob("command", map[string]any{"command": "true"})
 	job.Namespace = "team-a"
-	if err := e.ensureCloneSecret(t.Context(), job, "team-a"); err != nil {
+	var names []string
+	for range 2 {
+		name, err := CloneSecretName(job.Owner, job.Repo, job.BuildNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(names, name) {
+			t.Fatalf("CloneSecretName repeated %q", name)
+		}
+		names = append(names, name)
+		if err := e.createCloneSecret(t.Context(), job, "team-a", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another build's clone Secret stays.
+	other := job
+	other.BuildNumber = 8
+	otherName, err := CloneSecretName(other.Owner, other.Repo, other.BuildNumber)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// A token refreshed between stages updates the Secret.
-	job.CloneToken = "ghs_refreshed"
-	if err := e.ensureCloneSecret(t.Context(), job, "team-a"); err != nil {
+	if err := e.createCloneSecret(t.Context(), other, "team-a", otherName); err != nil {
 		t.Fatal(err)
-	}
-	name := SecretName(job.Owner, job.Repo, job.BuildNumber)
-	s, err := c.client.CoreV1().Secrets("team-a").Get(t.Context(), name, metav1.GetOptions{})
-	if err != nil || string(s.Data["token"]) != "ghs_refreshed" {
-		t.Fatalf("secret = %v, %v; want the refreshed token", s, err)
 	}
 	if err := e.CleanupBuild(t.Context(), job.Owner, job.Repo, job.BuildNumber); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.client.CoreV1().Secrets("team-a").Get(t.Context(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("secret still exists after CleanupBuild: %v", err)
+	for _, name := range names {
+		if _, err := c.client.CoreV1().Secrets("team-a").Get(t.Context(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("secret %s still exists after CleanupBuild: %v", name, err)
+		}
+	}
+	if _, err := c.client.CoreV1().Secrets("team-a").Get(t.Context(), otherName, metav1.GetOptions{}); err != nil {
+		t.Errorf("another build's clone secret: %v", err)
+	}
+	// The pipeline's own Secrets stay.
+	if _, err := c.client.CoreV1().Secrets("team-a").Get(t.Context(), "deploy-creds", metav1.GetOptions{}); err != nil {
+		t.Errorf("pipeline secret: %v", err)
 	}
 	// After a restart the executor does not remember; it looks everywhere.
-	fresh := newTestExecutor(t, c.client)
-	if err := fresh.ensureCloneSecret(t.Context(), job, "team-a"); err != nil {
-		t.Fatal(err)
-	}
 	restarted := newTestExecutor(t, c.client)
-	if err := restarted.CleanupBuild(t.Context(), job.Owner, job.Repo, job.BuildNumber); err != nil {
+	if err := restarted.CleanupBuild(t.Context(), other.Owner, other.Repo, other.BuildNumber); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.client.CoreV1().Secrets("team-a").Get(t.Context(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := c.client.CoreV1().Secrets("team-a").Get(t.Context(), otherName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a restarted executor's CleanupBuild left the secret: %v", err)
+	}
+}
+
+// Finding 11 of issue 13: the build namespaces are shared by every
+// pipeline; a stage may only name Secrets labelled for its pipeline, never
+// another pipeline's, an unlabelled one, or a clone-token Secret.
+func TestRunStageRefusesSecretsNotLabelledForThePipeline(t *testing.T) {
+	c := newCluster(t)
+	e := newTestExecutor(t, c.client)
+	clone := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "acaleph-kontinuous-79e65f19-6-clone-00112233aabbccdd", Namespace: "builds",
+		Labels: map[string]string{LabelPipeline: "acaleph.kontinuous", LabelBuild: "6", LabelRole: RoleCloneToken}},
+		Data: map[string][]byte{"token": []byte("another-builds-clone-token")}}
+	if _, err := c.client.CoreV1().Secrets("builds").Create(t.Context(), clone, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"other-creds", "unlabelled", clone.Name} {
+		t.Run(name, func(t *testing.T) {
+			job := stageJob("command", map[string]any{"command": "true"})
+			job.SecretNames = []string{"deploy-creds", name}
+			var log syncBuffer
+			err := e.RunStage(t.Context(), job, &log, nil)
+			if !errors.Is(err, pipeline.ErrInvalid) {
+				t.Fatalf("RunStage = %v, want ErrInvalid", err)
+			}
+			msg := pipeline.PublicMessage(err)
+			for _, want := range []string{`Secret "` + name + `"`, "is not this pipeline's", "kontinuous.io/pipeline=acaleph.kontinuous"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("message %q does not say %q", msg, want)
+				}
+			}
+			for _, v := range []string{"other-pipelines-token", "nobodys-token", "another-builds-clone-token"} {
+				if strings.Contains(msg, v) || strings.Contains(log.String(), v) {
+					t.Errorf("a refused Secret's value leaked")
+				}
+			}
+			jobs, err := c.client.BatchV1().Jobs("builds").List(t.Context(), metav1.ListOptions{})
+			if err != nil || len(jobs.Items) != 0 {
+				t.Errorf("jobs = %d, %v; want none", len(jobs.Items), err)
+			}
+			secrets, err := c.client.CoreV1().Secrets("builds").List(t.Context(), metav1.ListOptions{LabelSelector: CloneSecretSelector(job.Owner, job.Repo, job.BuildNumber)})
+			if err != nil || len(secrets.Items) != 0 {
+				t.Errorf("clone secrets of the refused stage = %d, %v; want none", len(secrets.Items), err)
+			}
+		})
 	}
 }
 

@@ -41,7 +41,7 @@ const (
 // cloneScript checks the build's commit out into SourceDir. It runs in the
 // cloner image with a POSIX shell and git. The token reaches git through a
 // credential helper that reads it from the environment (filled from the
-// per-build Secret), so it never appears in the pod spec, in a process's
+// per-stage Secret), so it never appears in the pod spec, in a process's
 // arguments or in a URL. @CLONE_USER@ stands for the forge's clone user
 // (StageJob.CloneUser, see cloneUserWord).
 const cloneScript = `set -eu
@@ -84,7 +84,7 @@ echo "publishing $KONTINUOUS_SOURCE_IMAGE"
 type jobInput struct {
 	namespace string
 	timeout   time.Duration
-	// secretName is the per-build clone Secret; empty when there is no
+	// secretName is the stage's clone Secret; empty when there is no
 	// token (public repositories).
 	secretName string
 }

@@ -1,8 +1,10 @@
 package kube
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -17,6 +19,11 @@ const (
 	LabelStage     = "kontinuous.io/stage"
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	managedBy      = "kontinuous"
+	// LabelRole marks the clone-token Secrets the executor makes
+	// (RoleCloneToken); a stage may never reference one.
+	LabelRole = "kontinuous.io/role"
+	// RoleCloneToken is LabelRole's value on clone-token Secrets.
+	RoleCloneToken = "clone-token"
 )
 
 // Annotations carry the exact values labels may have had to shorten.
@@ -84,11 +91,25 @@ func JobName(owner, repo string, build, stage int) string {
 	return baseName(owner, repo, build, maxName-len(s)) + s
 }
 
-// SecretName is the deterministic name of the per-build Secret holding the
-// clone token.
-func SecretName(owner, repo string, build int) string {
-	const s = "-clone"
-	return baseName(owner, repo, build, maxName-len(s)) + s
+// CloneSecretName returns a fresh, unguessable name for a Secret holding
+// the clone token of a stage of build of owner/repo:
+// "<owner>-<repo>-<hash>-<build>-clone-<16 hex digits from crypto/rand>",
+// DNS-safe and at most 63 characters. Nobody can name it in a spec before
+// it exists; it is found again by CloneSecretSelector.
+func CloneSecretName(owner, repo string, build int) (string, error) {
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", fmt.Errorf("kube: random clone secret name: %w", err)
+	}
+	s := "-clone-" + hex.EncodeToString(r[:])
+	return baseName(owner, repo, build, maxName-len(s)) + s, nil
+}
+
+// CloneSecretSelector is the label selector of the clone-token Secrets of
+// build of owner/repo.
+func CloneSecretSelector(owner, repo string, build int) string {
+	return fmt.Sprintf("%s=%s,%s=%s,%s=%s", LabelPipeline, PipelineLabel(owner, repo),
+		LabelBuild, strconv.Itoa(build), LabelRole, RoleCloneToken)
 }
 
 // labelValue turns s into a valid label value (at most 63 characters of

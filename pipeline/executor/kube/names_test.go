@@ -22,9 +22,13 @@ func TestJobNamesAreDNSSafeShortAndDeterministic(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.owner+"/"+tc.repo, func(t *testing.T) {
+			clone, err := CloneSecretName(tc.owner, tc.repo, tc.build)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, name := range []string{
 				JobName(tc.owner, tc.repo, tc.build, tc.stage),
-				SecretName(tc.owner, tc.repo, tc.build),
+				clone,
 			} {
 				if len(name) > 63 {
 					t.Errorf("%q is %d characters, more than 63", name, len(name))

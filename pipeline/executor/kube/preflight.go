@@ -28,6 +28,9 @@ func (e *Executor) Preflight(ctx context.Context) (warnings []string, err error)
 		{Resource: "pods", Subresource: "log", Verb: "get"},
 		{Resource: "secrets", Verb: "get"},
 		{Resource: "secrets", Verb: "create"},
+		{Resource: "secrets", Verb: "update"},
+		{Resource: "secrets", Verb: "delete"},
+		{Resource: "secrets", Verb: "deletecollection"},
 	}
 	for _, ns := range e.allowed {
 		var missing []string
