@@ -11,11 +11,13 @@ import (
 	restful "github.com/emicklei/go-restful/v3"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/github"
 )
 
 // FuzzPathParams: the validators of path parameters never panic, refuse
-// with ErrInvalid, and what they accept is within GitHub's name rules and
-// safe to use in etcd keys and file paths. Seeds: testdata/fuzz/FuzzPathParams.
+// with ErrInvalid, and what they accept is safe to use in etcd keys and
+// file paths (the forge-neutral rule) and, for GitHub's validator, within
+// GitHub's name rules. Seeds: testdata/fuzz/FuzzPathParams.
 func FuzzPathParams(f *testing.F) {
 	f.Add("acme", "app", "main", "1")
 	f.Add("ACME-corp", "my.repo_x-1", "feature/x.y", "999999999")
@@ -33,12 +35,19 @@ func FuzzPathParams(f *testing.F) {
 			if !errors.Is(err, pipeline.ErrInvalid) {
 				t.Fatalf("ValidateRepoName(%q, %q): %v is not ErrInvalid", owner, repo, err)
 			}
+		} else if !neutralName(owner) || !neutralName(repo) {
+			t.Fatalf("forge-neutral rule accepted %q/%q", owner, repo)
+		}
+		if err := github.ValidateRepoName(owner, repo); err != nil {
+			if !errors.Is(err, pipeline.ErrInvalid) {
+				t.Fatalf("github.ValidateRepoName(%q, %q): %v is not ErrInvalid", owner, repo, err)
+			}
 		} else {
 			if !gitHubOwner(owner) {
-				t.Fatalf("accepted owner %q", owner)
+				t.Fatalf("GitHub rule accepted owner %q", owner)
 			}
 			if !gitHubRepo(repo) {
-				t.Fatalf("accepted repo %q", repo)
+				t.Fatalf("GitHub rule accepted repo %q", repo)
 			}
 		}
 		if err := pipeline.ValidateRef("ref", ref); err != nil {
@@ -61,6 +70,12 @@ func FuzzPathParams(f *testing.F) {
 			t.Fatalf("positive(%q) = %d: not the canonical positive decimal it was given", build, n)
 		}
 	})
+}
+
+// neutralName: 1–100 ASCII letters, digits, '.', '_' or '-', not starting
+// with '-', not "." or "..": one path segment and one etcd key segment.
+func neutralName(s string) bool {
+	return gitHubRepo(s) && s[0] != '-'
 }
 
 // gitHubOwner: 1–39 ASCII letters, digits or '-', not starting with '-'.
