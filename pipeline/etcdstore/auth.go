@@ -109,7 +109,8 @@ func (s *Store) pruneRevoked() {
 }
 
 // Start loads the revoked token ids and watches for changes until Close,
-// and (unless Options.LinearizableReads) starts the watch-fed read cache.
+// and starts the watch-fed read cache (consistent with
+// Options.LinearizableReads).
 // It fails (ErrUnavailable) if etcd cannot be read; calling it again is a
 // no-op.
 func (s *Store) Start(ctx context.Context) error {
@@ -125,19 +126,17 @@ func (s *Store) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.watchCancel, s.watchDone = cancel, make(chan struct{})
 	go s.watchRevoked(wctx, rev+1, s.watchDone)
-	if !s.opts.LinearizableReads {
-		s.cacheDone = make(chan struct{})
-		up := make(chan struct{})
-		go s.runReadCache(wctx, up, s.cacheDone)
-		// Wait for the watch to be set up, so that reads right after
-		// Start use the cache (if it is slow, they go to etcd meanwhile).
-		t := time.NewTimer(s.opts.OpTimeout)
-		defer t.Stop()
-		select {
-		case <-up:
-		case <-t.C:
-		case <-ctx.Done():
-		}
+	s.cacheDone = make(chan struct{})
+	up := make(chan struct{})
+	go s.runReadCache(wctx, up, s.cacheDone)
+	// Wait for the watch to be set up, so that reads right after Start use
+	// the cache (if it is slow, they go to etcd meanwhile).
+	t := time.NewTimer(s.opts.OpTimeout)
+	defer t.Stop()
+	select {
+	case <-up:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 	return nil
 }

@@ -673,7 +673,10 @@ func (s *Store) ActiveBuilds(ctx context.Context) ([]pipeline.Build, error) {
 // WatchBuild calls fn with the build's current value, then with each new
 // version, until fn returns false (nil), ctx ends (ctx's error) or the
 // build is deleted (ErrNotFound). Versions written while the watch was
-// interrupted may be skipped, never the latest one.
+// interrupted may be skipped, never the latest one. It is fed by the read
+// cache's one prefix watch (see hub.go): a thousand watchers cost no etcd
+// watch of their own; only while that watch is not running does it open
+// one.
 func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, fn func(pipeline.Build) bool) error {
 	pk, err := pipelineKey(owner, repo)
 	if err == nil {
@@ -685,31 +688,37 @@ func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, 
 	key := s.buildKey(pk, number)
 	var lastMod int64
 	for {
-		// (Re)read the current value, then watch from just after it.
+		// Subscribe to the fan-out (nil: not running, watch alone), then
+		// (re)read the current value and follow from just after it.
+		sub, _ := s.hub.subscribe(key)
 		gctx, cancel := s.opCtx(ctx)
 		resp, err := s.cli.Get(gctx, key)
 		cancel()
 		if err != nil {
+			if sub != nil {
+				sub.close()
+			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return s.wrap(err, "watch build %s#%d", pk, number)
 		}
 		s.saw(resp.Header.Revision, resp.Kvs)
-		if len(resp.Kvs) == 0 {
-			return s.wrap(pipeline.ErrNotFound, "watch build %s#%d", pk, number)
-		}
-		if kv := resp.Kvs[0]; kv.ModRevision > lastMod {
-			lastMod = kv.ModRevision
-			b, err := decodeBuild(kv.Value)
-			if err != nil {
-				return s.wrap(err, "watch build %s#%d", pk, number)
+		done, err := s.watchBuildRead(resp.Kvs, &lastMod, fn)
+		if !done {
+			if sub != nil {
+				done, err = s.watchBuildSub(ctx, sub, &lastMod, fn)
+				sub.close()
+				if !done && ctx.Err() == nil {
+					continue // fell behind or the watch broke: read again
+				}
+			} else {
+				s.rc.buildWatches.Add(1)
+				done, err = s.watchBuildFrom(ctx, key, resp.Header.Revision+1, &lastMod, fn)
 			}
-			if !fn(b) {
-				return nil
-			}
+		} else if sub != nil {
+			sub.close()
 		}
-		done, err := s.watchBuildFrom(ctx, key, resp.Header.Revision+1, &lastMod, fn)
 		if done {
 			if err != nil {
 				return s.wrap(err, "watch build %s#%d", pk, number)
@@ -727,6 +736,49 @@ func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, 
 	}
 }
 
+// watchBuildRead hands the read value to fn unless seen; done as in
+// watchBuildFrom.
+func (s *Store) watchBuildRead(kvs []*mvccpb.KeyValue, lastMod *int64, fn func(pipeline.Build) bool) (bool, error) {
+	if len(kvs) == 0 {
+		return true, pipeline.ErrNotFound
+	}
+	return s.watchBuildEvent(false, kvs[0], lastMod, fn)
+}
+
+// watchBuildEvent hands one version (or the deletion) to fn unless seen.
+func (s *Store) watchBuildEvent(del bool, kv *mvccpb.KeyValue, lastMod *int64, fn func(pipeline.Build) bool) (bool, error) {
+	if del {
+		return true, pipeline.ErrNotFound
+	}
+	if kv.ModRevision <= *lastMod {
+		return false, nil
+	}
+	*lastMod = kv.ModRevision
+	s.wrote(kv.ModRevision)
+	b, err := decodeBuild(kv.Value)
+	if err != nil {
+		return true, err
+	}
+	return !fn(b), nil
+}
+
+// watchBuildSub follows sub (the fan-out of the prefix watch) until it is
+// lost (done=false: read again) or the watch is over (as watchBuildFrom).
+func (s *Store) watchBuildSub(ctx context.Context, sub *subscription, lastMod *int64, fn func(pipeline.Build) bool) (bool, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-sub.lost:
+			return false, nil
+		case ev := <-sub.ch:
+			if done, err := s.watchBuildEvent(ev.del, ev.kv, lastMod, fn); done {
+				return true, err
+			}
+		}
+	}
+}
+
 // watchBuildFrom follows key from rev. It returns done=true when the
 // watch is over for good (fn said stop: nil; deleted: ErrNotFound), and
 // done=false with the cause when it must be set up again.
@@ -738,20 +790,8 @@ func (s *Store) watchBuildFrom(ctx context.Context, key string, rev int64, lastM
 			return false, err
 		}
 		for _, ev := range wr.Events {
-			if ev.Type == mvccpb.DELETE {
-				return true, pipeline.ErrNotFound
-			}
-			if ev.Kv.ModRevision <= *lastMod {
-				continue
-			}
-			*lastMod = ev.Kv.ModRevision
-			s.wrote(ev.Kv.ModRevision)
-			b, err := decodeBuild(ev.Kv.Value)
-			if err != nil {
+			if done, err := s.watchBuildEvent(ev.Type == mvccpb.DELETE, ev.Kv, lastMod, fn); done {
 				return true, err
-			}
-			if !fn(b) {
-				return true, nil
 			}
 		}
 	}

@@ -31,10 +31,17 @@ import (
 //   - other servers' writes: as soon as etcd's watch delivers them to this
 //     server (normally well under a millisecond), never older than what
 //     etcd confirmed within readCacheFresh;
+//   - with Options.LinearizableReads (consistent reads): a read first asks
+//     etcd for its current revision (one linearizable read of a single
+//     key, no values) and waits until the watch has applied it, so it sees
+//     every write any server committed before it began, at the cost of one
+//     cheap round trip instead of a full read;
 //   - etcd unavailable: the cache is not used while the client has no
-//     connection to etcd, nor when the watch, asked for a progress report
-//     every readCacheProgressEvery, has not answered for readCacheFresh;
-//     reads then go to etcd and fail with ErrUnavailable as before. A lost
+//     connection to etcd, nor when the watch has not been heard from for
+//     readCacheFresh and does not answer a progress request within
+//     readCacheCatchUp; reads then go to etcd and fail with ErrUnavailable
+//     as before. Progress is requested only while a reader waits (an
+//     idle server sends etcd nothing). A lost
 //     leader cancels the watch (it requires a leader; etcd notices after
 //     a few election timeouts, which bounds how stale a server cut off
 //     with a minority of members can read) and empties the cache.
@@ -47,13 +54,15 @@ import (
 // A pipeline is loaded on its first read (one range read of its newest
 // readCacheFillBuilds builds): events committed between that read and the
 // moment it is installed are replayed from a ring of recent events, so
-// nothing is missed. Any break of the watch drops everything.
+// nothing is missed. Any break of the watch drops everything. Only
+// pipelines that exist are kept: a read of a pipeline that does not exist
+// (e.g. an anonymous webhook post) is answered from its one etcd read and
+// never evicts a cached pipeline.
 //
 // Values are kept as etcd returned them and decoded through the
 // (key, ModRevision) decode caches, so callers still get their own
 // copies.
 const (
-	readCacheProgressEvery     = 100 * time.Millisecond
 	readCacheFresh             = 350 * time.Millisecond
 	readCacheCatchUp           = 50 * time.Millisecond
 	readCacheFillBuilds        = 200
@@ -77,7 +86,42 @@ type readCache struct {
 	// into a pipeline being loaded: every event with revision > floor.
 	ring  []ringEvent
 	floor int64
-	hits  atomic.Int64 // reads answered from memory
+	// progress asks the watch's progress goroutine for a progress
+	// report (buffered 1: requests coalesce while one is under way).
+	progress chan struct{}
+
+	hits         atomic.Int64 // reads answered from memory
+	misses       atomic.Int64 // reads that had to ask etcd for the data
+	consistent   atomic.Int64 // consistent reads (revision from etcd, then memory or etcd)
+	progressReqs atomic.Int64 // progress requests sent to etcd
+	buildWatches atomic.Int64 // etcd watches opened by WatchBuild (fan-out off)
+}
+
+// CacheStats are the read cache's counters since New.
+type CacheStats struct {
+	// Hits are reads answered from memory.
+	Hits int64
+	// Misses are reads that asked etcd for the data (pipeline not cached,
+	// cache not running, stale or behind).
+	Misses int64
+	// ConsistentReads are reads that took etcd's current revision first
+	// (Options.LinearizableReads).
+	ConsistentReads int64
+	// ProgressRequests are the watch progress requests sent to etcd
+	// (only while a reader waits).
+	ProgressRequests int64
+	// BuildWatches are etcd watches opened by WatchBuild because the
+	// shared prefix watch was not running.
+	BuildWatches int64
+}
+
+// CacheStats returns the read cache's counters (for /metrics).
+func (s *Store) CacheStats() CacheStats {
+	c := &s.rc
+	return CacheStats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), ConsistentReads: c.consistent.Load(),
+		ProgressRequests: c.progressReqs.Load(), BuildWatches: c.buildWatches.Load(),
+	}
 }
 
 type ringEvent struct {
@@ -126,18 +170,32 @@ func (s *Store) saw(header int64, kvs []*mvccpb.KeyValue) {
 func (s *Store) cacheReady(ctx context.Context) bool {
 	c := &s.rc
 	target := s.lastWrite.Load()
+	if s.opts.LinearizableReads {
+		rev, ok := s.currentRevision(ctx)
+		if !ok {
+			return false
+		}
+		target = max(target, rev)
+	}
 	var timer *time.Timer
 	for {
 		c.mu.RLock()
-		if !c.running || time.Since(c.lastHeard) > readCacheFresh || !s.connected() {
+		if !c.running || !s.connected() {
 			c.mu.RUnlock()
 			return false
 		}
-		if c.applied >= target {
+		if c.applied >= target && time.Since(c.lastHeard) <= readCacheFresh {
 			return true
 		}
-		ch := c.advanced
+		ch, progress := c.advanced, c.progress
 		c.mu.RUnlock()
+		// Behind or not heard from lately: ask the watch to report its
+		// progress (it answers with the revision it has sent everything
+		// up to, which also proves it is alive).
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
 		if timer == nil {
 			timer = time.NewTimer(readCacheCatchUp)
 			defer timer.Stop()
@@ -152,35 +210,60 @@ func (s *Store) cacheReady(ctx context.Context) bool {
 	}
 }
 
+// currentRevision is etcd's current revision, from a linearizable read of
+// one key with no value returned: what a consistent read waits for.
+func (s *Store) currentRevision(ctx context.Context) (int64, bool) {
+	s.rc.consistent.Add(1)
+	gctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(gctx, s.opts.Prefix, clientv3.WithCountOnly())
+	if err != nil {
+		return 0, false
+	}
+	return resp.Header.Revision, true
+}
+
 // connected reports whether the etcd client has a connection up.
 func (s *Store) connected() bool {
 	conn := s.cli.ActiveConnection()
 	return conn != nil && conn.GetState() == connectivity.Ready
 }
 
-// cachedPipeOf returns pk's cached pipeline, loading it first if needed;
-// on true, c.mu is read-locked and the caller must unlock it.
-func (s *Store) cachedPipeOf(ctx context.Context, pk string) (*cachedPipe, bool) {
+// cachedPipeOf returns pk's cached pipeline, loading it first if needed
+// (loaded: the data came from etcd); on ok, c.mu is read-locked and the
+// caller must unlock it. A pipeline that does not exist is not installed:
+// its load is returned for this one read.
+func (s *Store) cachedPipeOf(ctx context.Context, pk string) (p *cachedPipe, loaded, ok bool) {
 	if !s.cacheReady(ctx) {
-		return nil, false
+		return nil, false, false
 	}
 	if p := s.rc.pipes[pk]; p != nil {
-		return p, true
+		return p, false, true
 	}
 	s.rc.mu.RUnlock()
-	if !s.loadPipe(ctx, pk) || !s.cacheReady(ctx) {
-		return nil, false
+	if p = s.loadPipe(ctx, pk); p == nil {
+		return nil, false, false
 	}
-	if p := s.rc.pipes[pk]; p != nil {
-		return p, true
+	s.rc.mu.RLock()
+	if q := s.rc.pipes[pk]; q != nil {
+		p = q
 	}
-	s.rc.mu.RUnlock()
-	return nil, false
+	return p, true, true
 }
 
-// loadPipe reads pk's record and newest builds and installs them, once
-// the watch has reached the read's revision.
-func (s *Store) loadPipe(ctx context.Context, pk string) bool {
+// count records a read answered from memory (hit) or from etcd.
+func (c *readCache) count(hit bool) {
+	if hit {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+	}
+}
+
+// loadPipe reads pk's record and newest builds and, once the watch has
+// reached the read's revision, installs them if the pipeline exists. It
+// returns what it read (nil: ask etcd).
+func (s *Store) loadPipe(ctx context.Context, pk string) *cachedPipe {
 	prefix := s.buildsPrefix(pk)
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	actx, cancel := s.attemptCtx(ctx)
@@ -190,7 +273,7 @@ func (s *Store) loadPipe(ctx context.Context, pk string) bool {
 	).Commit()
 	cancel()
 	if err != nil {
-		return false
+		return nil
 	}
 	rev := resp.Header.Revision
 	p := &cachedPipe{end: end, bound: end}
@@ -209,7 +292,7 @@ func (s *Store) loadPipe(ctx context.Context, pk string) bool {
 		c.mu.Lock()
 		if !c.running || c.floor > rev {
 			c.mu.Unlock()
-			return false
+			return nil
 		}
 		if c.applied >= rev {
 			break
@@ -219,14 +302,14 @@ func (s *Store) loadPipe(ctx context.Context, pk string) bool {
 		select {
 		case <-ch:
 		case <-timer.C:
-			return false
+			return nil
 		case <-ctx.Done():
-			return false
+			return nil
 		}
 	}
 	defer c.mu.Unlock()
-	if c.pipes[pk] != nil {
-		return true // loaded meanwhile by another reader
+	if q := c.pipes[pk]; q != nil {
+		return q // loaded meanwhile by another reader
 	}
 	pipesKey := s.pipelineKeyOf(pk)
 	for _, e := range c.ring {
@@ -237,6 +320,9 @@ func (s *Store) loadPipe(ctx context.Context, pk string) bool {
 			}
 		}
 	}
+	if p.pkv == nil {
+		return p // no such pipeline: answer this read, keep nothing
+	}
 	if len(c.pipes) >= readCachePipelines {
 		for k := range c.pipes { // drop one, arbitrarily (map order)
 			delete(c.pipes, k)
@@ -244,7 +330,7 @@ func (s *Store) loadPipe(ctx context.Context, pk string) bool {
 		}
 	}
 	c.pipes[pk] = p
-	return true
+	return p
 }
 
 // apply brings p up to date with one event on key (pipesKey is p's
@@ -328,20 +414,23 @@ func (s *Store) followReadCache(ctx context.Context, up func()) error {
 	c.mu.Lock()
 	c.running, c.applied, c.floor, c.lastHeard = true, start, start, time.Now()
 	c.pipes, c.ring = map[string]*cachedPipe{}, nil
+	progress := make(chan struct{}, 1)
+	c.progress = progress
 	c.advance()
 	c.mu.Unlock()
 	s.hub.start()
 	up()
 	go func() {
-		t := time.NewTicker(readCacheProgressEvery)
-		defer t.Stop()
+		// Progress only on demand: a reader found the cache behind or not
+		// heard from lately (see cacheReady).
 		for {
 			select {
 			case <-wctx.Done():
 				return
-			case <-t.C:
+			case <-progress:
+				c.progressReqs.Add(1)
 				pctx, pcancel := context.WithTimeout(wctx, readCacheFresh)
-				_ = s.cli.RequestProgress(pctx) // no answer: the cache goes stale and is not used
+				_ = s.cli.RequestProgress(pctx) // no answer: the cache stays stale and is not used
 				pcancel()
 			}
 		}
@@ -397,8 +486,10 @@ func (s *Store) followReadCache(ctx context.Context, up func()) error {
 			c.floor = c.ring[drop-1].kv.ModRevision
 			c.ring = append([]ringEvent(nil), c.ring[drop:]...)
 		}
-		if top > c.applied {
-			c.applied = top
+		if top > c.applied || wr.IsProgressNotify() {
+			// A progress report wakes readers even without news: it
+			// proves the watch alive.
+			c.applied = max(top, c.applied)
 			c.advance()
 		}
 		c.mu.Unlock()
@@ -415,16 +506,18 @@ func (c *readCache) advance() {
 
 // cachedBuild answers GetBuild from the cache: ok=false means ask etcd.
 func (s *Store) cachedBuild(ctx context.Context, pk string, number int) (*mvccpb.KeyValue, bool) {
-	p, ok := s.cachedPipeOf(ctx, pk)
+	p, loaded, ok := s.cachedPipeOf(ctx, pk)
 	if !ok {
+		s.rc.misses.Add(1)
 		return nil, false
 	}
 	defer s.rc.mu.RUnlock()
 	key := s.buildKey(pk, number)
 	if key >= p.bound {
+		s.rc.misses.Add(1)
 		return nil, false
 	}
-	s.rc.hits.Add(1)
+	s.rc.count(!loaded)
 	i := sort.Search(len(p.builds), func(i int) bool { return string(p.builds[i].Key) >= key })
 	if i < len(p.builds) && string(p.builds[i].Key) == key {
 		return p.builds[i], true
@@ -436,22 +529,25 @@ func (s *Store) cachedBuild(ctx context.Context, pk string, number int) (*mvccpb
 // on, up to limit; exists=false: no such pipeline): ok=false means ask
 // etcd.
 func (s *Store) cachedList(ctx context.Context, pk, start string, limit int) (kvs []*mvccpb.KeyValue, exists, ok bool) {
-	p, ok := s.cachedPipeOf(ctx, pk)
+	p, loaded, ok := s.cachedPipeOf(ctx, pk)
 	if !ok {
+		s.rc.misses.Add(1)
 		return nil, false, false
 	}
 	defer s.rc.mu.RUnlock()
 	if p.pkv != nil && start >= p.bound {
+		s.rc.misses.Add(1)
 		return nil, true, false
 	}
 	if p.pkv != nil {
 		i := sort.Search(len(p.builds), func(i int) bool { return string(p.builds[i].Key) >= start })
 		kvs = p.builds[i:min(i+limit, len(p.builds))]
 		if len(kvs) < limit && p.bound != p.end {
+			s.rc.misses.Add(1)
 			return nil, true, false
 		}
 	}
-	s.rc.hits.Add(1)
+	s.rc.count(!loaded)
 	return kvs, p.pkv != nil, true
 }
 
@@ -459,15 +555,17 @@ func (s *Store) cachedList(ctx context.Context, pk, start string, limit int) (kv
 // such pipeline) and the newest build (nil: none); ok=false means ask
 // etcd.
 func (s *Store) cachedPipeline(ctx context.Context, pk string) (pkv, latest *mvccpb.KeyValue, ok bool) {
-	p, ok := s.cachedPipeOf(ctx, pk)
+	p, loaded, ok := s.cachedPipeOf(ctx, pk)
 	if !ok {
+		s.rc.misses.Add(1)
 		return nil, nil, false
 	}
 	defer s.rc.mu.RUnlock()
 	if p.pkv != nil && len(p.builds) == 0 && p.bound != p.end {
+		s.rc.misses.Add(1)
 		return nil, nil, false
 	}
-	s.rc.hits.Add(1)
+	s.rc.count(!loaded)
 	if p.pkv == nil || len(p.builds) == 0 {
 		return p.pkv, nil, true
 	}

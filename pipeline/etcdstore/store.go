@@ -76,10 +76,12 @@ type Options struct {
 	// Logger receives the store's own warnings (watch restarts); nil
 	// discards them.
 	Logger *slog.Logger
-	// LinearizableReads turns the watch-fed read cache off: every
-	// GetBuild, ListBuilds and GetPipeline is a linearizable etcd read,
-	// so a read on one server sees a write just answered by another. With
-	// the cache (the default, once Start ran), reads see this server's own
+	// LinearizableReads makes GetBuild, ListBuilds and GetPipeline
+	// consistent reads: each first takes etcd's current revision (one
+	// cheap linearizable read of a single key) and answers from the
+	// watch-fed cache once it has reached that revision (from etcd if it
+	// does not within a short time), so a read on one server sees a write
+	// just answered by another. Without it, reads see this server's own
 	// writes and other servers' writes as soon as the watch delivers them
 	// (see readcache.go).
 	LinearizableReads bool
