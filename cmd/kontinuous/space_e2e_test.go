@@ -39,7 +39,7 @@ func TestEtcdOutOfSpaceAnswers503WithTheCauseAndRecovers(t *testing.T) {
 		t.Fatalf("readyz before: %d %s", status, body)
 	}
 	_, metrics := rc.do(http.MethodGet, base+"/metrics", "", nil, nil)
-	for _, want := range []string{"kontinuous_etcd_db_size_bytes ", "kontinuous_etcd_db_size_in_use_bytes ", fmt.Sprintf("kontinuous_etcd_quota_bytes %g", float64(quota)), "kontinuous_etcd_alarm_nospace 0"} {
+	for _, want := range []string{"kontinuous_etcd_db_size_bytes ", "kontinuous_etcd_db_size_in_use_bytes ", fmt.Sprintf("kontinuous_etcd_quota_bytes %g", float64(quota)), "kontinuous_etcd_alarm_nospace 0", "kontinuous_store_cache_hits_total ", "kontinuous_store_cache_misses_total ", "kontinuous_store_consistent_reads_total "} {
 		if !strings.Contains(string(metrics), want) {
 			t.Fatalf("/metrics lacks %q:\n%s", want, metrics)
 		}

@@ -89,8 +89,9 @@ func startRetention(cfg Config, store *etcdstore.Store, logs pipeline.LogStore, 
 	return func(context.Context) error { r.Stop(); return nil }, nil
 }
 
-// newRegistry is the /metrics registry: Go and process collectors plus
-// etcd's space (sizes, quota, NOSPACE alarm).
+// newRegistry is the /metrics registry: Go and process collectors,
+// etcd's space (sizes, quota, NOSPACE alarm) and the store's read cache
+// counters.
 func newRegistry(cfg Config, store *etcdstore.Store) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	quota := cfg.Cluster.EtcdQuotaBytes
@@ -100,6 +101,10 @@ func newRegistry(cfg Config, store *etcdstore.Store) (*prometheus.Registry, erro
 	for _, c := range []prometheus.Collector{
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 		&etcdSpaceCollector{store: store, quota: quota},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kontinuous_store_cache_hits_total", Help: "Build and pipeline reads answered from the watch-fed cache."}, func() float64 { return float64(store.CacheStats().Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kontinuous_store_cache_misses_total", Help: "Build and pipeline reads that read the data from etcd."}, func() float64 { return float64(store.CacheStats().Misses) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kontinuous_store_consistent_reads_total", Help: "Consistent reads (--linearizable-reads): etcd's revision read first, then the cache waited for."}, func() float64 { return float64(store.CacheStats().ConsistentReads) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kontinuous_store_cache_progress_requests_total", Help: "Watch progress requests sent to etcd (only while a reader waits)."}, func() float64 { return float64(store.CacheStats().ProgressRequests) }),
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

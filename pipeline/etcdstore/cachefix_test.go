@@ -120,3 +120,39 @@ func TestWatchBuildSubscribersShareOneWatch(t *testing.T) {
 		t.Errorf("%d etcd watches opened for %d WatchBuild callers, want 0 (the prefix watch is shared)", got, n)
 	}
 }
+
+// TestConsistentReadsSeeOtherServersWritesFromMemory: with
+// LinearizableReads a read on A sees a write B just answered, yet is
+// answered from A's cache after one revision read.
+func TestConsistentReadsSeeOtherServersWritesFromMemory(t *testing.T) {
+	prefix := prefixOf(t)
+	a := startedStore(t, etcdstore.Options{Prefix: prefix, LinearizableReads: true})
+	b := startedStore(t, newOpts(prefix))
+	ctx := t.Context()
+	mustCreatePipeline(t, b, "acme", "app")
+	bu := mustCreateBuild(t, b, "acme", "app", pipeline.Build{Status: pipeline.StatusPending})
+	if _, err := a.GetBuild(ctx, "acme", "app", bu.Number); err != nil {
+		t.Fatal(err)
+	}
+	before := a.CacheStats()
+	const rounds = 50
+	for i := range rounds {
+		if _, err := b.UpdateBuild(ctx, "acme", "app", bu.Number, func(b *pipeline.Build) error {
+			b.Commit = fmt.Sprint(i)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.GetBuild(ctx, "acme", "app", bu.Number)
+		if err != nil || got.Commit != fmt.Sprint(i) {
+			t.Fatalf("round %d: read on A got commit %q, %v; want the write B answered", i, got.Commit, err)
+		}
+	}
+	st := a.CacheStats()
+	if n := st.ConsistentReads - before.ConsistentReads; n < rounds {
+		t.Errorf("%d consistent reads counted, want %d", n, rounds)
+	}
+	if n := st.Hits - before.Hits; n < rounds/2 {
+		t.Errorf("only %d of %d consistent reads answered from memory", n, rounds)
+	}
+}
