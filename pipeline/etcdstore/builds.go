@@ -166,243 +166,321 @@ func (s *Store) commitLoop(pk string, q *createQueue) {
 // each caller. It returns the calls it left for the next batch (over the
 // size limit).
 func (s *Store) commitBatch(pk string, q *createQueue, batch []*createReq) (rest []*createReq) {
-	live := batch[:0:0]
+	t := &batchTxn{s: s, pk: pk, q: q}
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.done <- createRes{err: s.wrap(err, "create build of %s", pk)}
 			continue
 		}
-		live = append(live, r)
+		t.live = append(t.live, r)
 	}
-	if len(live) == 0 {
+	if len(t.live) == 0 {
 		return nil
-	}
-	failAll := func(err error) {
-		q.state.ok = false
-		for _, r := range live {
-			r.done <- createRes{err: s.wrap(err, "create build of %s", pk)}
-		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
 	defer cancel()
+	t.ctx = ctx
+	t.keys()
+	// fresh holds reads of the keys when the cache cannot be trusted; nil
+	// means: try the cached counter and assume the deliveries are new.
+	var fresh []*pb.ResponseOp
+	if !q.state.ok {
+		resp, err := s.readTxnRetrying(ctx, t.reads)
+		if err != nil {
+			return t.fail(err)
+		}
+		fresh = resp.Responses
+	}
+	for attempt := 0; ; attempt++ {
+		delivered, err := t.load(fresh)
+		if err == nil {
+			err = t.plan(delivered)
+		}
+		if err != nil {
+			return t.fail(err)
+		}
+		if t.n == t.q.state.last {
+			// Nothing to write: every call was answered without a new build.
+			t.answer()
+			return t.over
+		}
+		next, retry, err := t.commit(attempt, fresh)
+		switch {
+		case err != nil:
+			return t.fail(err)
+		case !retry:
+			return t.over
+		}
+		fresh = next
+	}
+}
 
-	pKey, cKey := s.pipelineKeyOf(pk), s.counterKey(pk)
-	var dKeys []string // distinct delivery keys, in batch order
+// batchTxn is one group commit under way (see commitBatch): the calls,
+// the keys read and compared, and the plan of the current attempt.
+type batchTxn struct {
+	s    *Store
+	pk   string
+	q    *createQueue
+	ctx  context.Context
+	live []*createReq // calls in this batch
+	over []*createReq // calls left for the next batch (size limit)
+
+	pKey, cKey string
+	dKeys      []string // distinct delivery keys, in batch order
+	reads      []clientv3.Op
+	lease      clientv3.LeaseID
+
+	// The current attempt's plan: what each call gets — a new build
+	// (results[i] without error), the build another call of this batch
+	// makes for the same delivery (dupOf[i] ≥ 0), or the build the
+	// delivery made before.
+	cmps    []clientv3.Cmp
+	ops     []clientv3.Op
+	results []createRes
+	dupOf   []int
+	n       int // the counter after the attempt
+}
+
+// keys computes the keys the batch reads: pipeline, counter, deliveries.
+func (t *batchTxn) keys() {
+	s, pk := t.s, t.pk
+	t.pKey, t.cKey = s.pipelineKeyOf(pk), s.counterKey(pk)
 	seen := map[string]bool{}
-	for _, r := range live {
+	for _, r := range t.live {
 		if r.b.DeliveryID == "" {
 			continue
 		}
 		if dk := s.deliveryKey(pk, r.b.DeliveryID); !seen[dk] {
 			seen[dk] = true
-			dKeys = append(dKeys, dk)
+			t.dKeys = append(t.dKeys, dk)
 		}
 	}
-	reads := []clientv3.Op{clientv3.OpGet(pKey), clientv3.OpGet(cKey)}
-	for _, dk := range dKeys {
-		reads = append(reads, clientv3.OpGet(dk))
+	t.reads = []clientv3.Op{clientv3.OpGet(t.pKey), clientv3.OpGet(t.cKey)}
+	for _, dk := range t.dKeys {
+		t.reads = append(t.reads, clientv3.OpGet(dk))
 	}
-	// fresh holds reads of the keys when the cache cannot be trusted; nil
-	// means: try the cached counter and assume the deliveries are new.
-	var fresh []*pb.ResponseOp
-	if !q.state.ok {
-		resp, err := s.readTxnRetrying(ctx, reads)
+}
+
+// load takes fresh reads (if any) into the queue's counter state and
+// returns the delivery records found.
+func (t *batchTxn) load(fresh []*pb.ResponseOp) (map[string]*mvccpb.KeyValue, error) {
+	delivered := map[string]*mvccpb.KeyValue{} // delivery key → record (fresh reads only)
+	if fresh == nil {
+		return delivered, nil
+	}
+	pkvs := fresh[0].GetResponseRange().Kvs
+	if len(pkvs) == 0 {
+		return nil, fmt.Errorf("no such pipeline: %w", pipeline.ErrNotFound)
+	}
+	var prec pipelineRecord
+	if err := json.Unmarshal(pkvs[0].Value, &prec); err != nil {
+		return nil, fmt.Errorf("decode pipeline: %w", err)
+	}
+	st := counterState{ok: true, owner: prec.Owner, repo: prec.Repo, pipelineRev: pkvs[0].CreateRevision}
+	if ckvs := fresh[1].GetResponseRange().Kvs; len(ckvs) > 0 {
+		last, err := strconv.Atoi(string(ckvs[0].Value))
 		if err != nil {
-			failAll(err)
-			return nil
+			return nil, fmt.Errorf("bad counter: %w", err)
 		}
-		fresh = resp.Responses
+		st.last, st.counterModRv = last, ckvs[0].ModRevision
 	}
-	var lease clientv3.LeaseID
-	for attempt := 0; ; attempt++ {
-		delivered := map[string]*mvccpb.KeyValue{} // delivery key → record (fresh reads only)
-		if fresh != nil {
-			pkvs := fresh[0].GetResponseRange().Kvs
-			if len(pkvs) == 0 {
-				failAll(fmt.Errorf("no such pipeline: %w", pipeline.ErrNotFound))
-				return nil
-			}
-			var prec pipelineRecord
-			if err := json.Unmarshal(pkvs[0].Value, &prec); err != nil {
-				failAll(fmt.Errorf("decode pipeline: %w", err))
-				return nil
-			}
-			st := counterState{ok: true, owner: prec.Owner, repo: prec.Repo, pipelineRev: pkvs[0].CreateRevision}
-			if ckvs := fresh[1].GetResponseRange().Kvs; len(ckvs) > 0 {
-				last, err := strconv.Atoi(string(ckvs[0].Value))
-				if err != nil {
-					failAll(fmt.Errorf("bad counter: %w", err))
-					return nil
-				}
-				st.last, st.counterModRv = last, ckvs[0].ModRevision
-			}
-			q.state = st
-			for i, dk := range dKeys {
-				if kvs := fresh[2+i].GetResponseRange().Kvs; len(kvs) > 0 {
-					delivered[dk] = kvs[0]
-				}
-			}
+	t.q.state = st
+	for i, dk := range t.dKeys {
+		if kvs := fresh[2+i].GetResponseRange().Kvs; len(kvs) > 0 {
+			delivered[dk] = kvs[0]
 		}
-		st := q.state
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(pKey), "=", st.pipelineRev)}
-		if st.counterModRv == 0 {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cKey), "=", 0))
-		} else {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(cKey), "=", st.counterModRv))
+	}
+	return delivered, nil
+}
+
+// plan builds the attempt's comparisons, operations and answers.
+func (t *batchTxn) plan(delivered map[string]*mvccpb.KeyValue) error {
+	s, pk, st := t.s, t.pk, t.q.state
+	t.cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.pKey), "=", st.pipelineRev)}
+	if st.counterModRv == 0 {
+		t.cmps = append(t.cmps, clientv3.Compare(clientv3.CreateRevision(t.cKey), "=", 0))
+	} else {
+		t.cmps = append(t.cmps, clientv3.Compare(clientv3.ModRevision(t.cKey), "=", st.counterModRv))
+	}
+	if len(t.dKeys) > 0 && t.lease == 0 {
+		var err error
+		if t.lease, err = s.deliveryLease.get(t.ctx, s.cli, s.opts.DeliveryTTL, deliveryLeaseWindow); err != nil {
+			return fmt.Errorf("delivery lease: %w", err)
 		}
-		if len(dKeys) > 0 && lease == 0 {
-			var err error
-			if lease, err = s.deliveryLease.get(ctx, s.cli, s.opts.DeliveryTTL, deliveryLeaseWindow); err != nil {
-				failAll(fmt.Errorf("delivery lease: %w", err))
-				return nil
-			}
-		}
-		// What each call gets: a new build (results[i] without error), the
-		// build another call of this batch makes for the same delivery
-		// (dupOf[i] ≥ 0), or the build the delivery made before.
-		results := make([]createRes, len(live))
-		dupOf := make([]int, len(live))
-		maker := map[string]int{}         // delivery key → index of the call making its build
-		earlier := map[string]createRes{} // delivery key → answer for a delivery seen before
-		n := st.last
-		var ops []clientv3.Op
-		size := 0
-		var over []*createReq
-		for i, r := range live {
-			dupOf[i] = -1
-			dk := ""
-			if r.b.DeliveryID != "" {
-				dk = s.deliveryKey(pk, r.b.DeliveryID)
-				if j, ok := maker[dk]; ok {
-					dupOf[i] = j
-					continue
-				}
-				if res, ok := earlier[dk]; ok {
-					results[i] = res
-					continue
-				}
-				if kv := delivered[dk]; kv != nil {
-					existing, err := s.deliveredBuild(ctx, pk, kv)
-					if err == nil {
-						results[i] = createRes{b: existing, err: s.wrap(pipeline.ErrConflict, "create build of %s: delivery already made build %d", pk, existing.Number)}
-						earlier[dk] = results[i]
-						continue
-					}
-					if !errors.Is(err, pipeline.ErrNotFound) {
-						failAll(err)
-						return nil
-					}
-					// The delivery's build was deleted: the delivery makes a new one.
-					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(dk), "=", kv.ModRevision))
-				} else {
-					cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(dk), "=", 0))
-				}
-			}
-			if n+1 > maxBuildNumber {
-				results[i] = createRes{err: s.wrap(pipeline.ErrConflict, "create build of %s: build numbers exhausted", pk)}
-				continue
-			}
-			nb := r.b
-			nb.Number, nb.Owner, nb.Repo = n+1, st.owner, st.repo
-			raw, err := json.Marshal(toBuildRecord(&nb))
+	}
+	t.results, t.dupOf = make([]createRes, len(t.live)), make([]int, len(t.live))
+	t.ops, t.over, t.n = nil, nil, st.last
+	maker := map[string]int{}         // delivery key → index of the call making its build
+	earlier := map[string]createRes{} // delivery key → answer for a delivery seen before
+	size := 0
+	for i, r := range t.live {
+		t.dupOf[i] = -1
+		dk := ""
+		if r.b.DeliveryID != "" {
+			dk = s.deliveryKey(pk, r.b.DeliveryID)
+			answered, err := t.planDelivery(i, dk, maker, earlier, delivered)
 			if err != nil {
-				results[i] = createRes{err: s.wrap(err, "create build of %s", pk)}
+				return err
+			}
+			if answered {
 				continue
 			}
-			if size > 0 && size+len(raw) > maxCreateBatchBytes {
-				// Leave this call and the rest for the next batch.
-				over = live[i:]
-				live, results, dupOf = live[:i], results[:i], dupOf[:i]
-				break
-			}
-			size += len(raw)
-			n++
-			results[i] = createRes{b: nb}
-			ops = append(ops, clientv3.OpPut(s.buildKey(pk, n), string(raw)))
-			if !nb.Status.Done() {
-				ops = append(ops, clientv3.OpPut(s.activeKey(pk, n), ""))
-			}
-			if dk != "" {
-				maker[dk] = i
-				ops = append(ops, clientv3.OpPut(dk, strconv.Itoa(n), clientv3.WithLease(lease)))
-			}
 		}
-		answer := func() {
-			for i, r := range live {
-				switch {
-				case dupOf[i] >= 0:
-					first := results[dupOf[i]]
-					if first.err != nil {
-						r.done <- first
-					} else {
-						r.done <- createRes{b: first.b, err: s.wrap(pipeline.ErrConflict, "create build of %s: delivery already made build %d", pk, first.b.Number)}
-					}
-				default:
-					r.done <- results[i]
-				}
-			}
-		}
-		if n == st.last {
-			// Nothing to write: every call was answered without a new build.
-			answer()
-			return over
-		}
-		ops = append(ops, clientv3.OpPut(cKey, strconv.Itoa(n)))
-		actx, acancel := s.attemptCtx(ctx)
-		tr, err := s.cli.Txn(actx).If(cmps...).Then(ops...).Else(reads...).Commit()
-		acancel()
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) && attempt+1 < s.opts.MaxAttempts {
-			s.deliveryLease.forget(lease)
-			lease = 0
-			live = append(live, over...)
+		if t.n+1 > maxBuildNumber {
+			t.results[i] = createRes{err: s.wrap(pipeline.ErrConflict, "create build of %s: build numbers exhausted", pk)}
 			continue
 		}
-		if err != nil && isUnavailable(err) && ctx.Err() == nil {
-			// The answer was lost (leader change, lost connection): the
-			// batch may have been stored. Its first build tells.
-			applied, aerr := s.wasApplied(ctx, ops[0])
-			if aerr == nil && applied {
-				q.state.ok = false // the counter's revision is unknown
-				s.newest.see(pk, n)
-				answer()
-				return over
-			}
-			if aerr == nil {
-				live = append(live, over...)
-				r, rerr := s.readTxnRetrying(ctx, reads)
-				if rerr == nil {
-					fresh = r.Responses
-					if err := sleepCtx(ctx, unavailableRetryDelay(attempt)); err == nil {
-						continue
-					}
-				}
-				failAll(err)
-				return nil
-			}
-		}
+		nb := r.b
+		nb.Number, nb.Owner, nb.Repo = t.n+1, st.owner, st.repo
+		raw, err := json.Marshal(toBuildRecord(&nb))
 		if err != nil {
-			live = append(live, over...)
-			failAll(err)
-			return nil
+			t.results[i] = createRes{err: s.wrap(err, "create build of %s", pk)}
+			continue
 		}
-		if tr.Succeeded {
-			s.wrote(tr.Header.Revision)
-			q.state.last, q.state.counterModRv = n, tr.Header.Revision
-			s.newest.see(pk, n)
-			answer()
-			return over
+		if size > 0 && size+len(raw) > maxCreateBatchBytes {
+			// Leave this call and the rest for the next batch.
+			t.over = t.live[i:]
+			t.live, t.results, t.dupOf = t.live[:i], t.results[:i], t.dupOf[:i]
+			break
 		}
-		fresh = tr.Responses
-		live = append(live, over...)
-		if attempt+1 >= s.opts.MaxAttempts {
-			failAll(fmt.Errorf("%w: gave up after %d concurrent changes", pipeline.ErrConflict, attempt+1))
-			return nil
+		size += len(raw)
+		t.n++
+		t.results[i] = createRes{b: nb}
+		t.ops = append(t.ops, clientv3.OpPut(s.buildKey(pk, t.n), string(raw)))
+		if !nb.Status.Done() {
+			t.ops = append(t.ops, clientv3.OpPut(s.activeKey(pk, t.n), ""))
 		}
-		if err := backoff(ctx, attempt); err != nil {
-			failAll(err)
-			return nil
+		if dk != "" {
+			maker[dk] = i
+			t.ops = append(t.ops, clientv3.OpPut(dk, strconv.Itoa(t.n), clientv3.WithLease(t.lease)))
 		}
 	}
+	return nil
+}
+
+// planDelivery answers call i of delivery key dk without a new build if
+// another call of the batch or an earlier delivery made it (answered),
+// and otherwise adds the comparison that the delivery is still new.
+func (t *batchTxn) planDelivery(i int, dk string, maker map[string]int, earlier map[string]createRes, delivered map[string]*mvccpb.KeyValue) (answered bool, err error) {
+	if j, ok := maker[dk]; ok {
+		t.dupOf[i] = j
+		return true, nil
+	}
+	if res, ok := earlier[dk]; ok {
+		t.results[i] = res
+		return true, nil
+	}
+	kv := delivered[dk]
+	if kv == nil {
+		t.cmps = append(t.cmps, clientv3.Compare(clientv3.CreateRevision(dk), "=", 0))
+		return false, nil
+	}
+	existing, err := t.s.deliveredBuild(t.ctx, t.pk, kv)
+	if err == nil {
+		t.results[i] = createRes{b: existing, err: t.s.wrap(pipeline.ErrConflict, "create build of %s: delivery already made build %d", t.pk, existing.Number)}
+		earlier[dk] = t.results[i]
+		return true, nil
+	}
+	if !errors.Is(err, pipeline.ErrNotFound) {
+		return false, err
+	}
+	// The delivery's build was deleted: the delivery makes a new one.
+	t.cmps = append(t.cmps, clientv3.Compare(clientv3.ModRevision(dk), "=", kv.ModRevision))
+	return false, nil
+}
+
+// commit runs the planned transaction. It returns retry=true with the
+// reads to plan the next attempt from, or retry=false once every call of
+// the batch is answered; an error means the batch failed (fail answers).
+func (t *batchTxn) commit(attempt int, fresh []*pb.ResponseOp) (next []*pb.ResponseOp, retry bool, err error) {
+	s := t.s
+	ops := append(t.ops, clientv3.OpPut(t.cKey, strconv.Itoa(t.n)))
+	actx, acancel := s.attemptCtx(t.ctx)
+	tr, err := s.cli.Txn(actx).If(t.cmps...).Then(ops...).Else(t.reads...).Commit()
+	acancel()
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) && attempt+1 < s.opts.MaxAttempts {
+		s.deliveryLease.forget(t.lease)
+		t.lease = 0
+		t.requeue()
+		return fresh, true, nil
+	}
+	if err != nil && isUnavailable(err) && t.ctx.Err() == nil {
+		return t.afterLostAnswer(attempt, ops[0], err)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if tr.Succeeded {
+		s.wrote(tr.Header.Revision)
+		t.q.state.last, t.q.state.counterModRv = t.n, tr.Header.Revision
+		s.newest.see(t.pk, t.n)
+		t.answer()
+		return nil, false, nil
+	}
+	t.requeue()
+	if attempt+1 >= s.opts.MaxAttempts {
+		return nil, false, fmt.Errorf("%w: gave up after %d concurrent changes", pipeline.ErrConflict, attempt+1)
+	}
+	if err := backoff(t.ctx, attempt); err != nil {
+		return nil, false, err
+	}
+	return tr.Responses, true, nil
+}
+
+// afterLostAnswer handles a transaction whose answer was lost (leader
+// change, lost connection): the batch may have been stored, which its
+// first build tells.
+func (t *batchTxn) afterLostAnswer(attempt int, first clientv3.Op, cause error) ([]*pb.ResponseOp, bool, error) {
+	s := t.s
+	applied, aerr := s.wasApplied(t.ctx, first)
+	switch {
+	case aerr != nil:
+		return nil, false, cause
+	case applied:
+		t.q.state.ok = false // the counter's revision is unknown
+		s.newest.see(t.pk, t.n)
+		t.answer()
+		return nil, false, nil
+	}
+	t.requeue()
+	r, rerr := s.readTxnRetrying(t.ctx, t.reads)
+	if rerr != nil || sleepCtx(t.ctx, unavailableRetryDelay(attempt)) != nil {
+		return nil, false, cause
+	}
+	return r.Responses, true, nil
+}
+
+// requeue puts the calls left over back into the batch.
+func (t *batchTxn) requeue() {
+	t.live = append(t.live, t.over...)
+	t.over = nil
+}
+
+// answer hands each call of the batch its result.
+func (t *batchTxn) answer() {
+	for i, r := range t.live {
+		if t.dupOf[i] < 0 {
+			r.done <- t.results[i]
+			continue
+		}
+		first := t.results[t.dupOf[i]]
+		if first.err != nil {
+			r.done <- first
+		} else {
+			r.done <- createRes{b: first.b, err: t.s.wrap(pipeline.ErrConflict, "create build of %s: delivery already made build %d", t.pk, first.b.Number)}
+		}
+	}
+}
+
+// fail answers every call of the batch with err and forgets the cached
+// counter state.
+func (t *batchTxn) fail(err error) []*createReq {
+	t.q.state.ok = false
+	t.requeue()
+	for _, r := range t.live {
+		r.done <- createRes{err: t.s.wrap(err, "create build of %s", t.pk)}
+	}
+	return nil
 }
 
 // readTxnRetrying reads ops in one transaction, retrying while etcd is
