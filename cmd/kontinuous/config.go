@@ -66,8 +66,8 @@ type Config struct {
 	// NotifyAllowPrivate lets Slack notifications go to plain-HTTP and
 	// private or loopback addresses.
 	NotifyAllowPrivate bool
-	// LinearizableReads turns the store's watch-fed read cache off: every
-	// read is a linearizable etcd read.
+	// LinearizableReads makes the store's reads consistent: each takes
+	// etcd's current revision and waits for the watch-fed cache to reach it.
 	LinearizableReads bool
 	LogLevel          string
 	// Path is the PATH local stage commands are looked up in (the
@@ -128,7 +128,7 @@ var settings = []setting{
 	{"stale-after", []string{"KONTINUOUS_STALE_AFTER"}, "45s", "a running build whose server has not been heard from for this long is taken over by another (or a restarted) server"},
 	{"allow-fork-builds", []string{"KONTINUOUS_ALLOW_FORK_BUILDS"}, "false", "run pull requests from forks on the local executor (untrusted code on this host; the kubernetes executor always runs them, without secrets)"},
 	{"notify-allow-private", []string{"KONTINUOUS_NOTIFY_ALLOW_PRIVATE"}, "false", "let Slack notifications use plain http and private, loopback or link-local addresses (off: https to public addresses only)"},
-	{"linearizable-reads", []string{"KONTINUOUS_LINEARIZABLE_READS"}, "false", "read builds and pipelines from etcd on every request instead of the watch-fed cache (a read on one server then sees a write another server just answered)"},
+	{"linearizable-reads", []string{"KONTINUOUS_LINEARIZABLE_READS"}, "false", "consistent reads: each build/pipeline read takes etcd's current revision (one cheap round trip) and waits for the watch-fed cache to reach it (a read on one server then sees a write another server just answered)"},
 	{"log-level", []string{"KONTINUOUS_LOG_LEVEL"}, "info", "debug, info, warn or error"},
 	{"local-isolation", []string{"KONTINUOUS_LOCAL_ISOLATION"}, "auto", "sandbox of local command stages: auto (bwrap if it works here, else command stages are refused), bwrap (refuse to start without it) or none (stages can read the server's secrets: push access = server access)"},
 }
