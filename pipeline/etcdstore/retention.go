@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -365,6 +366,42 @@ func (s *Store) logsPrunedKey(pk string, build int) string {
 	return s.logsBuildPrefix(pk, build) + "pruned"
 }
 
+// logMarks reads the log keys of a window of builds: which builds have
+// stage logs, and which carry the "pruned" marker.
+func (s *Store) logMarks(pk string, kvs []*mvccpb.KeyValue) (hasLogs, pruned map[int]bool) {
+	hasLogs, pruned = map[int]bool{}, map[int]bool{}
+	for _, kv := range kvs {
+		rest := strings.TrimPrefix(string(kv.Key), s.logsPipelinePrefix(pk))
+		inv, name, _ := strings.Cut(rest, "/")
+		iv, err := strconv.Atoi(inv)
+		if err != nil {
+			continue
+		}
+		n := maxBuildNumber + 1 - iv
+		if name == "pruned" {
+			pruned[n] = true
+		} else {
+			hasLogs[n] = true
+		}
+	}
+	return hasLogs, pruned
+}
+
+// reportPrunedLogs counts, logs and announces the builds whose logs a
+// committed batch pruned.
+func (r *Retention) reportPrunedLogs(ctx context.Context, owner, repo string, numbers []int) {
+	if len(numbers) == 0 {
+		return
+	}
+	r.prunedLogs.Add(int64(len(numbers)))
+	r.log.Info("retention: pruned logs", "pipeline", owner+"/"+repo, "builds", numbers)
+	if r.cfg.OnLogsPruned != nil {
+		for _, n := range numbers {
+			r.cfg.OnLogsPruned(ctx, owner, repo, n)
+		}
+	}
+}
+
 // pruneLogs deletes the logs of pk's builds finished before now-KeepLogs,
 // oldest first, leaving a tombstone per build. A watermark remembers up
 // to which number every build was settled, so a pass reads only the
@@ -401,21 +438,7 @@ func (r *Retention) pruneLogs(ctx context.Context, guard clientv3.Cmp, pk, owner
 		if err != nil {
 			return s.wrap(err, "retention: read builds of %s", pk)
 		}
-		hasLogs, pruned := map[int]bool{}, map[int]bool{}
-		for _, kv := range win.Responses[1].GetResponseRange().Kvs {
-			rest := strings.TrimPrefix(string(kv.Key), s.logsPipelinePrefix(pk))
-			inv, name, _ := strings.Cut(rest, "/")
-			iv, err := strconv.Atoi(inv)
-			if err != nil {
-				continue
-			}
-			n := maxBuildNumber + 1 - iv
-			if name == "pruned" {
-				pruned[n] = true
-			} else {
-				hasLogs[n] = true
-			}
-		}
+		hasLogs, pruned := s.logMarks(pk, win.Responses[1].GetResponseRange().Kvs)
 		builds := win.Responses[0].GetResponseRange().Kvs
 		cmps := []clientv3.Cmp{guard}
 		var ops []clientv3.Op
@@ -468,15 +491,7 @@ func (r *Retention) pruneLogs(ctx context.Context, guard clientv3.Cmp, pk, owner
 			}
 			s.wrote(tr.Header.Revision)
 			startWM = wm
-			if len(numbers) > 0 {
-				r.prunedLogs.Add(int64(len(numbers)))
-				r.log.Info("retention: pruned logs", "pipeline", owner+"/"+repo, "builds", numbers)
-				if r.cfg.OnLogsPruned != nil {
-					for _, n := range numbers {
-						r.cfg.OnLogsPruned(ctx, owner, repo, n)
-					}
-				}
-			}
+			r.reportPrunedLogs(ctx, owner, repo, numbers)
 		}
 		if reached {
 			return nil
