@@ -156,3 +156,28 @@ func TestConsistentReadsSeeOtherServersWritesFromMemory(t *testing.T) {
 		t.Errorf("only %d of %d consistent reads answered from memory", n, rounds)
 	}
 }
+
+// TestCacheEvictsTheLeastRecentlyReadPipeline: with more pipelines than
+// the cache holds, one read all along stays cached.
+func TestCacheEvictsTheLeastRecentlyReadPipeline(t *testing.T) {
+	s := startedStore(t, newOpts(prefixOf(t)))
+	ctx := t.Context()
+	const others = 300 // more than the cache holds (256)
+	mustCreatePipeline(t, s, "acme", "hot")
+	for i := range others {
+		mustCreatePipeline(t, s, "acme", fmt.Sprintf("cold%d", i))
+	}
+	for i := range others {
+		for _, repo := range []string{"hot", fmt.Sprintf("cold%d", i)} {
+			if _, err := s.GetPipeline(ctx, "acme", repo); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !etcdstore.Cached(s, "acme", "hot") {
+		t.Fatal("the pipeline read all along was evicted")
+	}
+	if etcdstore.Cached(s, "acme", "cold0") {
+		t.Fatal("the pipeline read longest ago is still cached")
+	}
+}

@@ -68,7 +68,8 @@ const (
 	readCacheFillBuilds        = 200
 	readCacheBuildsPerPipeline = 400
 	// readCachePipelines × readCacheBuildsPerPipeline bounds the records
-	// kept (about 100,000; a pipeline beyond it evicts another).
+	// kept (about 100,000; a pipeline beyond it evicts the one read
+	// longest ago).
 	readCachePipelines = 256
 	readCacheRing      = 8192
 )
@@ -90,6 +91,7 @@ type readCache struct {
 	// report (buffered 1: requests coalesce while one is under way).
 	progress chan struct{}
 
+	uses         atomic.Int64 // read clock for cachedPipe.used
 	hits         atomic.Int64 // reads answered from memory
 	misses       atomic.Int64 // reads that had to ask etcd for the data
 	consistent   atomic.Int64 // consistent reads (revision from etcd, then memory or etcd)
@@ -136,7 +138,8 @@ type cachedPipe struct {
 	pkv    *mvccpb.KeyValue
 	builds []*mvccpb.KeyValue
 	bound  string
-	end    string // the builds prefix's range end: bound == end means all builds
+	end    string       // the builds prefix's range end: bound == end means all builds
+	used   atomic.Int64 // c.uses when last read: the least recently read is evicted
 }
 
 // wrote records the revision of a write this store committed, or of a
@@ -238,6 +241,7 @@ func (s *Store) cachedPipeOf(ctx context.Context, pk string) (p *cachedPipe, loa
 		return nil, false, false
 	}
 	if p := s.rc.pipes[pk]; p != nil {
+		p.used.Store(s.rc.uses.Add(1))
 		return p, false, true
 	}
 	s.rc.mu.RUnlock()
@@ -324,13 +328,23 @@ func (s *Store) loadPipe(ctx context.Context, pk string) *cachedPipe {
 		return p // no such pipeline: answer this read, keep nothing
 	}
 	if len(c.pipes) >= readCachePipelines {
-		for k := range c.pipes { // drop one, arbitrarily (map order)
-			delete(c.pipes, k)
-			break
-		}
+		c.evictLeastRecentlyRead()
 	}
+	p.used.Store(c.uses.Add(1))
 	c.pipes[pk] = p
 	return p
+}
+
+// evictLeastRecentlyRead drops the cached pipeline read longest ago
+// (c.mu held for writing).
+func (c *readCache) evictLeastRecentlyRead() {
+	oldest, at := "", int64(0)
+	for k, p := range c.pipes {
+		if u := p.used.Load(); oldest == "" || u < at {
+			oldest, at = k, u
+		}
+	}
+	delete(c.pipes, oldest)
 }
 
 // apply brings p up to date with one event on key (pipesKey is p's
