@@ -41,15 +41,15 @@ type Server struct {
 	mu        sync.Mutex
 	tokenTTL  time.Duration
 	pageLen   int
-	browser   string                // the user signed in to the "browser"
-	users     map[string]*User      // by username
-	codes     map[string]string     // authorization code -> username
-	access    map[string]accessRec  // access token -> owner and expiry
-	refresh   map[string]string     // live refresh token -> username
-	repos     map[string]*Repo      // "ws/slug" lower-case
-	refreshes int                   // refresh_token grants answered with a new pair
-	exchanges int                   // authorization_code grants answered
-	requests  map[string]int        // REST path -> count
+	browser   string               // the user signed in to the "browser"
+	users     map[string]*User     // by username
+	codes     map[string]string    // authorization code -> username
+	access    map[string]accessRec // access token -> owner and expiry
+	refresh   map[string]string    // live refresh token -> username
+	repos     map[string]*Repo     // "ws/slug" lower-case
+	refreshes int                  // refresh_token grants answered with a new pair
+	exchanges int                  // authorization_code grants answered
+	requests  map[string]int       // REST path -> count
 }
 
 type accessRec struct {
