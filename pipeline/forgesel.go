@@ -36,6 +36,11 @@ func ForgeOf(reg *Forges, userID string) string {
 	return ""
 }
 
+// sameForge reports whether p lives on c's forge.
+func (s *Service) sameForge(p Pipeline, c Caller) bool {
+	return ForgeOf(s.forges, p.OwnerUserID) == ForgeOf(s.forges, c.UserID)
+}
+
 // scm is the forge of pipeline p: its creator's.
 func (e *Engine) scm(p Pipeline) Forge {
 	if e.cfg.Forges != nil {

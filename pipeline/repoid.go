@@ -61,6 +61,9 @@ func (s *Service) orphanFor(ctx context.Context, c Caller, owner, repo string) (
 	if err != nil {
 		return Pipeline{}, err
 	}
+	if !s.sameForge(p, c) {
+		return Pipeline{}, notFound
+	}
 	perm, id, err := s.repoAccess(ctx, c, owner, repo)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Pipeline{}, err

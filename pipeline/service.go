@@ -155,7 +155,7 @@ func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo str
 	// Access is to the repository the pipeline was created for, not to
 	// whichever one holds its name today.
 	if checkID {
-		if stored, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err == nil && (!sameRepository(stored, id) || ForgeOf(s.forges, stored.OwnerUserID) != ForgeOf(s.forges, c.UserID)) {
+		if stored, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err == nil && (!sameRepository(stored, id) || !s.sameForge(stored, c)) {
 			// A pipeline on another forge than the caller's is not theirs
 			// to see (the same name may exist on both forges).
 			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
@@ -203,6 +203,9 @@ func (s *Service) ListPipelines(ctx context.Context, c Caller) ([]Pipeline, erro
 	var firstErr error
 	sem := make(chan struct{}, 8)
 	for i := range all {
+		if !s.sameForge(all[i], c) {
+			continue // a caller with no connection to its forge does not see it
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {

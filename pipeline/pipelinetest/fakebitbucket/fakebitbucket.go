@@ -203,3 +203,10 @@ func uuid() string {
 	h := randHex(16)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
+
+// Users returns the account called username (nil when there is none).
+func (s *Server) Users(username string) *User {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.users[username]
+}
