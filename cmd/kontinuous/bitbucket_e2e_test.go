@@ -202,7 +202,6 @@ func (w *bbWorld) waitBuildAs(jwt string, n int, cond func(pipeline.Build) bool)
 	}
 }
 
-
 func TestBitbucketRefreshRaceMakesOneRefreshAndExpiryAsksToReconnect(t *testing.T) {
 	w := newBBWorld(t)
 	// The token issued at login is within the server's refresh margin;
@@ -250,7 +249,16 @@ func TestBitbucketRefreshRaceMakesOneRefreshAndExpiryAsksToReconnect(t *testing.
 	if w.bb.Refreshes() != n {
 		t.Fatal("an expired connection was refreshed again")
 	}
+	r = w.do("GET", "/api/v1/user", jwt, nil)
+	expect(t, r, http.StatusOK)
+	if !strings.Contains(string(r.body), `"connections":[{"forge":"bitbucket","login":"alice","status":"expired"}]`) {
+		t.Fatalf("user = %s", r.body)
+	}
 	// Signing in again reconnects.
 	jwt, _ = w.login("alice")
 	expect(t, w.do("GET", "/api/v1/repositories", jwt, nil), http.StatusOK)
+	r = w.do("GET", "/api/v1/user", jwt, nil)
+	if !strings.Contains(string(r.body), `"status":"connected"`) {
+		t.Fatalf("user after reconnecting = %s", r.body)
+	}
 }
