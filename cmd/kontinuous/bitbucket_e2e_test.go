@@ -244,9 +244,9 @@ func TestBitbucketRefreshRaceMakesOneRefreshAndExpiryAsksToReconnect(t *testing.
 		t.Fatalf("expired: %s", r.body)
 	}
 	// It stays expired without asking Bitbucket again.
-	n := w.bb.Refreshes()
+	n := w.bb.RefreshAttempts()
 	expect(t, w.do("GET", "/api/v1/repositories", jwt, nil), http.StatusUnauthorized)
-	if w.bb.Refreshes() != n {
+	if w.bb.RefreshAttempts() != n {
 		t.Fatal("an expired connection was refreshed again")
 	}
 	r = w.do("GET", "/api/v1/user", jwt, nil)

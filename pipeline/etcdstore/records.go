@@ -299,7 +299,9 @@ type userRecord struct {
 	AccessToken  string    `json:"access_token_sealed"`
 	RefreshToken string    `json:"refresh_token_sealed"`
 	Expiry       time.Time `json:"expiry"`
-	Updated      int64     `json:"updated"`
+	// Expired: the forge refused to refresh the token (connection expired).
+	Expired bool  `json:"expired,omitempty"`
+	Updated int64 `json:"updated"`
 }
 
 type secretRecord struct {

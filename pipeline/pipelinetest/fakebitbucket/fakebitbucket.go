@@ -38,18 +38,19 @@ type Server struct {
 	home    string
 	backend string
 
-	mu        sync.Mutex
-	tokenTTL  time.Duration
-	pageLen   int
-	browser   string               // the user signed in to the "browser"
-	users     map[string]*User     // by username
-	codes     map[string]string    // authorization code -> username
-	access    map[string]accessRec // access token -> owner and expiry
-	refresh   map[string]string    // live refresh token -> username
-	repos     map[string]*Repo     // "ws/slug" lower-case
-	refreshes int                  // refresh_token grants answered with a new pair
-	exchanges int                  // authorization_code grants answered
-	requests  map[string]int       // REST path -> count
+	mu           sync.Mutex
+	tokenTTL     time.Duration
+	pageLen      int
+	browser      string               // the user signed in to the "browser"
+	users        map[string]*User     // by username
+	codes        map[string]string    // authorization code -> username
+	access       map[string]accessRec // access token -> owner and expiry
+	refresh      map[string]string    // live refresh token -> username
+	repos        map[string]*Repo     // "ws/slug" lower-case
+	refreshes    int                  // refresh_token grants answered with a new pair
+	exchanges    int                  // authorization_code grants answered
+	refreshTries int                  // refresh_token grants asked for, refused or not
+	requests     map[string]int       // REST path -> count
 }
 
 type accessRec struct {
@@ -171,6 +172,13 @@ func (s *Server) Refreshes() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.refreshes
+}
+
+// RefreshAttempts counts refresh_token grants asked for, refused or not.
+func (s *Server) RefreshAttempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshTries
 }
 
 // Requests counts REST requests to path (e.g. "/2.0/user").

@@ -90,6 +90,7 @@ func (s *Server) serveAccessToken(w http.ResponseWriter, r *http.Request) {
 		}
 		s.exchanges++
 	case "refresh_token":
+		s.refreshTries++
 		rt := r.PostForm.Get("refresh_token")
 		user = s.refresh[rt]
 		if user == "" {
