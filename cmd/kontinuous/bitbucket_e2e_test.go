@@ -209,6 +209,8 @@ func TestBitbucketRefreshRaceMakesOneRefreshAndExpiryAsksToReconnect(t *testing.
 	w.bb.SetTokenTTL(30 * time.Second)
 	jwt, _ := w.login("alice")
 	w.bb.SetTokenTTL(2 * time.Hour)
+	// A slow token endpoint: both requests need the refresh while it runs.
+	w.bb.SetRefreshDelay(500 * time.Millisecond)
 	before := w.bb.Refreshes()
 	var wg sync.WaitGroup
 	codes := make([]int, 2)
@@ -232,6 +234,7 @@ func TestBitbucketRefreshRaceMakesOneRefreshAndExpiryAsksToReconnect(t *testing.
 	if got := w.bb.Refreshes() - before; got != 1 {
 		t.Fatalf("%d refreshes for two concurrent requests, want 1", got)
 	}
+	w.bb.SetRefreshDelay(0)
 
 	// The consumer's access is revoked: the next refresh is invalid_grant.
 	w.bb.SetTokenTTL(30 * time.Second)

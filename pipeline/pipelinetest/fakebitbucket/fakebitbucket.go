@@ -49,8 +49,9 @@ type Server struct {
 	repos        map[string]*Repo     // "ws/slug" lower-case
 	refreshes    int                  // refresh_token grants answered with a new pair
 	exchanges    int                  // authorization_code grants answered
-	refreshTries int                  // refresh_token grants asked for, refused or not
-	requests     map[string]int       // REST path -> count
+	refreshTries int
+	refreshDelay time.Duration  // refresh_token grants asked for, refused or not
+	requests     map[string]int // REST path -> count
 }
 
 type accessRec struct {

@@ -77,6 +77,12 @@ func (s *Server) serveAccessToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
+	delay := s.refreshDelay
+	s.mu.Unlock()
+	if r.PostForm.Get("grant_type") == "refresh_token" && delay > 0 {
+		time.Sleep(delay) // a slow token endpoint: lets concurrent refreshes overlap
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	var user string
 	switch r.PostForm.Get("grant_type") {
@@ -118,6 +124,14 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+// SetRefreshDelay makes the token endpoint answer refresh_token grants
+// after d, so that two clients refreshing at once overlap.
+func (s *Server) SetRefreshDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refreshDelay = d
 }
 
 // IssueToken issues an access and refresh token for username directly, as
