@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -30,6 +32,10 @@ type LoginService interface {
 type LoginConfig struct {
 	// Login runs the flow (required).
 	Login LoginService
+	// Others are the logins of the other enabled forges, by forge name
+	// ("bitbucket"): each gets GET /api/v1/login/{name}/authorize and
+	// POST /api/v1/login/{name}, answering as GitHub's routes do.
+	Others map[string]LoginService
 	// Limiter bounds login attempts per client address (default:
 	// auth.NewLimiter with its defaults: bursts of 10, 30 a minute).
 	Limiter *auth.Limiter
@@ -75,6 +81,24 @@ func (r *LoginResources) WebServices() []*restful.WebService {
 	ws.Route(r.complete(ws, ws.POST("/github")).
 		Doc("Finish a GitHub login: exchange the code, store the user and their GitHub token, answer a Kontinuous JWT"))
 
+	for _, name := range slices.Sorted(maps.Keys(r.cfg.Others)) {
+		l := r.cfg.Others[name]
+		ws.Route(doc(ws.GET("/"+name+"/authorize").To(func(req *restful.Request, resp *restful.Response) { r.authorizeWith(l, req, resp) }).Filter(r.limit).
+			Doc("Start a "+name+" login: redirects to "+name+"'s authorize page with a server-issued state (ks1., single use, 10 minutes)").
+			Param(ws.QueryParameter("redirect_uri", "where "+name+" sends the browser back (absolute http(s) URL); default: the OAuth consumer's callback").DataType("string")).
+			Metadata(metaPublic, true).
+			Returns(http.StatusFound, "redirect to "+name+" (Location header)", nil), tagLogin, 400, 429))
+		ws.Route(doc(ws.POST("/"+name).To(func(req *restful.Request, resp *restful.Response) { r.loginWith(l, req, resp) }).Filter(r.limit).
+			Param(ws.QueryParameter("code", "the code "+name+" gave the browser (required)").DataType("string")).
+			Param(ws.QueryParameter("state", "the state "+name+" echoed (required)").DataType("string")).
+			Param(ws.QueryParameter("redirect_uri", "the redirect_uri the login started with, if any").DataType("string")).
+			Metadata(metaPublic, true).
+			Writes(auth.LoginResult{}).
+			Returns(http.StatusOK, "logged in", auth.LoginResult{}).
+			Doc("Finish a "+name+" login (also how an expired connection is reconnected): exchange the code, store the user and their token, answer a Kontinuous JWT"),
+			tagLogin, 400, 401, 413, 429, 502, 503))
+	}
+
 	alias := new(restful.WebService)
 	alias.Path("/login").Produces(restful.MIME_JSON)
 	alias.Route(r.complete(alias, alias.POST("/github")).
@@ -96,7 +120,11 @@ func (r *LoginResources) complete(ws *restful.WebService, rb *restful.RouteBuild
 }
 
 func (r *LoginResources) authorize(req *restful.Request, resp *restful.Response) {
-	u, err := r.cfg.Login.Authorize(req.QueryParameter("redirect_uri"))
+	r.authorizeWith(r.cfg.Login, req, resp)
+}
+
+func (r *LoginResources) authorizeWith(l LoginService, req *restful.Request, resp *restful.Response) {
+	u, err := l.Authorize(req.QueryParameter("redirect_uri"))
 	if err != nil {
 		writeError(req, resp, err)
 		return
@@ -107,12 +135,16 @@ func (r *LoginResources) authorize(req *restful.Request, resp *restful.Response)
 }
 
 func (r *LoginResources) login(req *restful.Request, resp *restful.Response) {
+	r.loginWith(r.cfg.Login, req, resp)
+}
+
+func (r *LoginResources) loginWith(l LoginService, req *restful.Request, resp *restful.Response) {
 	in, err := loginParams(req)
 	if err != nil {
 		writeError(req, resp, err)
 		return
 	}
-	res, err := r.cfg.Login.Complete(req.Request.Context(), in.Code, in.State, in.RedirectURI)
+	res, err := l.Complete(req.Request.Context(), in.Code, in.State, in.RedirectURI)
 	if err != nil {
 		writeError(req, resp, err)
 		return

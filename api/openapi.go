@@ -219,6 +219,8 @@ func documentDefinitions(sw *spec.Swagger) {
 			case prop == "status" && name == "pipeline.AgentUpdate":
 				schema.Enum = []any{string(pipeline.StatusRunning), string(pipeline.StatusSuccess), string(pipeline.StatusFail)}
 				schema.Description = "what the agent reports"
+			case prop == "status" && name == "api.Connection":
+				schema.Enum = []any{"connected", "expired"}
 			case prop == "status" && schema.Type.Contains("string"):
 				schema.Enum = statuses
 				schema.Description = "PENDING, RUNNING, WAITING (for approval) and the final SUCCESS, FAIL, CANCELED; SKIPPED (stages only): never ran because an earlier stage failed or the build was canceled"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	restful "github.com/emicklei/go-restful/v3"
 
@@ -23,6 +24,15 @@ type Sessions interface {
 type UserInfo struct {
 	UserID   string `json:"user_id" description:"<forge>|<numeric forge user id>"`
 	UserName string `json:"user_name" description:"GitHub login"`
+	// Connections are the caller's stored forge tokens (CONTRACT §9).
+	Connections []Connection `json:"connections" description:"the caller's forge connections; an expired one is reconnected by signing in through /api/v1/login/{forge}/authorize"`
+}
+
+// Connection is one of a user's forge connections.
+type Connection struct {
+	Forge  string `json:"forge" description:"github or bitbucket"`
+	Login  string `json:"login" description:"the user name on that forge"`
+	Status string `json:"status" description:"connected or expired"`
 }
 
 // UserResources serves GET /api/v1/user and POST /api/v1/logout. Both need
@@ -60,12 +70,15 @@ func (r *UserResources) me(req *restful.Request, resp *restful.Response) {
 		writeError(req, resp, err)
 		return
 	}
-	info := UserInfo{UserID: id.UserID, UserName: id.Login}
+	info := UserInfo{UserID: id.UserID, UserName: id.Login, Connections: []Connection{}}
 	u, err := r.users.GetUser(ctx, id.UserID)
 	switch {
 	case err == nil:
 		if u.Login != "" {
 			info.UserName = u.Login
+		}
+		if forge, _, ok := strings.Cut(u.ID, "|"); ok && (u.Token.Valid() || u.Token.Expired) {
+			info.Connections = append(info.Connections, Connection{Forge: forge, Login: u.Login, Status: pipeline.ConnectionStatus(u.Token)})
 		}
 	case errors.Is(err, pipeline.ErrNotFound):
 		// A token from jwt-gen or Auth0 for a user who never logged in

@@ -138,11 +138,16 @@ func (l *Login) Complete(ctx context.Context, code, state, redirectURI string) (
 		}
 		return LoginResult{}, fmt.Errorf("auth: look up the %s user: %w", l.cfg.OAuth.Name(), err)
 	}
-	if fu.ID <= 0 || fu.Login == "" {
+	if (fu.ID <= 0 && fu.UID == "") || fu.Login == "" {
 		return LoginResult{}, pipeline.Errorf(pipeline.ErrUpstream, "%s returned no user id or login", l.cfg.OAuth.Name())
 	}
+	// A forge whose ids are not numbers (Bitbucket's {uuid}) gives UID.
+	id := strconv.FormatInt(fu.ID, 10)
+	if fu.UID != "" {
+		id = fu.UID
+	}
 	u := pipeline.User{
-		ID:      l.cfg.OAuth.Name() + "|" + strconv.FormatInt(fu.ID, 10),
+		ID:      l.cfg.OAuth.Name() + "|" + id,
 		Login:   fu.Login,
 		Token:   tok,
 		Updated: pipeline.Now(),

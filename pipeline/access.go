@@ -24,7 +24,7 @@ func (s *Service) AccessOf(ctx context.Context, c Caller, owner, repo string) (A
 		}
 		return Access{}, err
 	}
-	p, err := s.cfg.SCM.Permission(ctx, c.Token, owner, repo)
+	p, err := s.scm(c.UserID).Permission(ctx, c.Token, owner, repo)
 	if err != nil {
 		return Access{}, err
 	}

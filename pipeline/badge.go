@@ -81,7 +81,7 @@ func (b *Badges) public(ctx context.Context, p Pipeline) bool {
 	if err != nil || !u.Token.Valid() {
 		return false
 	}
-	r, err := b.svc.cfg.SCM.Repository(ctx, u.Token, p.Owner, p.Repo)
+	r, err := b.svc.scm(u.ID).Repository(ctx, u.Token, p.Owner, p.Repo)
 	if err != nil {
 		return false // not cached: a forge error is not an answer
 	}

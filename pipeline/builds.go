@@ -77,7 +77,18 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 			return WebhookResult{}, errBadSignature()
 		}
 	}
+	if ForgeOf(s.forges, p.OwnerUserID) != f.Name() {
+		// A delivery in another forge's format than the pipeline's.
+		return WebhookResult{}, errBadSignature()
+	}
+	var more []WebhookEvent
 	ev, err := f.ParseWebhook(req, p.WebhookSecret)
+	if mp, ok := f.(WebhookEventsParser); ok && err == nil {
+		var evs []WebhookEvent
+		if evs, err = mp.ParseWebhookEvents(req, p.WebhookSecret); err == nil {
+			ev, more = evs[0], evs[1:]
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrUnauthorized) {
 			return WebhookResult{}, errBadSignature()
@@ -119,6 +130,15 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 	if b.Commit == "" || strings.Trim(b.Commit, "0") == "" {
 		return WebhookResult{}, Invalid("after", "the payload names no commit")
 	}
+	if len(b.Commit) < 40 {
+		// A forge that sends short hashes (Bitbucket's pull requests):
+		// the build records the full SHA.
+		full, err := s.expandCommit(ctx, f, p, b.Commit)
+		if err != nil {
+			return WebhookResult{}, err
+		}
+		b.Commit = full
+	}
 	if err := ValidateRef("commit", b.Commit); err != nil {
 		return WebhookResult{}, err
 	}
@@ -134,7 +154,39 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 	if err != nil {
 		return WebhookResult{}, err
 	}
+	// Further builds of the same delivery (a push naming several
+	// branches), each remembered by the body and its branch.
+	for _, m := range more {
+		if m.Branch == "" || ValidateRef("branch", m.Branch) != nil || ValidateRef("commit", m.Commit) != nil || len(m.Commit) != 40 {
+			continue
+		}
+		mb := b
+		mb.Branch, mb.Commit, mb.DeliveryID = m.Branch, m.Commit, b.DeliveryID+"-"+m.Branch
+		if _, err := s.cfg.Engine.Trigger(ctx, p, mb); err != nil && !errors.Is(err, ErrConflict) {
+			s.log.Warn("webhook: a further build of the delivery failed", "pipeline", p.Key(), "branch", m.Branch, "err", err)
+		}
+	}
 	return WebhookResult{Outcome: WebhookCreated, Build: &nb}, nil
+}
+
+// CommitExpander is implemented by a forge whose webhooks carry shortened
+// commit hashes: ExpandCommit returns the full SHA.
+type CommitExpander interface {
+	ExpandCommit(ctx context.Context, tok ForgeToken, owner, name, hash string) (string, error)
+}
+
+// expandCommit returns the full SHA of hash through the pipeline owner's
+// token.
+func (s *Service) expandCommit(ctx context.Context, f Forge, p Pipeline, hash string) (string, error) {
+	ce, ok := f.(CommitExpander)
+	if !ok || s.cfg.Engine == nil {
+		return hash, nil
+	}
+	tok, err := s.cfg.Engine.ownerToken(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	return ce.ExpandCommit(ctx, tok, p.Owner, p.Repo, hash)
 }
 
 // namesPipeline reports whether the delivery is about p's repository. The
@@ -178,14 +230,14 @@ func (s *Service) TriggerBuild(ctx context.Context, c Caller, owner, repo, event
 	if branch == "" {
 		branch = p.DefaultBranch
 		if branch == "" {
-			r, err := s.cfg.SCM.Repository(ctx, c.Token, p.Owner, p.Repo)
+			r, err := s.scm(c.UserID).Repository(ctx, c.Token, p.Owner, p.Repo)
 			if err != nil {
 				return Build{}, err
 			}
 			branch = r.DefaultBranch
 		}
 	}
-	sha, err := s.cfg.SCM.BranchHead(ctx, c.Token, p.Owner, p.Repo, branch)
+	sha, err := s.scm(c.UserID).BranchHead(ctx, c.Token, p.Owner, p.Repo, branch)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Build{}, Invalid("branch", "branch %q does not exist", branch)

@@ -25,8 +25,11 @@ import (
 
 // EngineConfig wires the build engine.
 type EngineConfig struct {
-	Store    Store
+	Store Store
+	// SCM is the default forge; Forges, when set, every enabled forge: a
+	// pipeline's forge calls go to its creator's forge (OwnerUserID).
 	SCM      Forge
+	Forges   *Forges
 	Logs     LogStore
 	Executor Executor
 	// PublicURL is the server's base URL (KONTINUOUS_URL, status links).
@@ -749,7 +752,7 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 	var f File
 	backoff := time.Second
 	for attempt := 1; ; attempt++ {
-		f, err = e.cfg.SCM.FileAt(ctx, tok, p.Owner, p.Repo, SpecPath, b.Commit)
+		f, err = e.scm(p).FileAt(ctx, tok, p.Owner, p.Repo, SpecPath, b.Commit)
 		transient := errors.Is(err, ErrUpstream) || errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnavailable)
 		if err == nil || !transient || attempt == 5 {
 			break
@@ -822,7 +825,10 @@ const BuildTooLargeMessage = "this build is too large to record: its " + SpecPat
 func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error) {
 	u, err := e.cfg.Store.GetUser(ctx, p.OwnerUserID)
 	if err == nil && u.Token.Valid() {
-		u.Token, err = FreshToken(ctx, e.cfg.SCM, e.cfg.Store, u)
+		u.Token, err = FreshToken(ctx, e.scm(p), e.cfg.Store, u)
+	}
+	if errors.Is(err, ErrUnauthorized) {
+		return ForgeToken{}, fmt.Errorf("the pipeline owner's forge connection is not usable: %w", err)
 	}
 	if err != nil || !u.Token.Valid() {
 		return ForgeToken{}, fmt.Errorf("the pipeline owner's forge token is not available; its creator must log in again")
@@ -1008,7 +1014,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		Stage: jobStage, Env: env, SecretNames: names, Timeout: timeout, Namespace: ns,
 		AgentToken: agentToken, ServerURL: e.cfg.PublicURL,
 	}
-	job.CloneUser, job.CloneToken = e.cfg.SCM.CloneCredentials(tok)
+	job.CloneUser, job.CloneToken = e.scm(p).CloneCredentials(tok)
 	var outcome StageOutcome
 	var omu sync.Mutex
 	report := func(o StageOutcome) {
@@ -1405,7 +1411,7 @@ func (e *Engine) postStatus(p Pipeline, b Build, st Stage, state, desc string) {
 		if err != nil {
 			return err
 		}
-		return e.cfg.SCM.SetCommitStatus(ctx, tok, p.Owner, p.Repo, b.Commit, cs)
+		return e.scm(p).SetCommitStatus(ctx, tok, p.Owner, p.Repo, b.Commit, cs)
 	}
 	key := buildKey(p.Owner, p.Repo, b.Number)
 	e.statusMu.Lock()

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -160,22 +161,83 @@ const refreshMargin = time.Minute
 // FreshToken returns u's forge token, refreshed through f and stored
 // when it expires within a minute and carries a refresh token. A token
 // without expiry (GitHub OAuth apps) or without a refresh token is
-// returned as is; a refused refresh is ErrUnauthorized ("log in again").
+// returned as is.
+//
+// At most one refresh per user runs at a time in this process: forges
+// such as Bitbucket rotate the refresh token on every use, so a second
+// concurrent refresh with the same (now spent) token would be refused.
+// A caller that waited re-reads the user and takes the pair the first one
+// stored. The new pair is stored before the lock is released. A refused
+// refresh (the forge's invalid_grant) marks the connection expired (the
+// stored tokens are dropped) and is ErrUnauthorized saying to reconnect
+// through /api/v1/login/{forge}/authorize.
 func FreshToken(ctx context.Context, f ForgeOAuth, users UserStore, u User) (ForgeToken, error) {
-	tok := u.Token
-	if tok.Expiry.IsZero() || tok.RefreshToken == "" || time.Until(tok.Expiry) > refreshMargin || f == nil {
-		return tok, nil
+	if u.Token.Expired && f != nil {
+		return ForgeToken{}, expiredError(f, u)
 	}
+	if !needsRefresh(u.Token) || f == nil {
+		return u.Token, nil
+	}
+	mu := refreshLock(u.ID)
+	mu.Lock()
+	defer mu.Unlock()
+	if cur, err := users.GetUser(ctx, u.ID); err == nil {
+		if cur.Token.Expired {
+			return ForgeToken{}, expiredError(f, cur)
+		}
+		if !needsRefresh(cur.Token) {
+			return cur.Token, nil // another caller refreshed meanwhile
+		}
+		if cur.Token.Valid() {
+			u = cur
+		}
+	}
+	tok := u.Token
 	nt, err := f.Refresh(ctx, tok)
 	if err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			u.Token.Expired, u.Updated = true, Now()
+			if perr := users.PutUser(context.WithoutCancel(ctx), u); perr != nil {
+				return ForgeToken{}, fmt.Errorf("store the expired connection of %s: %w", u.ID, perr)
+			}
+			return ForgeToken{}, expiredError(f, u)
+		}
 		return ForgeToken{}, fmt.Errorf("refresh the forge token of %s: %w", u.ID, err)
 	}
 	if nt.RefreshToken == "" {
 		nt.RefreshToken = tok.RefreshToken
 	}
 	u.Token, u.Updated = nt, Now()
-	if err := users.PutUser(ctx, u); err != nil {
+	// The old refresh token is spent: the new pair must be stored even if
+	// the request that asked for it has ended.
+	if err := users.PutUser(context.WithoutCancel(ctx), u); err != nil {
 		return ForgeToken{}, fmt.Errorf("store the refreshed token of %s: %w", u.ID, err)
 	}
 	return nt, nil
+}
+
+// expiredError is the 401 of a connection the forge refused to refresh.
+func expiredError(f ForgeOAuth, u User) error {
+	return Errorf(ErrUnauthorized, "the %s connection of %s expired; reconnect through /api/v1/login/%s/authorize", f.Name(), u.Login, f.Name())
+}
+
+// ConnectionStatus is "expired" for a token the forge refused to refresh
+// (or an expired one that cannot be refreshed) and "connected" otherwise.
+func ConnectionStatus(tok ForgeToken) string {
+	if tok.Expired || !tok.Valid() || (!tok.Expiry.IsZero() && tok.RefreshToken == "" && time.Now().After(tok.Expiry)) {
+		return "expired"
+	}
+	return "connected"
+}
+
+func needsRefresh(tok ForgeToken) bool {
+	return !tok.Expiry.IsZero() && tok.RefreshToken != "" && time.Until(tok.Expiry) <= refreshMargin
+}
+
+// refreshLocks holds one mutex per user id (users are few; entries stay).
+var refreshLocks sync.Map
+
+func refreshLock(id string) *sync.Mutex {
+	m, _ := refreshLocks.LoadOrStore(id, &sync.Mutex{})
+	return m.(*sync.Mutex)
 }

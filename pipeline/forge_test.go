@@ -103,6 +103,10 @@ func TestFreshTokenRefreshesOnlyExpiringRefreshableTokensAndStoresThem(t *testin
 			if tc.want == "new" && (stored.AccessToken != "new" || stored.RefreshToken != "r") {
 				t.Errorf("stored %+v, want the new token keeping the refresh token", stored)
 			}
+			if tc.err != nil {
+				// A refused refresh marks the connection expired (CONTRACT §9).
+				tc.tok.Expired = true
+			}
 			if tc.want != "new" && stored != tc.tok {
 				t.Errorf("stored token changed to %+v", stored)
 			}

@@ -107,6 +107,9 @@ type Repository struct {
 type ForgeUser struct {
 	ID    int64
 	Login string
+	// UID is the forge's user id when it is not a number (Bitbucket's
+	// "{uuid}", braces kept); when set, the user id is "<forge>|<UID>".
+	UID string
 }
 
 // File is a file's content at a ref.
@@ -166,6 +169,14 @@ type WebhookEvent struct {
 	Tag     bool
 	// Fork: a pull request whose head repository differs from the base.
 	Fork bool
+}
+
+// WebhookEventsParser is implemented by a forge one of whose deliveries
+// may ask for several builds (a Bitbucket push names every changed
+// branch): ParseWebhookEvents verifies as ParseWebhook does and returns
+// one event per build, ParseWebhook's first.
+type WebhookEventsParser interface {
+	ParseWebhookEvents(req WebhookRequest, secret string) ([]WebhookEvent, error)
 }
 
 // SCM is the forge's API, as the use cases need it: part of Forge

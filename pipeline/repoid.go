@@ -16,15 +16,16 @@ type RepoAccessor interface {
 
 // repoAccess returns the caller's permission on owner/name and the id of
 // the repository the name leads to today (0 when the caller cannot see it).
-func (s *Service) repoAccess(ctx context.Context, tok ForgeToken, owner, name string) (Permission, int64, error) {
-	if ra, ok := s.cfg.SCM.(RepoAccessor); ok {
+func (s *Service) repoAccess(ctx context.Context, c Caller, owner, name string) (Permission, int64, error) {
+	tok, f := c.Token, s.scm(c.UserID)
+	if ra, ok := f.(RepoAccessor); ok {
 		return ra.RepoAccess(ctx, tok, owner, name)
 	}
-	p, err := s.cfg.SCM.Permission(ctx, tok, owner, name)
+	p, err := f.Permission(ctx, tok, owner, name)
 	if err != nil || p == PermNone {
 		return p, 0, err
 	}
-	r, err := s.cfg.SCM.Repository(ctx, tok, owner, name)
+	r, err := f.Repository(ctx, tok, owner, name)
 	if err != nil {
 		return PermNone, 0, err
 	}
@@ -60,7 +61,10 @@ func (s *Service) orphanFor(ctx context.Context, c Caller, owner, repo string) (
 	if err != nil {
 		return Pipeline{}, err
 	}
-	perm, id, err := s.repoAccess(ctx, c.Token, owner, repo)
+	if !s.sameForge(p, c) {
+		return Pipeline{}, notFound
+	}
+	perm, id, err := s.repoAccess(ctx, c, owner, repo)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Pipeline{}, err
 	}

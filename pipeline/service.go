@@ -33,9 +33,13 @@ type Caller struct {
 // ServiceConfig wires the use cases.
 type ServiceConfig struct {
 	Store Store
-	// SCM is the forge pipelines live on.
-	SCM  Forge
-	Logs LogStore
+	// SCM is the default forge: pipelines of users without a forge
+	// prefix live on it.
+	SCM Forge
+	// Forges, when set, is the registry of every enabled forge (SCM
+	// first); a caller's forge is the one their user id names.
+	Forges *Forges
+	Logs   LogStore
 	// PublicURL is the server's base URL (webhook target, links).
 	PublicURL string
 	Logger    *slog.Logger
@@ -61,7 +65,7 @@ func NewService(cfg ServiceConfig) *Service {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
-	return &Service{cfg: cfg, log: cfg.Logger, forges: NewForges(cfg.SCM)}
+	return &Service{cfg: cfg, log: cfg.Logger, forges: cfg.forges()}
 }
 
 // Name rules every forge's names meet (a forge adds its own, see
@@ -138,7 +142,7 @@ func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo str
 	if !c.Token.Valid() {
 		return Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
 	}
-	p, id, err := s.repoAccess(ctx, c.Token, owner, repo)
+	p, id, err := s.repoAccess(ctx, c, owner, repo)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
@@ -151,7 +155,9 @@ func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo str
 	// Access is to the repository the pipeline was created for, not to
 	// whichever one holds its name today.
 	if checkID {
-		if stored, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err == nil && !sameRepository(stored, id) {
+		if stored, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err == nil && (!sameRepository(stored, id) || !s.sameForge(stored, c)) {
+			// A pipeline on another forge than the caller's is not theirs
+			// to see (the same name may exist on both forges).
 			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
 		} else if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -168,7 +174,7 @@ func (s *Service) Repositories(ctx context.Context, c Caller) ([]Repository, err
 	if !c.Token.Valid() {
 		return nil, Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
 	}
-	return s.cfg.SCM.Repositories(ctx, c.Token)
+	return s.scm(c.UserID).Repositories(ctx, c.Token)
 }
 
 // Repository returns one of the caller's repositories.
@@ -179,7 +185,7 @@ func (s *Service) Repository(ctx context.Context, c Caller, owner, name string) 
 		}
 		return Repository{}, err
 	}
-	return s.cfg.SCM.Repository(ctx, c.Token, owner, name)
+	return s.scm(c.UserID).Repository(ctx, c.Token, owner, name)
 }
 
 // ListPipelines returns the pipelines the caller can read.
@@ -197,12 +203,15 @@ func (s *Service) ListPipelines(ctx context.Context, c Caller) ([]Pipeline, erro
 	var firstErr error
 	sem := make(chan struct{}, 8)
 	for i := range all {
+		if !s.sameForge(all[i], c) {
+			continue // a caller with no connection to its forge does not see it
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p, id, err := s.repoAccess(ctx, c.Token, all[i].Owner, all[i].Repo)
+			p, id, err := s.repoAccess(ctx, c, all[i].Owner, all[i].Repo)
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				mu.Lock()
 				if firstErr == nil {
@@ -238,6 +247,8 @@ type NewPipeline struct {
 	Repo   string   `json:"repo"`
 	Events []string `json:"events"`
 	Login  string   `json:"login"`
+	// Forge: "" = the caller's forge; otherwise it must be the caller's.
+	Forge string `json:"forge,omitempty"`
 }
 
 // CreatePipeline wires a repository: admin check, webhook, read-only
@@ -254,18 +265,24 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if err != nil {
 		return Pipeline{}, err
 	}
+	if req.Forge != "" && req.Forge != ForgeOf(s.forges, c.UserID) {
+		if _, ok := s.forges.Get(req.Forge); !ok {
+			return Pipeline{}, Invalid("forge", "%q is not a forge this server has enabled (%s)", req.Forge, strings.Join(s.forges.Names(), ", "))
+		}
+		return Pipeline{}, Errorf(ErrUnauthorized, "you are not connected to %s: sign in through /api/v1/login/%s/authorize to create its pipelines", req.Forge, req.Forge)
+	}
 	if err := s.authorizeRepo(ctx, c, req.Owner, req.Repo, PermAdmin); err != nil {
 		return Pipeline{}, err
 	}
 	if old, err := s.cfg.Store.GetPipeline(ctx, req.Owner, req.Repo); err == nil {
-		if _, id, aerr := s.repoAccess(ctx, c.Token, req.Owner, req.Repo); aerr == nil && !sameRepository(old, id) {
+		if _, id, aerr := s.repoAccess(ctx, c, req.Owner, req.Repo); aerr == nil && !sameRepository(old, id) {
 			return Pipeline{}, Errorf(ErrConflict, "a pipeline created for an earlier repository named %s/%s still exists (orphaned); its creator or an admin of this repository can delete it (DELETE /api/v1/pipelines/%s/%s) to free the name", req.Owner, req.Repo, req.Owner, req.Repo)
 		}
 		return Pipeline{}, Errorf(ErrConflict, "pipeline %s/%s already exists", req.Owner, req.Repo)
 	} else if !errors.Is(err, ErrNotFound) {
 		return Pipeline{}, err
 	}
-	repo, err := s.cfg.SCM.Repository(ctx, c.Token, req.Owner, req.Repo)
+	repo, err := s.scm(c.UserID).Repository(ctx, c.Token, req.Owner, req.Repo)
 	if err != nil {
 		return Pipeline{}, err
 	}
@@ -291,25 +308,25 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 		return Pipeline{}, err
 	}
 	hookURL := fmt.Sprintf("%s/api/v1/pipelines/%s/%s/builds", s.cfg.PublicURL, repo.Owner, repo.Name)
-	hookID, err := s.cfg.SCM.CreateWebhook(ctx, c.Token, repo.Owner, repo.Name, Hook{URL: hookURL, Secret: secret, Events: events})
+	hookID, err := s.scm(c.UserID).CreateWebhook(ctx, c.Token, repo.Owner, repo.Name, Hook{URL: hookURL, Secret: secret, Events: events})
 	if err != nil {
 		return fail(fmt.Errorf("create webhook: %w", err))
 	}
 	undo = append(undo, func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := s.cfg.SCM.DeleteWebhook(uctx, c.Token, repo.Owner, repo.Name, hookID); err != nil {
+		if err := s.scm(c.UserID).DeleteWebhook(uctx, c.Token, repo.Owner, repo.Name, hookID); err != nil {
 			s.log.Warn("undo: delete webhook", "pipeline", Key(repo.Owner, repo.Name), "error", err.Error())
 		}
 	})
-	keyID, err := s.cfg.SCM.CreateDeployKey(ctx, c.Token, repo.Owner, repo.Name, "kontinuous (read-only)", pub)
+	keyID, err := s.scm(c.UserID).CreateDeployKey(ctx, c.Token, repo.Owner, repo.Name, "kontinuous (read-only)", pub)
 	if err != nil {
 		return fail(fmt.Errorf("create deploy key: %w", err))
 	}
 	undo = append(undo, func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := s.cfg.SCM.DeleteDeployKey(uctx, c.Token, repo.Owner, repo.Name, keyID); err != nil {
+		if err := s.scm(c.UserID).DeleteDeployKey(uctx, c.Token, repo.Owner, repo.Name, keyID); err != nil {
 			s.log.Warn("undo: delete deploy key", "pipeline", Key(repo.Owner, repo.Name), "error", err.Error())
 		}
 	})
@@ -320,7 +337,7 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	p := Pipeline{
 		Owner: repo.Owner, Repo: repo.Name, Events: events, Login: login,
 		Notif: []Notif{}, Secrets: []string{}, Vars: map[string]string{},
-		OwnerUserID: c.UserID, RepoID: repo.ID, CloneURL: repo.CloneURL, DefaultBranch: repo.DefaultBranch,
+		OwnerUserID: c.UserID, Forge: ForgeOf(s.forges, c.UserID), RepoID: repo.ID, CloneURL: repo.CloneURL, DefaultBranch: repo.DefaultBranch,
 		WebhookID: hookID, WebhookSecret: secret,
 		DeployKeyID: keyID, DeployKeyPublic: pub, DeployKeyPrivate: priv,
 		Created: Now(),
@@ -399,12 +416,12 @@ func (s *Service) DeletePipeline(ctx context.Context, c Caller, owner, repo stri
 		s.cfg.Engine.CancelPipeline(ctx, p)
 	}
 	if p.WebhookID != 0 {
-		if err := s.cfg.SCM.DeleteWebhook(ctx, c.Token, p.Owner, p.Repo, p.WebhookID); err != nil {
+		if err := s.scm(c.UserID).DeleteWebhook(ctx, c.Token, p.Owner, p.Repo, p.WebhookID); err != nil {
 			return fmt.Errorf("delete webhook: %w", err)
 		}
 	}
 	if p.DeployKeyID != 0 {
-		if err := s.cfg.SCM.DeleteDeployKey(ctx, c.Token, p.Owner, p.Repo, p.DeployKeyID); err != nil {
+		if err := s.scm(c.UserID).DeleteDeployKey(ctx, c.Token, p.Owner, p.Repo, p.DeployKeyID); err != nil {
 			return fmt.Errorf("delete deploy key: %w", err)
 		}
 	}
@@ -441,7 +458,7 @@ func (s *Service) GetDefinition(ctx context.Context, c Caller, owner, repo, ref 
 	if _, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err != nil {
 		return Definition{}, err
 	}
-	f, err := s.cfg.SCM.FileAt(ctx, c.Token, owner, repo, SpecPath, ref)
+	f, err := s.scm(c.UserID).FileAt(ctx, c.Token, owner, repo, SpecPath, ref)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Definition{}, Errorf(ErrNotFound, "%s not found at %q in %s/%s", SpecPath, refOrDefault(ref), owner, repo)
@@ -513,24 +530,24 @@ func (s *Service) UpdateDefinition(ctx context.Context, c Caller, owner, repo st
 	if err != nil {
 		return DefinitionResult{}, err
 	}
-	r, err := s.cfg.SCM.Repository(ctx, c.Token, p.Owner, p.Repo)
+	r, err := s.scm(c.UserID).Repository(ctx, c.Token, p.Owner, p.Repo)
 	if err != nil {
 		return DefinitionResult{}, err
 	}
 	base := r.DefaultBranch
 	if u.Commit.Option == "pull_request" {
-		head, err := s.cfg.SCM.BranchHead(ctx, c.Token, p.Owner, p.Repo, base)
+		head, err := s.scm(c.UserID).BranchHead(ctx, c.Token, p.Owner, p.Repo, base)
 		if err != nil {
 			return DefinitionResult{}, err
 		}
-		if err := s.cfg.SCM.CreateBranch(ctx, c.Token, p.Owner, p.Repo, u.Commit.BranchName, head); err != nil {
+		if err := s.scm(c.UserID).CreateBranch(ctx, c.Token, p.Owner, p.Repo, u.Commit.BranchName, head); err != nil {
 			return DefinitionResult{}, err
 		}
-		sha, err := s.cfg.SCM.PutFile(ctx, c.Token, p.Owner, p.Repo, SpecPath, u.Commit.BranchName, u.Commit.Message, content, u.Definition.SHA)
+		sha, err := s.scm(c.UserID).PutFile(ctx, c.Token, p.Owner, p.Repo, SpecPath, u.Commit.BranchName, u.Commit.Message, content, u.Definition.SHA)
 		if err != nil {
 			return DefinitionResult{}, err
 		}
-		pr, err := s.cfg.SCM.CreatePullRequest(ctx, c.Token, p.Owner, p.Repo, u.Commit.Message, u.Commit.BranchName, base)
+		pr, err := s.scm(c.UserID).CreatePullRequest(ctx, c.Token, p.Owner, p.Repo, u.Commit.Message, u.Commit.BranchName, base)
 		if err != nil {
 			return DefinitionResult{}, err
 		}
@@ -540,7 +557,7 @@ func (s *Service) UpdateDefinition(ctx context.Context, c Caller, owner, repo st
 	if branch == "" {
 		branch = base
 	}
-	sha, err := s.cfg.SCM.PutFile(ctx, c.Token, p.Owner, p.Repo, SpecPath, branch, u.Commit.Message, content, u.Definition.SHA)
+	sha, err := s.scm(c.UserID).PutFile(ctx, c.Token, p.Owner, p.Repo, SpecPath, branch, u.Commit.Message, content, u.Definition.SHA)
 	if err != nil {
 		return DefinitionResult{}, err
 	}

@@ -65,6 +65,9 @@ type Pipeline struct {
 	Secrets     []string          `json:"secrets"`
 	Vars        map[string]string `json:"vars"`
 	LatestBuild *BuildSummary     `json:"latest_build"`
+	// Forge is the forge the repository lives on ("github", "bitbucket"):
+	// its creator's. Pipelines stored before forges had names have none.
+	Forge string `json:"forge,omitempty"`
 	// Orphaned: the repository the pipeline was created for no longer
 	// holds its name (deleted and re-created, or replaced). Shown only to
 	// the pipeline's creator, who may delete it; nobody else sees it.
@@ -205,6 +208,9 @@ type ForgeToken struct {
 	AccessToken  string    `json:"access_token"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Expiry       time.Time `json:"expiry,omitempty"`
+	// Expired: the forge refused to refresh it (invalid_grant); the
+	// connection stays expired until the user signs in again.
+	Expired bool `json:"expired,omitempty"`
 }
 
 // Valid reports whether t has an access token.

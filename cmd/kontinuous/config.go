@@ -79,6 +79,8 @@ type Config struct {
 	LocalIsolation string
 	// Cluster: more than one server, live streams (config_cluster.go).
 	Cluster ClusterConfig
+	// Bitbucket: the Bitbucket Cloud forge (config_bitbucket.go).
+	Bitbucket BitbucketConfig
 	// OAuth1Consumers are the Application Links' consumers (oauth1.go);
 	// none: the OAuth 1.0a provider is off.
 	OAuth1Consumers []oauth1.Consumer
@@ -365,6 +367,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	case "debug", "info", "warn", "error":
 	default:
 		return c, bad("log-level", "%q: use debug, info, warn or error", c.LogLevel)
+	}
+	if err := c.loadBitbucket(get, bad); err != nil {
+		return c, err
 	}
 	if err := c.loadCluster(get, bad); err != nil {
 		return c, err

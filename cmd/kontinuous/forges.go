@@ -9,6 +9,9 @@ func forges(cfg Config) []api.Forge {
 	if cfg.GitHubClientID != "" {
 		out = append(out, api.Forge{Name: "github", LoginURL: "/api/v1/login/github/authorize"})
 	}
+	if cfg.Bitbucket.Enabled() {
+		out = append(out, api.Forge{Name: "bitbucket", LoginURL: "/api/v1/login/bitbucket/authorize"})
+	}
 	if cfg.Auth0Issuer != "" {
 		out = append(out, api.Forge{Name: "auth0", Issuer: cfg.Auth0Issuer, Audience: cfg.Auth0Audience})
 	}

@@ -27,6 +27,8 @@ import (
 type callers struct {
 	users pipeline.UserStore
 	forge pipeline.ForgeOAuth
+	// forges, when set, picks the forge of the user's id for refreshes.
+	forges *pipeline.Forges
 }
 
 func (c callers) Caller(ctx context.Context) (pipeline.Caller, error) {
@@ -38,12 +40,18 @@ func (c callers) Caller(ctx context.Context) (pipeline.Caller, error) {
 	if err != nil {
 		return pipeline.Caller{}, err
 	}
-	if id.GitHubToken == "" && c.forge != nil && tok.RefreshToken != "" && !tok.Expiry.IsZero() {
+	forge := c.forge
+	if c.forges != nil {
+		if f, ok := c.forges.ForUser(id.UserID); ok {
+			forge = f
+		}
+	}
+	if id.GitHubToken == "" && forge != nil && (tok.Expired || tok.RefreshToken != "" && !tok.Expiry.IsZero()) {
 		u := pipeline.User{ID: id.UserID, Login: id.Login, Token: tok}
 		if stored, gerr := c.users.GetUser(ctx, id.UserID); gerr == nil {
 			u = stored
 		}
-		if tok, err = pipeline.FreshToken(ctx, c.forge, c.users, u); err != nil {
+		if tok, err = pipeline.FreshToken(ctx, forge, c.users, u); err != nil {
 			return pipeline.Caller{}, err
 		}
 	}
@@ -116,6 +124,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
 	}
+	bb, err := newBitbucket(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("Bitbucket settings: %w", err)
+	}
+	forgeReg := pipeline.NewForges(scm)
+	if bb != nil {
+		forgeReg.Register(bb)
+	}
 	logs, err := openLogs(cfg, store)
 	if err != nil {
 		return nil, err
@@ -125,7 +141,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		return nil, err
 	}
 	engine := pipeline.NewEngine(pipeline.EngineConfig{
-		Store: store, SCM: scm, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
+		Store: store, SCM: scm, Forges: forgeReg, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
 		StageTimeout: cfg.StageTimeout, Namespace: namespacePolicy(cfg), StaleAfter: cfg.StaleAfter,
 		HTTPClient: notifyClient(cfg.NotifyAllowPrivate), AllowForkBuilds: cfg.AllowForkBuilds,
 		InternalRegistry: cfg.InternalRegistry,
@@ -134,7 +150,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if refusal != "" {
 		log.Warn("pipelines cannot be created: " + refusal)
 	}
-	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine, CreateRefusal: refusal})
+	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Forges: forgeReg, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine, CreateRefusal: refusal})
 
 	vctx, vcancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.closers = append(app.closers, func(context.Context) error { vcancel(); return nil })
@@ -157,11 +173,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, err
 	}
+	others := map[string]api.LoginService{}
+	if bb != nil {
+		bbLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: bb, Users: store, Forge: bb, Issuer: issuer, States: states})
+		if err != nil {
+			return nil, err
+		}
+		others[bb.Name()] = bbLogin
+	}
 	op, err := newOAuth1(sctx, cfg, store, log)
 	if err != nil {
 		return nil, err
 	}
-	cl := callers{users: store, forge: scm}
+	cl := callers{users: store, forge: scm, forges: forgeReg}
 	builds := api.NewBuildResources(svc, cl, op.Or(verifier))
 	ui, err := web.New()
 	if err != nil {
@@ -176,7 +200,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg, TrustedProxies: cfg.TrustedProxies,
 		Resources: []api.Resource{
-			api.NewLoginResources(api.LoginConfig{Login: login, TrustedProxies: cfg.TrustedProxies}),
+			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies}),
 			api.NewUserResources(store, verifier),
 			api.NewForgeResources(forges(cfg)),
 			api.NewPipelineResources(svc, cl),

@@ -25,6 +25,7 @@ func fullPipeline() pipeline.Pipeline {
 		Vars:             map[string]string{"REGION": "eu"},
 		LatestBuild:      &pipeline.BuildSummary{Number: 99},
 		OwnerUserID:      "github|1001",
+		Forge:            "github",
 		RepoID:           42,
 		CloneURL:         "https://github.example/Acme/Rocket.git",
 		DefaultBranch:    "main",

@@ -112,6 +112,7 @@ type pipelineRecord struct {
 	Secrets          []string          `json:"secrets"`
 	Vars             map[string]string `json:"vars"`
 	OwnerUserID      string            `json:"owner_user_id"`
+	Forge            string            `json:"forge,omitempty"`
 	RepoID           int64             `json:"repo_id"`
 	CloneURL         string            `json:"clone_url"`
 	DefaultBranch    string            `json:"default_branch"`
@@ -137,7 +138,7 @@ type notifRecord struct {
 func (s *Store) toPipelineRecord(p *pipeline.Pipeline, key string, old *pipelineRecord, oldPlain *pipeline.Pipeline) (*pipelineRecord, error) {
 	r := &pipelineRecord{
 		ID: p.ID, Owner: p.Owner, Repo: p.Repo, Events: p.Events, Login: p.Login,
-		Secrets: p.Secrets, Vars: p.Vars, OwnerUserID: p.OwnerUserID, RepoID: p.RepoID,
+		Secrets: p.Secrets, Vars: p.Vars, OwnerUserID: p.OwnerUserID, Forge: p.Forge, RepoID: p.RepoID,
 		CloneURL: p.CloneURL, DefaultBranch: p.DefaultBranch, WebhookID: p.WebhookID,
 		DeployKeyID: p.DeployKeyID, DeployKeyPublic: p.DeployKeyPublic,
 		ForkSecrets: p.ForkSecrets, Namespace: p.Namespace, Created: p.Created,
@@ -165,7 +166,7 @@ func (s *Store) toPipelineRecord(p *pipeline.Pipeline, key string, old *pipeline
 func (s *Store) fromPipelineRecord(r *pipelineRecord, key string) (pipeline.Pipeline, error) {
 	p := pipeline.Pipeline{
 		ID: r.ID, Owner: r.Owner, Repo: r.Repo, Events: r.Events, Login: r.Login,
-		Secrets: r.Secrets, Vars: r.Vars, OwnerUserID: r.OwnerUserID, RepoID: r.RepoID,
+		Secrets: r.Secrets, Vars: r.Vars, OwnerUserID: r.OwnerUserID, Forge: r.Forge, RepoID: r.RepoID,
 		CloneURL: r.CloneURL, DefaultBranch: r.DefaultBranch, WebhookID: r.WebhookID,
 		DeployKeyID: r.DeployKeyID, DeployKeyPublic: r.DeployKeyPublic,
 		ForkSecrets: r.ForkSecrets, Namespace: r.Namespace, Created: r.Created,
@@ -298,7 +299,9 @@ type userRecord struct {
 	AccessToken  string    `json:"access_token_sealed"`
 	RefreshToken string    `json:"refresh_token_sealed"`
 	Expiry       time.Time `json:"expiry"`
-	Updated      int64     `json:"updated"`
+	// Expired: the forge refused to refresh the token (connection expired).
+	Expired bool  `json:"expired,omitempty"`
+	Updated int64 `json:"updated"`
 }
 
 type secretRecord struct {

@@ -83,7 +83,7 @@ func TestUserRoundTripKeepsTokens(t *testing.T) {
 	s := newStore(t)
 	in := pipeline.User{
 		ID: "github|1001", Login: "octocat", Updated: 5,
-		Token: pipeline.ForgeToken{AccessToken: "gho_ACCESS", RefreshToken: "ghr_REFRESH", Expiry: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)},
+		Token: pipeline.ForgeToken{AccessToken: "gho_ACCESS", RefreshToken: "ghr_REFRESH", Expiry: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC), Expired: true},
 	}
 	requireAllFieldsSet(t, in)
 	if err := s.PutUser(t.Context(), in); err != nil {

@@ -20,7 +20,7 @@ func (s *Store) PutUser(ctx context.Context, u pipeline.User) error {
 		u.Updated = pipeline.Now()
 	}
 	key := s.userKey(u.ID)
-	rec := userRecord{ID: u.ID, Login: u.Login, Expiry: u.Token.Expiry, Updated: u.Updated}
+	rec := userRecord{ID: u.ID, Login: u.Login, Expiry: u.Token.Expiry, Expired: u.Token.Expired, Updated: u.Updated}
 	var err error
 	if rec.AccessToken, err = s.seal(u.Token.AccessToken, key, "access_token"); err != nil {
 		return s.wrap(err, "put user %s", u.ID)
@@ -59,6 +59,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (pipeline.User, error) {
 	}
 	u := pipeline.User{ID: rec.ID, Login: rec.Login, Updated: rec.Updated}
 	u.Token.Expiry = rec.Expiry
+	u.Token.Expired = rec.Expired
 	if u.Token.AccessToken, err = s.open(rec.AccessToken, key, "access_token"); err != nil {
 		return pipeline.User{}, s.wrap(err, "get user %s", id)
 	}
