@@ -135,44 +135,86 @@ var (
 	webhookBudgetWait       = 5 * time.Second
 )
 
+// Pooled webhook body buffers. A delivery's body is read into a buffer of
+// the smallest class that holds it (powers of two from 64 KiB to 16 MiB,
+// then MaxWebhookBody) and the budget is charged that class's size, so
+// the budget bounds the buffers really held. Buffers are reused (a flood
+// of large deliveries allocates a few buffers, not one per delivery, so
+// the heap does not fill with garbage between collections); sync.Pool
+// lets the collector drop them when the server is idle.
+const (
+	minBodyClassShift = 16 // 64 KiB
+	maxBodyClassShift = 24 // 16 MiB; larger bodies get MaxWebhookBody
+)
+
+var bodyPools [maxBodyClassShift - minBodyClassShift + 2]sync.Pool
+
+// bodyClass is the pool index and buffer capacity for an n-byte body.
+func bodyClass(n int64) (int, int64) {
+	for i := 0; i <= maxBodyClassShift-minBodyClassShift; i++ {
+		if c := int64(1) << (minBodyClassShift + i); n <= c {
+			return i, c
+		}
+	}
+	return len(bodyPools) - 1, MaxWebhookBody
+}
+
+// getBodyBuffer returns a pooled buffer of class i (capacity c).
+func getBodyBuffer(i int, c int64) *[]byte {
+	if p, ok := bodyPools[i].Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, c)
+	return &b
+}
+
 // readWebhookBody reads a delivery's body only once everything that can
 // be known without it is: the headers' shape (signature, delivery id: the
-// forge's Delivery checked them into headerErr; Content-Length within the cap) and that the pipeline exists. Then it
-// waits briefly for room in the webhook body budget (503 with Retry-After
-// when there is none) and reads exactly Content-Length bytes, with the
-// read deadlines every body gets.
-func (r *BuildResources) readWebhookBody(req *restful.Request, resp *restful.Response, owner, repo string, headerErr error) ([]byte, error) {
+// forge's Delivery checked them into headerErr; Content-Length within the
+// cap) and that the pipeline exists. Then it waits briefly for room in the
+// webhook body budget (503 with Retry-After when there is none) and reads
+// exactly Content-Length bytes into a pooled buffer, with the read
+// deadlines every body gets. The caller must call release once it no
+// longer uses the body (nothing may keep a reference to it): the budget
+// covers the body for as long as it is held, not only while it is read.
+func (r *BuildResources) readWebhookBody(req *restful.Request, resp *restful.Response, owner, repo string, headerErr error) (body []byte, release func(), err error) {
 	hr := req.Request
 	if headerErr != nil {
 		// The forge's Delivery found the signature or delivery id
 		// missing or malformed.
-		return nil, headerErr
+		return nil, nil, headerErr
 	}
 	n := hr.ContentLength
 	if n < 0 {
 		writeStatus(resp, http.StatusLengthRequired, "a webhook delivery needs a Content-Length")
-		return nil, errAnswered
+		return nil, nil, errAnswered
 	}
 	if n > MaxWebhookBody {
-		return nil, &http.MaxBytesError{Limit: MaxWebhookBody}
+		return nil, nil, &http.MaxBytesError{Limit: MaxWebhookBody}
 	}
 	if err := r.svc.WebhookTarget(hr.Context(), owner, repo); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	class, size := bodyClass(n)
 	wctx, cancel := context.WithTimeout(hr.Context(), webhookBudgetWait)
-	ok := r.webhookBodies.acquire(wctx, n)
+	ok := r.webhookBodies.acquire(wctx, size)
 	cancel()
 	if !ok {
-		return nil, pipeline.Errorf(pipeline.ErrUnavailable, "too many webhook deliveries being read at once; retry later")
+		return nil, nil, pipeline.Errorf(pipeline.ErrUnavailable, "too many webhook deliveries being read at once; retry later")
 	}
-	defer r.webhookBodies.release(n)
-	body := make([]byte, n)
+	buf := getBodyBuffer(class, size)
+	release = func() {
+		bodyPools[class].Put(buf)
+		r.webhookBodies.release(size)
+	}
+	body = (*buf)[:n]
 	if _, err := io.ReadFull(hr.Body, body); err != nil {
+		release()
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, pipeline.Invalid("body", "could not read the request body (%d bytes announced)", n)
+		return nil, nil, pipeline.Invalid("body", "could not read the request body (%d bytes announced)", n)
 	}
-	return body, nil
+	return body, release, nil
 }

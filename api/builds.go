@@ -230,13 +230,17 @@ func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response
 		writeStatus(resp, http.StatusBadRequest, "missing a forge's webhook event header (forges: "+strings.Join(r.svc.Forges().Names(), ", ")+") or X-Custom-Event (manual trigger)")
 		return
 	}
-	body, err := r.readWebhookBody(req, resp, owner, repo, herr)
+	body, release, err := r.readWebhookBody(req, resp, owner, repo, herr)
 	if err != nil {
 		if err != errAnswered {
 			writeError(req, resp, err)
 		}
 		return
 	}
+	// The body's buffer goes back to the pool once the delivery is
+	// handled: HandleWebhook keeps no reference to it (what it stores is
+	// decoded into new values).
+	defer release()
 	wreq.Body = body
 	res, err := r.svc.HandleWebhook(req.Request.Context(), owner, repo, wreq)
 	if err != nil {
