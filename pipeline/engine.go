@@ -103,9 +103,7 @@ func forkStage(st Stage) (Stage, bool) {
 const cancelRequestedMessage = "cancel requested; waiting for the running stage to stop"
 
 // cancelRequested reports whether b is being canceled or was canceled.
-func cancelRequested(b *Build) bool {
-	return b.Status == StatusCanceled || (!b.Status.Done() && b.CancelRequested)
-}
+func cancelRequested(b *Build) bool { return b.cancelRequested() }
 
 // errNoop aborts an UpdateBuild that has nothing to change.
 var errNoop = errors.New("nothing to change")
@@ -115,36 +113,8 @@ func (e *Engine) runnerLive(b *Build) bool {
 	return b.Runner != "" && time.Since(time.Unix(0, b.Heartbeat)) < e.cfg.StaleAfter
 }
 
-// applyCancel ends b as CANCELED: its running and waiting stages, and the
-// current stage if it has not started, become CANCELED. It returns the
-// positions of the stages it changed.
-func applyCancel(b *Build) []int {
-	var changed []int
-	now := Now()
-	for i := range b.Stages {
-		s := &b.Stages[i]
-		if s.Status == StatusRunning || s.Status == StatusWaiting || (s.Status == StatusPending && i == b.CurrentStage) {
-			s.Status = StatusCanceled
-			s.Finished = now
-			s.Message = canceledMessage
-			delete(b.StageTokens, s.Index)
-			changed = append(changed, i)
-		}
-	}
-	skipRest(b, skippedAfterCancel)
-	if b.CancelRequested {
-		b.CancelRequested = false
-		if b.Message == cancelRequestedMessage {
-			b.Message = ""
-		}
-	}
-	b.Status = StatusCanceled
-	if b.Finished == 0 {
-		b.Finished = now
-	}
-	b.Runner = ""
-	return changed
-}
+// applyCancel ends b as CANCELED (Build.Cancel) now.
+func applyCancel(b *Build) []int { return b.Cancel(Now()) }
 
 // updateRetry applies fn like Store.UpdateBuild, retrying with backoff
 // when the store fails (etcd unreachable, a lost leader) until the write
@@ -495,19 +465,7 @@ func (e *Engine) failAfterPanic(owner, repo string, number int) {
 		if b.Status.Done() || (b.Runner != e.instance && b.Runner != "") {
 			return errNoop
 		}
-		now := Now()
-		for i := range b.Stages {
-			if st := &b.Stages[i]; st.Status == StatusRunning {
-				st.Status, st.Message, st.Finished = StatusFail, panicMessage, now
-				delete(b.StageTokens, st.Index)
-				changed = append(changed, i)
-			}
-		}
-		skipRest(b, skippedAfterError)
-		b.Status = StatusFail
-		b.Message = panicMessage
-		b.Finished = now
-		b.Runner = ""
+		changed = b.FailRunning(panicMessage, Now())
 		return nil
 	})
 	if err != nil {
@@ -524,14 +482,9 @@ var errClaimed = errors.New("build is run by another instance")
 // claim makes this instance the build's runner.
 func (e *Engine) claim(ctx context.Context, owner, repo string, number int) (Build, error) {
 	return e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		if b.Status.Done() || b.Status == StatusWaiting {
+		if !b.Claim(e.instance, e.runnerLive(b), Now()) {
 			return errClaimed
 		}
-		if b.Runner != "" && b.Runner != e.instance && time.Since(time.Unix(0, b.Heartbeat)) < e.cfg.StaleAfter {
-			return errClaimed
-		}
-		b.Runner = e.instance
-		b.Heartbeat = Now()
 		return nil
 	})
 }
@@ -646,9 +599,7 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 			changed = applyCancel(nb)
 			return nil
 		}
-		nb.Status = StatusSuccess
-		nb.Finished = Now()
-		nb.Runner = ""
+		nb.Succeed(Now())
 		return nil
 	})
 	if errors.Is(err, errNoop) {
@@ -803,10 +754,7 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 			applyCancel(nb)
 			return nil
 		}
-		nb.Stages = stages
-		nb.Status = StatusRunning
-		nb.Started = Now()
-		nb.CurrentStage = 0
+		nb.Start(stages, Now())
 		return nil
 	})
 	if errors.Is(err, ErrTooLarge) {
@@ -832,11 +780,7 @@ func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error)
 
 func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string) (Build, error) {
 	nb, err := e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		skipRest(nb, skippedAfterError)
-		nb.Status = StatusFail
-		nb.Message = msg
-		nb.Finished = Now()
-		nb.Runner = ""
+		nb.Fail(msg, Now())
 		return nil
 	})
 	if err != nil {
@@ -851,17 +795,7 @@ func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string)
 // wait pauses the build at stage i until someone with push approves it.
 func (e *Engine) wait(ctx context.Context, p Pipeline, b Build, i int) (Build, error) {
 	nb, err := e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		st := &nb.Stages[i]
-		st.Status = StatusWaiting
-		if st.Started == 0 {
-			st.Started = Now()
-		}
-		if msg, ok := st.Params["message"].(string); ok {
-			st.Message = msg
-		}
-		nb.Status = StatusWaiting
-		nb.CurrentStage = i
-		nb.Runner = ""
+		nb.Wait(i, Now())
 		return nil
 	})
 	if err == nil && nb.Status == StatusWaiting {
@@ -889,22 +823,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	}
 	sum := sha256.Sum256([]byte(agentToken))
 	b, err = e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		s := &nb.Stages[i]
-		// A stage still RUNNING is being resumed (a restart or a takeover):
-		// it keeps its start, by which executors recognise and adopt the
-		// work of the same run (the kubernetes executor's Job).
-		resumed := s.Status == StatusRunning && s.Started != 0
-		s.Status = StatusRunning
-		if !resumed {
-			s.Started = Now()
-		}
-		s.Finished = 0
-		s.Message = ""
-		nb.Status = StatusRunning
-		nb.CurrentStage = i
-		if nb.Started == 0 {
-			nb.Started = Now()
-		}
+		nb.StartStage(i, Now())
 		if nb.StageTokens == nil {
 			nb.StageTokens = map[int]string{}
 		}
@@ -1048,9 +967,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		defer cancel()
 		// Best effort: if etcd is gone too, recovery waits for staleness.
 		_, _ = e.cfg.Store.UpdateBuild(rctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-			if nb.Runner == e.instance {
-				nb.Runner = ""
-			}
+			nb.Release(e.instance)
 			return nil
 		})
 		return b, ctx.Err()
@@ -1102,31 +1019,9 @@ func (e *Engine) endStage(ctx context.Context, p Pipeline, b Build, i int, statu
 		if nb.Status.Done() || i >= len(nb.Stages) {
 			return errNoop
 		}
-		s := &nb.Stages[i]
-		applyOutcome(s, o)
-		st, m := status, msg
-		if cancelRequested(nb) {
-			st, m = StatusCanceled, canceledMessage
-		}
-		final, finalMsg = st, m
-		s.Status = st
-		s.Message = m
-		s.Finished = Now()
-		delete(nb.StageTokens, s.Index)
-		switch st {
-		case StatusSuccess:
-			if i+1 < len(nb.Stages) {
-				nb.CurrentStage = i + 1
-			}
-		case StatusFail:
-			nb.Status = StatusFail
-			nb.Message = fmt.Sprintf("stage %d %q failed: %s", s.Index, s.Name, m)
-			skipRest(nb, skippedAfterFailure)
-			nb.Finished = Now()
-			nb.Runner = ""
-		case StatusCanceled:
-			applyCancel(nb)
-		}
+		applyOutcome(&nb.Stages[i], o)
+		final, finalMsg = nb.EndStage(i, status, msg, Now())
+		delete(nb.StageTokens, nb.Stages[i].Index)
 		return nil
 	})
 	if errors.Is(err, errNoop) {
@@ -1173,22 +1068,7 @@ func (e *Engine) finish(ctx context.Context, p Pipeline, b Build) {
 // Continue approves the WAITING wait stage index and resumes the build.
 func (e *Engine) Continue(ctx context.Context, owner, repo string, number, index int) (Build, error) {
 	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		i := stagePos(b, index)
-		if i < 0 {
-			return Errorf(ErrNotFound, "build %d has no stage %d", number, index)
-		}
-		s := &b.Stages[i]
-		if s.Type != spec.TypeWait || s.Status != StatusWaiting || b.Status != StatusWaiting {
-			return Errorf(ErrConflict, "stage %d is %s, not a waiting wait stage", index, s.Status)
-		}
-		s.Status = StatusSuccess
-		s.Finished = Now()
-		b.Status = StatusRunning
-		b.Runner = ""
-		if i+1 < len(b.Stages) {
-			b.CurrentStage = i + 1
-		}
-		return nil
+		return b.Approve(index, Now())
 	})
 	if err != nil {
 		return b, err
@@ -1198,15 +1078,6 @@ func (e *Engine) Continue(ctx context.Context, owner, repo string, number, index
 	}
 	e.Enqueue(owner, repo, number)
 	return b, nil
-}
-
-func stagePos(b *Build, index int) int {
-	for i := range b.Stages {
-		if b.Stages[i].Index == index {
-			return i
-		}
-	}
-	return -1
 }
 
 // defaultCancelWait is EngineConfig.CancelWait's default.
@@ -1224,20 +1095,9 @@ func (e *Engine) Cancel(ctx context.Context, owner, repo string, number int) (Bu
 	var now bool
 	var changed []int
 	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		now, changed = false, nil
-		if b.Status.Done() {
-			return Errorf(ErrConflict, "build %d already ended (%s)", number, b.Status)
-		}
-		if cancelRequested(b) {
-			return Errorf(ErrConflict, "build %d is already being canceled", number)
-		}
-		if e.runnerLive(b) {
-			b.CancelRequested, b.Message = true, cancelRequestedMessage
-			return nil
-		}
-		now = true
-		changed = applyCancel(b)
-		return nil
+		var err error
+		now, changed, err = b.RequestCancel(e.runnerLive(b), Now())
+		return err
 	})
 	if err != nil {
 		return b, err
@@ -1283,29 +1143,7 @@ func (e *Engine) CancelPipeline(ctx context.Context, p Pipeline) {
 // back to PENDING and the build runs again.
 func (e *Engine) RunFrom(ctx context.Context, owner, repo string, number, index int) (Build, error) {
 	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		if !b.Status.Done() {
-			return Errorf(ErrConflict, "build %d is %s; it can be re-run once it ends", number, b.Status)
-		}
-		i := stagePos(b, index)
-		if i < 0 {
-			return Errorf(ErrNotFound, "build %d has no stage %d", number, index)
-		}
-		for j := 0; j < i; j++ {
-			if s := b.Stages[j]; s.Status != StatusSuccess {
-				return Errorf(ErrConflict, "stage %d %q is %s: a build re-runs from a stage only when every earlier stage succeeded", s.Index, s.Name, s.Status)
-			}
-		}
-		for j := i; j < len(b.Stages); j++ {
-			s := &b.Stages[j]
-			s.Status, s.Started, s.Finished, s.Message = StatusPending, 0, 0, ""
-			s.JobName, s.PodName = "", ""
-		}
-		b.Status = StatusPending
-		b.CurrentStage = i
-		b.Finished = 0
-		b.Message = ""
-		b.Runner = ""
-		return nil
+		return b.RunFrom(index)
 	})
 	if err != nil {
 		return b, err
