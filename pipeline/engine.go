@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -817,17 +815,8 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	if err != nil {
 		return e.endStage(ctx, p, b, i, StatusFail, err.Error(), StageOutcome{})
 	}
-	agentToken, err := randomString(24)
-	if err != nil {
-		return b, err
-	}
-	sum := sha256.Sum256([]byte(agentToken))
 	b, err = e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
 		nb.StartStage(i, Now())
-		if nb.StageTokens == nil {
-			nb.StageTokens = map[int]string{}
-		}
-		nb.StageTokens[st.Index] = hex.EncodeToString(sum[:])
 		return nil
 	})
 	if err != nil {
@@ -925,7 +914,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		Owner: p.Owner, Repo: p.Repo, BuildNumber: b.Number, BuildID: b.ID,
 		Commit: b.Commit, Branch: b.Branch, CloneURL: b.CloneURL, CloneToken: tok.AccessToken,
 		Stage: jobStage, Env: env, SecretNames: names, Timeout: timeout, Namespace: ns,
-		AgentToken: agentToken, ServerURL: e.cfg.PublicURL,
+		ServerURL: e.cfg.PublicURL,
 	}
 	job.CloneUser, job.CloneToken = e.cfg.SCM.CloneCredentials(tok)
 	var outcome StageOutcome
@@ -1021,7 +1010,6 @@ func (e *Engine) endStage(ctx context.Context, p Pipeline, b Build, i int, statu
 		}
 		applyOutcome(&nb.Stages[i], o)
 		final, finalMsg = nb.EndStage(i, status, msg, Now())
-		delete(nb.StageTokens, nb.Stages[i].Index)
 		return nil
 	})
 	if errors.Is(err, errNoop) {
@@ -1150,57 +1138,6 @@ func (e *Engine) RunFrom(ctx context.Context, owner, repo string, number, index 
 	}
 	e.Enqueue(owner, repo, number)
 	return b, nil
-}
-
-// AgentUpdate is a status report from a build agent for one stage.
-type AgentUpdate struct {
-	Status      Status `json:"status"`
-	JobName     string `json:"job_name"`
-	PodName     string `json:"pod_name"`
-	Timestamp   int64  `json:"timestamp"`
-	DockerImage string `json:"docker_image"`
-	Message     string `json:"message"`
-}
-
-// AgentStatus applies an agent's update to a RUNNING stage, authenticated
-// by the per-stage token handed to the executor.
-func (e *Engine) AgentStatus(ctx context.Context, owner, repo string, number, index int, token string, u AgentUpdate) (Stage, error) {
-	switch u.Status {
-	case StatusRunning, StatusSuccess, StatusFail:
-	default:
-		return Stage{}, Invalid("status", "%q: an agent reports RUNNING, SUCCESS or FAIL", u.Status)
-	}
-	if token == "" {
-		return Stage{}, Errorf(ErrUnauthorized, "a stage token is required")
-	}
-	sum := sha256.Sum256([]byte(token))
-	given := hex.EncodeToString(sum[:])
-	if u.Message != "" {
-		// An agent's message is the stage's own output: masked like its log.
-		var err error
-		if u.Message, err = e.maskForBuild(ctx, owner, repo, number, u.Message); err != nil {
-			return Stage{}, err
-		}
-	}
-	var out Stage
-	_, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		i := stagePos(b, index)
-		want, ok := b.StageTokens[index]
-		if i < 0 || !ok || subtle.ConstantTimeCompare([]byte(want), []byte(given)) != 1 {
-			return Errorf(ErrUnauthorized, "invalid stage token")
-		}
-		s := &b.Stages[i]
-		if s.Status != StatusRunning {
-			return Errorf(ErrConflict, "stage %d is %s", index, s.Status)
-		}
-		applyOutcome(s, StageOutcome{JobName: u.JobName, PodName: u.PodName, DockerImage: u.DockerImage})
-		if u.Message != "" {
-			s.Message = u.Message
-		}
-		out = *s
-		return nil
-	})
-	return out, err
 }
 
 // Trigger creates a build and queues it. For deliveries already seen it

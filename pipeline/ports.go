@@ -260,8 +260,6 @@ type StageJob struct {
 	Timeout time.Duration
 	// Namespace is where the kubernetes executor runs it (server-decided).
 	Namespace string
-	// AgentToken authenticates status callbacks for this stage.
-	AgentToken string
 	// ServerURL is the public base URL of Kontinuous.
 	ServerURL string
 }

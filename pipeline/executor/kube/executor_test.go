@@ -86,7 +86,6 @@ func stageJob(typ string, params map[string]any) pipeline.StageJob {
 		SecretNames: []string{"deploy-creds", "dockerhub"},
 		Timeout:     10 * time.Minute,
 		Namespace:   "builds",
-		AgentToken:  "agent-token-never-in-pods",
 	}
 }
 
@@ -147,7 +146,7 @@ func TestJobSpecPerStageTypeMatchesGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, secret := range []string{testToken, tc.job.AgentToken, testEnvSecret, "API_TOKEN"} {
+			for _, secret := range []string{testToken, testEnvSecret, "API_TOKEN"} {
 				if bytes.Contains(got, []byte(secret)) {
 					t.Fatalf("the Job spec contains a secret %q:\n%s", secret, got)
 				}
