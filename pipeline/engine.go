@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -506,32 +505,8 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 		return err
 	}
 	// Watch for cancellation from any instance, and beat the heart.
-	bctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	key := buildKey(owner, repo, number)
-	e.mu.Lock()
-	e.cancels[key] = cancel
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.cancels, key)
-		e.mu.Unlock()
-	}()
-	go func() {
-		// Errors end the watch; the heartbeat below still notices cancels.
-		_ = e.cfg.Store.WatchBuild(bctx, owner, repo, number, func(nb Build) bool {
-			switch {
-			case cancelRequested(&nb):
-				cancel(ErrBuildCanceled)
-				return false
-			case nb.Runner != "" && nb.Runner != e.instance:
-				cancel(ErrTakenOver)
-				return false
-			}
-			return true
-		})
-	}()
-	go e.heartbeat(bctx, cancel, owner, repo, number)
+	bctx, done := e.watchRun(ctx, owner, repo, number)
+	defer done()
 
 	if b.Fork && !e.cfg.AllowForkBuilds && e.cfg.Executor.Name() == "local" {
 		b, err = e.failBuild(ctx, p, b, ForkRefusedMessage)
@@ -587,8 +562,47 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 			return nil
 		}
 	}
+	return e.succeed(ctx, p, number)
+}
+
+// watchRun returns the context of a build's run on this instance: it ends
+// when the build is canceled (from any instance, seen by the watch or the
+// heartbeat) or taken over by another instance. done releases it.
+func (e *Engine) watchRun(ctx context.Context, owner, repo string, number int) (bctx context.Context, done func()) {
+	bctx, cancel := context.WithCancelCause(ctx)
+	key := buildKey(owner, repo, number)
+	e.mu.Lock()
+	e.cancels[key] = cancel
+	e.mu.Unlock()
+	go func() {
+		// Errors end the watch; the heartbeat below still notices cancels.
+		_ = e.cfg.Store.WatchBuild(bctx, owner, repo, number, func(nb Build) bool {
+			switch {
+			case cancelRequested(&nb):
+				cancel(ErrBuildCanceled)
+				return false
+			case nb.Runner != "" && nb.Runner != e.instance:
+				cancel(ErrTakenOver)
+				return false
+			}
+			return true
+		})
+	}()
+	go e.heartbeat(bctx, cancel, owner, repo, number)
+	return bctx, func() {
+		cancel(nil)
+		e.mu.Lock()
+		delete(e.cancels, key)
+		e.mu.Unlock()
+	}
+}
+
+// succeed ends a build whose stages all ran: SUCCESS, or CANCELED when a
+// cancel came meanwhile.
+func (e *Engine) succeed(ctx context.Context, p Pipeline, number int) error {
+	owner, repo := p.Owner, p.Repo
 	var changed []int
-	b, err = e.updateRetry(ctx, owner, repo, number, func(nb *Build) error {
+	b, err := e.updateRetry(ctx, owner, repo, number, func(nb *Build) error {
 		changed = nil
 		if nb.Status.Done() {
 			return errNoop
@@ -645,21 +659,6 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 				return
 			}
 		}
-	}
-}
-
-// values are the KONTINUOUS_* values of a build.
-func (e *Engine) values(p Pipeline, b Build, namespace string) map[string]string {
-	return map[string]string{
-		"KONTINUOUS_PIPELINE_ID":       p.ID,
-		"KONTINUOUS_BUILD_ID":          strconv.Itoa(b.Number),
-		"KONTINUOUS_STAGE_ID":          "",
-		"KONTINUOUS_BRANCH":            b.Branch,
-		"KONTINUOUS_NAMESPACE":         namespace,
-		"KONTINUOUS_COMMIT":            b.Commit,
-		"KONTINUOUS_URL":               e.cfg.PublicURL,
-		"KONTINUOUS_ARTIFACT_URL":      fmt.Sprintf("%s/api/v1/pipelines/%s/%s/builds/%d", e.cfg.PublicURL, p.Owner, p.Repo, b.Number),
-		"KONTINUOUS_INTERNAL_REGISTRY": e.cfg.InternalRegistry,
 	}
 }
 
@@ -828,66 +827,13 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	st = b.Stages[i] // with this run's start
 	e.postStatus(p, b, st, "pending", "running")
 
-	// Environment: KONTINUOUS_* + vars + secret values (never for forks).
-	vals := e.values(p, b, ns)
-	vals["KONTINUOUS_STAGE_ID"] = strconv.Itoa(st.Index)
-	env := map[string]string{}
-	for k, v := range st.Vars {
-		env[k] = v
-	}
-	// Executors that hand secrets to the stage by name (Kubernetes
-	// envFrom) get no values in Env; the values are still read, to check
-	// the sets exist and to mask them in the log.
-	byRef := false
-	if r, ok := e.cfg.Executor.(SecretReferencer); ok {
-		byRef = r.SecretsByReference()
-	}
-	var secretValues []string
-	var names []string
-	if !b.Fork {
-		names = st.Secrets
-		for _, name := range st.Secrets {
-			set, err := e.cfg.Store.GetSecret(ctx, p.Owner, p.Repo, name)
-			if errors.Is(err, ErrNotFound) {
-				if byRef {
-					// The executor reads (and checks) the cluster's
-					// Secret of that name; nothing stored here to mask.
-					continue
-				}
-				return e.endStage(ctx, p, b, i, StatusFail, fmt.Sprintf("secret %q does not exist in this pipeline", name), StageOutcome{})
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return b, err
-				}
-				return e.endStage(ctx, p, b, i, StatusFail, maskString(fmt.Sprintf("reading secret %q: %v", name, err), secretValues), StageOutcome{})
-			}
-			keys := make([]string, 0, len(set.Data))
-			for k := range set.Data {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				if !byRef {
-					env[k] = set.Data[k]
-				}
-				secretValues = append(secretValues, set.Data[k])
-			}
-		}
-	}
-	for k, v := range vals {
-		env[k] = v
-	}
-	// Every secret value of the build is masked in this stage's log, not
-	// only those of the sets this stage names.
-	others, err := e.buildSecretValues(ctx, p, b)
+	env, names, secretValues, failMsg, err := e.stageEnv(ctx, p, b, st, ns)
 	if err != nil {
-		if ctx.Err() != nil {
-			return b, err
-		}
-		return e.endStage(ctx, p, b, i, StatusFail, maskString(err.Error(), secretValues), StageOutcome{})
+		return b, err
 	}
-	secretValues = append(secretValues, others...)
+	if failMsg != "" {
+		return e.endStage(ctx, p, b, i, StatusFail, failMsg, StageOutcome{})
+	}
 	timeout := e.cfg.StageTimeout
 	if d, err := toSpecStage(st).Timeout(); err == nil && d > 0 {
 		timeout = d
@@ -976,25 +922,6 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	o := outcome
 	omu.Unlock()
 	return e.endStage(ctx, p, b, i, status, maskString(msg, secretValues), o)
-}
-
-func applyOutcome(s *Stage, o StageOutcome) {
-	if o.PodNamespace != "" {
-		s.PodNamespace = o.PodNamespace
-	}
-	if o.JobName != "" {
-		s.JobName = o.JobName
-	}
-	if o.PodName != "" {
-		s.PodName = o.PodName
-	}
-	if o.DockerImage != "" {
-		s.DockerImage = o.DockerImage
-	}
-}
-
-func toSpecStage(st Stage) spec.Stage {
-	return spec.Stage{Name: st.Name, Type: st.Type, Params: st.Params, Labels: st.Labels, Vars: st.Vars, Secrets: st.Secrets, Artifacts: st.Artifacts}
 }
 
 // endStage records a stage's end; a failure or cancel ends the build. The
