@@ -680,11 +680,32 @@ func (e *Engine) definition(p Pipeline, b Build) (*spec.Definition, error) {
 	if d, err := spec.Parse(b.Spec); err == nil {
 		requested = d.Namespace()
 	}
-	ns, err := e.namespace(p, requested)
+	ns, err := e.stageNamespace(p, requested, false)
 	if err != nil {
 		return nil, err
 	}
 	return spec.Load(b.Spec, e.values(p, b, ns))
+}
+
+// stageNamespace is the namespace of a build's stages (KONTINUOUS_NAMESPACE
+// and, on the kubernetes executor, where they run). The server's namespace
+// policy (EngineConfig.Namespace) applies where a namespace is used: on an
+// executor that runs stages in namespaces, and for deploy stages
+// (deploy). Elsewhere, as for the local executor's command stages, a
+// spec's metadata.namespace (every original Kontinuous spec has one) is
+// only a name and does not fail the build.
+func (e *Engine) stageNamespace(p Pipeline, requested string, deploy bool) (string, error) {
+	ns, err := e.namespace(p, requested)
+	if err != nil && !deploy && !e.namespaced() {
+		return requested, nil
+	}
+	return ns, err
+}
+
+// namespaced reports whether the executor runs stages in namespaces.
+func (e *Engine) namespaced() bool {
+	n, ok := e.cfg.Executor.(NamespacedExecutor)
+	return ok && n.RunsInNamespaces()
 }
 
 // prepare reads .pipeline.yml at the build's commit and lays out stages.
@@ -810,7 +831,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		// server's credentials: never, on any executor.
 		return e.endStage(ctx, p, b, i, StatusFail, ForkDeployMessage, StageOutcome{})
 	}
-	ns, err := e.namespace(p, def.Namespace())
+	ns, err := e.stageNamespace(p, def.Namespace(), st.Type == spec.TypeDeploy)
 	if err != nil {
 		return e.endStage(ctx, p, b, i, StatusFail, err.Error(), StageOutcome{})
 	}

@@ -293,6 +293,15 @@ type Executor interface {
 	CleanupBuild(ctx context.Context, owner, repo string, build int) error
 }
 
+// NamespacedExecutor is implemented by executors that run stages in a
+// namespace (the kubernetes executor): the server's namespace policy then
+// applies to every stage, not only to deploy stages.
+type NamespacedExecutor interface {
+	// RunsInNamespaces reports whether stages run in a namespace the
+	// engine decides (the kubernetes executor).
+	RunsInNamespaces() bool
+}
+
 // SecretReferencer is implemented by executors that hand a stage its
 // secrets by name (Kubernetes envFrom) instead of by value; the engine then
 // leaves secret values out of StageJob.Env. It still passes SecretNames,

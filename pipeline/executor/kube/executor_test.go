@@ -197,40 +197,6 @@ func TestJobSpecRefusesBadInput(t *testing.T) {
 	}
 }
 
-func TestCheckNamespaceAllowsOnlyConfiguredNamespaces(t *testing.T) {
-	e := newTestExecutor(t, fake.NewClientset())
-	tests := []struct {
-		spec, want string
-		refused    bool
-	}{
-		{"", "builds", false},
-		{"builds", "builds", false},
-		{"team-a", "team-a", false},
-		{"kube-system", "", true},
-		{"default", "", true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.spec, func(t *testing.T) {
-			got, err := e.CheckNamespace(tc.spec)
-			if tc.refused {
-				if !errors.Is(err, pipeline.ErrInvalid) {
-					t.Fatalf("CheckNamespace(%q) = %q, %v; want ErrInvalid", tc.spec, got, err)
-				}
-				msg := pipeline.PublicMessage(err)
-				for _, want := range []string{"metadata.namespace", tc.spec, "not allowed", "builds, team-a"} {
-					if !strings.Contains(msg, want) {
-						t.Errorf("message %q does not say %q", msg, want)
-					}
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("CheckNamespace(%q) = %q, %v; want %q", tc.spec, got, err, tc.want)
-			}
-		})
-	}
-}
-
 func TestRunStageRefusesANamespaceNotAllowed(t *testing.T) {
 	client := fake.NewClientset()
 	e := newTestExecutor(t, client)
