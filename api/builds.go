@@ -385,16 +385,6 @@ func (r *BuildResources) postStage(req *restful.Request, resp *restful.Response)
 	writeError(req, resp, err)
 }
 
-// bearer returns the token of an "Authorization: Bearer x" header
-// (scheme case-insensitive).
-func bearer(h string) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
-}
-
 func (r *BuildResources) runFrom(req *restful.Request, resp *restful.Response) {
 	owner, repo, n, err := target(req)
 	var idx int

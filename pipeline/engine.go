@@ -3,8 +3,6 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1259,11 +1257,4 @@ func (e *Engine) notify(ctx context.Context, p Pipeline, b Build) {
 			e.log.Warn("slack notification refused", "pipeline", p.Key(), "status", resp.StatusCode)
 		}
 	}
-}
-
-// newID returns a random id.
-func newID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b) // crypto/rand does not fail on supported platforms
-	return hex.EncodeToString(b)
 }
