@@ -89,7 +89,7 @@ type Pipeline struct {
 	DeployKeyPublic  string `json:"-"`
 	DeployKeyPrivate string `json:"-"`
 	// ForkSecrets is kept for stored records only and is ignored: pull
-	// requests from forks never get pipeline secrets (CONTRACT §12).
+	// requests from forks never get pipeline secrets (docs/security.md).
 	ForkSecrets bool `json:"-"`
 	// Namespace for the kubernetes executor, set by server configuration.
 	Namespace string `json:"-"`
