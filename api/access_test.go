@@ -320,3 +320,20 @@ func TestBuildRoutesAccessMatrix(t *testing.T) {
 		t.Error("the admin's writes changed nothing: the matrix proves nothing")
 	}
 }
+
+// TestAgentStatusUpdatesRefused: no executor posts stage status updates,
+// so the route takes approvals only: an update is refused (401, the
+// contract's error shape) whoever sends it, and nothing is stored.
+func TestAgentStatusUpdatesRefused(t *testing.T) {
+	w := newAccessWorld(t)
+	before := w.snapshot(t)
+	for _, login := range []string{"", "alice"} {
+		got := w.do(t, "POST", buildsPath+"/2/stages/1", login, "")
+		if got.status != http.StatusUnauthorized || !strings.Contains(got.body, `"Code"`) || !strings.Contains(got.body, "continue=yes") {
+			t.Errorf("status update as %q: %d %s", login, got.status, got.body)
+		}
+	}
+	if w.snapshot(t) != before {
+		t.Error("a refused status update changed what is stored")
+	}
+}

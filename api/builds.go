@@ -120,10 +120,9 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Writes(pipeline.Stage{}).
 		Returns(http.StatusOK, "stage", pipeline.Stage{}), tagStages, 400, 401, 404, 502, 503))
 	ws.Route(doc(ws.POST("/{buildNumber}/stages/{stageIndex}").To(r.postStage).
-		Doc("Approve a WAITING wait stage with ?continue=yes (Bearer user token, push), or a build agent's status update (Bearer stage token)").
+		Doc("Approve a WAITING wait stage with ?continue=yes (Bearer user token, push). Status updates from build agents are refused (401): no executor posts them.").
 		Param(o).Param(rp).Param(bn).Param(si).
 		Param(ws.QueryParameter("continue", "yes to approve a waiting wait stage").DataType("string")).
-		Reads(pipeline.AgentUpdate{}).
 		Writes(pipeline.Stage{}).
 		Returns(http.StatusOK, "updated", pipeline.Stage{}).
 		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true).Metadata(metaOptionalBody, true), tagStages, 400, 401, 403, 404, 409, 502, 503))
@@ -350,8 +349,12 @@ func (r *BuildResources) getStage(req *restful.Request, resp *restful.Response) 
 	writeError(req, resp, err)
 }
 
-// postStage approves a wait stage (user token) or applies an agent's
-// status update (stage token).
+// errAgentUpdate answers a stage status update: no executor posts them,
+// so the server issues no stage tokens and accepts no update.
+var errAgentUpdate = pipeline.Errorf(pipeline.ErrUnauthorized, "stage status updates are not accepted (no executor posts them); approve a waiting wait stage with ?continue=yes")
+
+// postStage approves a wait stage (?continue=yes, user token with push);
+// anything else is a build agent's status update, refused.
 func (r *BuildResources) postStage(req *restful.Request, resp *restful.Response) {
 	owner, repo, n, err := target(req)
 	var idx int
@@ -362,46 +365,28 @@ func (r *BuildResources) postStage(req *restful.Request, resp *restful.Response)
 		writeError(req, resp, err)
 		return
 	}
-	if cont := req.QueryParameter("continue"); cont != "" {
-		if cont != "yes" && cont != "true" {
-			writeError(req, resp, pipeline.Invalid("continue", "use continue=yes"))
-			return
-		}
-		ctx, err := r.authn.Authenticate(req.Request)
-		if err == nil {
-			req.Request = req.Request.WithContext(ctx)
-			var c pipeline.Caller
-			if c, err = r.caller(req); err == nil {
-				var b pipeline.Build
-				if b, err = r.svc.ContinueStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
-					writeJSON(resp, http.StatusOK, b)
-					return
-				}
-			}
-		}
-		writeError(req, resp, err)
+	cont := req.QueryParameter("continue")
+	switch {
+	case cont == "":
+		writeError(req, resp, errAgentUpdate)
+		return
+	case cont != "yes" && cont != "true":
+		writeError(req, resp, pipeline.Invalid("continue", "use continue=yes"))
 		return
 	}
-	token := bearer(req.HeaderParameter("Authorization"))
-	var body pipeline.AgentUpdate
-	if err = decodeJSON(req, &body); err == nil {
-		var st pipeline.Stage
-		if st, err = r.svc.AgentStatus(req.Request.Context(), owner, repo, n, idx, token, body); err == nil {
-			writeJSON(resp, http.StatusOK, st)
-			return
+	ctx, err := r.authn.Authenticate(req.Request)
+	if err == nil {
+		req.Request = req.Request.WithContext(ctx)
+		var c pipeline.Caller
+		if c, err = r.caller(req); err == nil {
+			var b pipeline.Build
+			if b, err = r.svc.ContinueStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
+				writeJSON(resp, http.StatusOK, b)
+				return
+			}
 		}
 	}
 	writeError(req, resp, err)
-}
-
-// bearer returns the token of an "Authorization: Bearer x" header
-// (scheme case-insensitive).
-func bearer(h string) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
 }
 
 func (r *BuildResources) runFrom(req *restful.Request, resp *restful.Response) {

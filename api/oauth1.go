@@ -18,7 +18,7 @@ const (
 )
 
 // OAuth1Provider is the OAuth 1.0a provider for Bitbucket Data Center
-// Application Links (CONTRACT §13); *oauth1.Provider implements it.
+// Application Links (docs/api.md); *oauth1.Provider implements it.
 // Defined here, where it is consumed.
 type OAuth1Provider interface {
 	RequestToken(r *http.Request) (url.Values, error)

@@ -216,9 +216,6 @@ func documentDefinitions(sw *spec.Swagger) {
 			case timeFields[prop] && schema.Type.Contains("integer"):
 				schema.Format = "int64"
 				schema.Description = "Unix time in nanoseconds (0: not yet)"
-			case prop == "status" && name == "pipeline.AgentUpdate":
-				schema.Enum = []any{string(pipeline.StatusRunning), string(pipeline.StatusSuccess), string(pipeline.StatusFail)}
-				schema.Description = "what the agent reports"
 			case prop == "status" && name == "api.Connection":
 				schema.Enum = []any{"connected", "expired"}
 			case prop == "status" && schema.Type.Contains("string"):

@@ -34,12 +34,3 @@ type identityClaim struct {
 	Connection  string          `json:"connection,omitempty"`
 	IsSocial    bool            `json:"isSocial,omitempty"`
 }
-
-// stageClaims are the claims of a per-stage agent token.
-type stageClaims struct {
-	jwt.RegisteredClaims
-	Typ      string `json:"typ"`
-	Pipeline string `json:"pipeline"`
-	Build    int    `json:"build"`
-	Stage    int    `json:"stage"`
-}

@@ -22,16 +22,12 @@ const IssuerName = "kontinuous"
 // as another (RFC 8725 §3.12, cross-JWT confusion).
 const (
 	infoState = "kontinuous oauth-state v1"
-	infoStage = "kontinuous stage-token v1"
 )
 
 // Claim "typ" values. User tokens issued by this server carry typ "user";
 // legacy user tokens (Auth0 rules, older jwt-gen) have none. Every other
 // token the server mints carries its own typ and is refused as a user token.
-const (
-	typUser  = "user"
-	typStage = "stage"
-)
+const typUser = "user"
 
 // DecodeSecret decodes an AUTH_SECRET given in base64 (standard or URL
 // alphabet, padding optional) and checks that it holds at least

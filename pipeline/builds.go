@@ -291,19 +291,6 @@ func (s *Service) RunFromStage(ctx context.Context, c Caller, owner, repo string
 	return s.cfg.Engine.RunFrom(ctx, owner, repo, number, index)
 }
 
-// AgentStatus applies a build agent's stage report (stage-token auth).
-func (s *Service) AgentStatus(ctx context.Context, owner, repo string, number, index int, token string, u AgentUpdate) (Stage, error) {
-	if err := s.ValidateRepoName(owner, repo); err != nil {
-		return Stage{}, err
-	}
-	st, err := s.cfg.Engine.AgentStatus(ctx, owner, repo, number, index, token, u)
-	if errors.Is(err, ErrNotFound) {
-		// An absent pipeline or build answers as a wrong token does.
-		return Stage{}, Errorf(ErrUnauthorized, "invalid stage token")
-	}
-	return st, err
-}
-
 // StageLog returns a stage's stored log (read access).
 func (s *Service) StageLog(ctx context.Context, c Caller, owner, repo string, number, index int) (Stage, []byte, error) {
 	st, err := s.GetStage(ctx, c, owner, repo, number, index)

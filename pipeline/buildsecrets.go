@@ -60,27 +60,6 @@ func maskString(s string, secrets []string) string {
 	return out.String()
 }
 
-// maskForBuild masks in s every secret value build number of owner/repo
-// uses and the clone token its stages get.
-func (e *Engine) maskForBuild(ctx context.Context, owner, repo string, number int, s string) (string, error) {
-	p, err := e.cfg.Store.GetPipeline(ctx, owner, repo)
-	if err != nil {
-		return "", err
-	}
-	b, err := e.cfg.Store.GetBuild(ctx, owner, repo, number)
-	if err != nil {
-		return "", err
-	}
-	values, err := e.buildSecretValues(ctx, p, b)
-	if err != nil {
-		return "", err
-	}
-	if tok, err := e.ownerToken(ctx, p); err == nil {
-		values = append(values, tok.AccessToken)
-	}
-	return maskString(s, values), nil
-}
-
 // storedNotifs are the notifications set on the pipeline itself (through
 // the API), as the spec's type: what a fork build notifies.
 func storedNotifs(p Pipeline) []spec.Notif {

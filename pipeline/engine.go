@@ -3,10 +3,6 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,9 +101,7 @@ func forkStage(st Stage) (Stage, bool) {
 const cancelRequestedMessage = "cancel requested; waiting for the running stage to stop"
 
 // cancelRequested reports whether b is being canceled or was canceled.
-func cancelRequested(b *Build) bool {
-	return b.Status == StatusCanceled || (!b.Status.Done() && b.CancelRequested)
-}
+func cancelRequested(b *Build) bool { return b.cancelRequested() }
 
 // errNoop aborts an UpdateBuild that has nothing to change.
 var errNoop = errors.New("nothing to change")
@@ -118,36 +111,8 @@ func (e *Engine) runnerLive(b *Build) bool {
 	return b.Runner != "" && time.Since(time.Unix(0, b.Heartbeat)) < e.cfg.StaleAfter
 }
 
-// applyCancel ends b as CANCELED: its running and waiting stages, and the
-// current stage if it has not started, become CANCELED. It returns the
-// positions of the stages it changed.
-func applyCancel(b *Build) []int {
-	var changed []int
-	now := Now()
-	for i := range b.Stages {
-		s := &b.Stages[i]
-		if s.Status == StatusRunning || s.Status == StatusWaiting || (s.Status == StatusPending && i == b.CurrentStage) {
-			s.Status = StatusCanceled
-			s.Finished = now
-			s.Message = canceledMessage
-			delete(b.StageTokens, s.Index)
-			changed = append(changed, i)
-		}
-	}
-	skipRest(b, skippedAfterCancel)
-	if b.CancelRequested {
-		b.CancelRequested = false
-		if b.Message == cancelRequestedMessage {
-			b.Message = ""
-		}
-	}
-	b.Status = StatusCanceled
-	if b.Finished == 0 {
-		b.Finished = now
-	}
-	b.Runner = ""
-	return changed
-}
+// applyCancel ends b as CANCELED (Build.Cancel) now.
+func applyCancel(b *Build) []int { return b.Cancel(Now()) }
 
 // updateRetry applies fn like Store.UpdateBuild, retrying with backoff
 // when the store fails (etcd unreachable, a lost leader) until the write
@@ -498,19 +463,7 @@ func (e *Engine) failAfterPanic(owner, repo string, number int) {
 		if b.Status.Done() || (b.Runner != e.instance && b.Runner != "") {
 			return errNoop
 		}
-		now := Now()
-		for i := range b.Stages {
-			if st := &b.Stages[i]; st.Status == StatusRunning {
-				st.Status, st.Message, st.Finished = StatusFail, panicMessage, now
-				delete(b.StageTokens, st.Index)
-				changed = append(changed, i)
-			}
-		}
-		skipRest(b, skippedAfterError)
-		b.Status = StatusFail
-		b.Message = panicMessage
-		b.Finished = now
-		b.Runner = ""
+		changed = b.FailRunning(panicMessage, Now())
 		return nil
 	})
 	if err != nil {
@@ -527,14 +480,9 @@ var errClaimed = errors.New("build is run by another instance")
 // claim makes this instance the build's runner.
 func (e *Engine) claim(ctx context.Context, owner, repo string, number int) (Build, error) {
 	return e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		if b.Status.Done() || b.Status == StatusWaiting {
+		if !b.Claim(e.instance, e.runnerLive(b), Now()) {
 			return errClaimed
 		}
-		if b.Runner != "" && b.Runner != e.instance && time.Since(time.Unix(0, b.Heartbeat)) < e.cfg.StaleAfter {
-			return errClaimed
-		}
-		b.Runner = e.instance
-		b.Heartbeat = Now()
 		return nil
 	})
 }
@@ -558,32 +506,8 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 		return err
 	}
 	// Watch for cancellation from any instance, and beat the heart.
-	bctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	key := buildKey(owner, repo, number)
-	e.mu.Lock()
-	e.cancels[key] = cancel
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.cancels, key)
-		e.mu.Unlock()
-	}()
-	go func() {
-		// Errors end the watch; the heartbeat below still notices cancels.
-		_ = e.cfg.Store.WatchBuild(bctx, owner, repo, number, func(nb Build) bool {
-			switch {
-			case cancelRequested(&nb):
-				cancel(ErrBuildCanceled)
-				return false
-			case nb.Runner != "" && nb.Runner != e.instance:
-				cancel(ErrTakenOver)
-				return false
-			}
-			return true
-		})
-	}()
-	go e.heartbeat(bctx, cancel, owner, repo, number)
+	bctx, done := e.watchRun(ctx, owner, repo, number)
+	defer done()
 
 	if b.Fork && !e.cfg.AllowForkBuilds && e.cfg.Executor.Name() == "local" {
 		b, err = e.failBuild(ctx, p, b, ForkRefusedMessage)
@@ -639,8 +563,47 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 			return nil
 		}
 	}
+	return e.succeed(ctx, p, number)
+}
+
+// watchRun returns the context of a build's run on this instance: it ends
+// when the build is canceled (from any instance, seen by the watch or the
+// heartbeat) or taken over by another instance. done releases it.
+func (e *Engine) watchRun(ctx context.Context, owner, repo string, number int) (bctx context.Context, done func()) {
+	bctx, cancel := context.WithCancelCause(ctx)
+	key := buildKey(owner, repo, number)
+	e.mu.Lock()
+	e.cancels[key] = cancel
+	e.mu.Unlock()
+	go func() {
+		// Errors end the watch; the heartbeat below still notices cancels.
+		_ = e.cfg.Store.WatchBuild(bctx, owner, repo, number, func(nb Build) bool {
+			switch {
+			case cancelRequested(&nb):
+				cancel(ErrBuildCanceled)
+				return false
+			case nb.Runner != "" && nb.Runner != e.instance:
+				cancel(ErrTakenOver)
+				return false
+			}
+			return true
+		})
+	}()
+	go e.heartbeat(bctx, cancel, owner, repo, number)
+	return bctx, func() {
+		cancel(nil)
+		e.mu.Lock()
+		delete(e.cancels, key)
+		e.mu.Unlock()
+	}
+}
+
+// succeed ends a build whose stages all ran: SUCCESS, or CANCELED when a
+// cancel came meanwhile.
+func (e *Engine) succeed(ctx context.Context, p Pipeline, number int) error {
+	owner, repo := p.Owner, p.Repo
 	var changed []int
-	b, err = e.updateRetry(ctx, owner, repo, number, func(nb *Build) error {
+	b, err := e.updateRetry(ctx, owner, repo, number, func(nb *Build) error {
 		changed = nil
 		if nb.Status.Done() {
 			return errNoop
@@ -649,9 +612,7 @@ func (e *Engine) run(ctx context.Context, owner, repo string, number int) error 
 			changed = applyCancel(nb)
 			return nil
 		}
-		nb.Status = StatusSuccess
-		nb.Finished = Now()
-		nb.Runner = ""
+		nb.Succeed(Now())
 		return nil
 	})
 	if errors.Is(err, errNoop) {
@@ -702,21 +663,6 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 	}
 }
 
-// values are the KONTINUOUS_* values of a build.
-func (e *Engine) values(p Pipeline, b Build, namespace string) map[string]string {
-	return map[string]string{
-		"KONTINUOUS_PIPELINE_ID":       p.ID,
-		"KONTINUOUS_BUILD_ID":          strconv.Itoa(b.Number),
-		"KONTINUOUS_STAGE_ID":          "",
-		"KONTINUOUS_BRANCH":            b.Branch,
-		"KONTINUOUS_NAMESPACE":         namespace,
-		"KONTINUOUS_COMMIT":            b.Commit,
-		"KONTINUOUS_URL":               e.cfg.PublicURL,
-		"KONTINUOUS_ARTIFACT_URL":      fmt.Sprintf("%s/api/v1/pipelines/%s/%s/builds/%d", e.cfg.PublicURL, p.Owner, p.Repo, b.Number),
-		"KONTINUOUS_INTERNAL_REGISTRY": e.cfg.InternalRegistry,
-	}
-}
-
 func (e *Engine) namespace(p Pipeline, requested string) (string, error) {
 	if e.cfg.Namespace != nil {
 		return e.cfg.Namespace(p, requested)
@@ -735,11 +681,32 @@ func (e *Engine) definition(p Pipeline, b Build) (*spec.Definition, error) {
 	if d, err := spec.Parse(b.Spec); err == nil {
 		requested = d.Namespace()
 	}
-	ns, err := e.namespace(p, requested)
+	ns, err := e.stageNamespace(p, requested, false)
 	if err != nil {
 		return nil, err
 	}
 	return spec.Load(b.Spec, e.values(p, b, ns))
+}
+
+// stageNamespace is the namespace of a build's stages (KONTINUOUS_NAMESPACE
+// and, on the kubernetes executor, where they run). The server's namespace
+// policy (EngineConfig.Namespace) applies where a namespace is used: on an
+// executor that runs stages in namespaces, and for deploy stages
+// (deploy). Elsewhere, as for the local executor's command stages, a
+// spec's metadata.namespace (every original Kontinuous spec has one) is
+// only a name and does not fail the build.
+func (e *Engine) stageNamespace(p Pipeline, requested string, deploy bool) (string, error) {
+	ns, err := e.namespace(p, requested)
+	if err != nil && !deploy && !e.namespaced() {
+		return requested, nil
+	}
+	return ns, err
+}
+
+// namespaced reports whether the executor runs stages in namespaces.
+func (e *Engine) namespaced() bool {
+	n, ok := e.cfg.Executor.(NamespacedExecutor)
+	return ok && n.RunsInNamespaces()
 }
 
 // prepare reads .pipeline.yml at the build's commit and lays out stages.
@@ -806,10 +773,7 @@ func (e *Engine) prepare(ctx context.Context, p Pipeline, b Build) (Build, error
 			applyCancel(nb)
 			return nil
 		}
-		nb.Stages = stages
-		nb.Status = StatusRunning
-		nb.Started = Now()
-		nb.CurrentStage = 0
+		nb.Start(stages, Now())
 		return nil
 	})
 	if errors.Is(err, ErrTooLarge) {
@@ -838,11 +802,7 @@ func (e *Engine) ownerToken(ctx context.Context, p Pipeline) (ForgeToken, error)
 
 func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string) (Build, error) {
 	nb, err := e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		skipRest(nb, skippedAfterError)
-		nb.Status = StatusFail
-		nb.Message = msg
-		nb.Finished = Now()
-		nb.Runner = ""
+		nb.Fail(msg, Now())
 		return nil
 	})
 	if err != nil {
@@ -857,17 +817,7 @@ func (e *Engine) failBuild(ctx context.Context, p Pipeline, b Build, msg string)
 // wait pauses the build at stage i until someone with push approves it.
 func (e *Engine) wait(ctx context.Context, p Pipeline, b Build, i int) (Build, error) {
 	nb, err := e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		st := &nb.Stages[i]
-		st.Status = StatusWaiting
-		if st.Started == 0 {
-			st.Started = Now()
-		}
-		if msg, ok := st.Params["message"].(string); ok {
-			st.Message = msg
-		}
-		nb.Status = StatusWaiting
-		nb.CurrentStage = i
-		nb.Runner = ""
+		nb.Wait(i, Now())
 		return nil
 	})
 	if err == nil && nb.Status == StatusWaiting {
@@ -885,36 +835,12 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		// server's credentials: never, on any executor.
 		return e.endStage(ctx, p, b, i, StatusFail, ForkDeployMessage, StageOutcome{})
 	}
-	ns, err := e.namespace(p, def.Namespace())
+	ns, err := e.stageNamespace(p, def.Namespace(), st.Type == spec.TypeDeploy)
 	if err != nil {
 		return e.endStage(ctx, p, b, i, StatusFail, err.Error(), StageOutcome{})
 	}
-	agentToken, err := randomString(24)
-	if err != nil {
-		return b, err
-	}
-	sum := sha256.Sum256([]byte(agentToken))
 	b, err = e.advance(ctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-		s := &nb.Stages[i]
-		// A stage still RUNNING is being resumed (a restart or a takeover):
-		// it keeps its start, by which executors recognise and adopt the
-		// work of the same run (the kubernetes executor's Job).
-		resumed := s.Status == StatusRunning && s.Started != 0
-		s.Status = StatusRunning
-		if !resumed {
-			s.Started = Now()
-		}
-		s.Finished = 0
-		s.Message = ""
-		nb.Status = StatusRunning
-		nb.CurrentStage = i
-		if nb.Started == 0 {
-			nb.Started = Now()
-		}
-		if nb.StageTokens == nil {
-			nb.StageTokens = map[int]string{}
-		}
-		nb.StageTokens[st.Index] = hex.EncodeToString(sum[:])
+		nb.StartStage(i, Now())
 		return nil
 	})
 	if err != nil {
@@ -926,66 +852,13 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	st = b.Stages[i] // with this run's start
 	e.postStatus(p, b, st, "pending", "running")
 
-	// Environment: KONTINUOUS_* + vars + secret values (never for forks).
-	vals := e.values(p, b, ns)
-	vals["KONTINUOUS_STAGE_ID"] = strconv.Itoa(st.Index)
-	env := map[string]string{}
-	for k, v := range st.Vars {
-		env[k] = v
-	}
-	// Executors that hand secrets to the stage by name (Kubernetes
-	// envFrom) get no values in Env; the values are still read, to check
-	// the sets exist and to mask them in the log.
-	byRef := false
-	if r, ok := e.cfg.Executor.(SecretReferencer); ok {
-		byRef = r.SecretsByReference()
-	}
-	var secretValues []string
-	var names []string
-	if !b.Fork {
-		names = st.Secrets
-		for _, name := range st.Secrets {
-			set, err := e.cfg.Store.GetSecret(ctx, p.Owner, p.Repo, name)
-			if errors.Is(err, ErrNotFound) {
-				if byRef {
-					// The executor reads (and checks) the cluster's
-					// Secret of that name; nothing stored here to mask.
-					continue
-				}
-				return e.endStage(ctx, p, b, i, StatusFail, fmt.Sprintf("secret %q does not exist in this pipeline", name), StageOutcome{})
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return b, err
-				}
-				return e.endStage(ctx, p, b, i, StatusFail, maskString(fmt.Sprintf("reading secret %q: %v", name, err), secretValues), StageOutcome{})
-			}
-			keys := make([]string, 0, len(set.Data))
-			for k := range set.Data {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				if !byRef {
-					env[k] = set.Data[k]
-				}
-				secretValues = append(secretValues, set.Data[k])
-			}
-		}
-	}
-	for k, v := range vals {
-		env[k] = v
-	}
-	// Every secret value of the build is masked in this stage's log, not
-	// only those of the sets this stage names.
-	others, err := e.buildSecretValues(ctx, p, b)
+	env, names, secretValues, failMsg, err := e.stageEnv(ctx, p, b, st, ns)
 	if err != nil {
-		if ctx.Err() != nil {
-			return b, err
-		}
-		return e.endStage(ctx, p, b, i, StatusFail, maskString(err.Error(), secretValues), StageOutcome{})
+		return b, err
 	}
-	secretValues = append(secretValues, others...)
+	if failMsg != "" {
+		return e.endStage(ctx, p, b, i, StatusFail, failMsg, StageOutcome{})
+	}
 	timeout := e.cfg.StageTimeout
 	if d, err := toSpecStage(st).Timeout(); err == nil && d > 0 {
 		timeout = d
@@ -1012,7 +885,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		Owner: p.Owner, Repo: p.Repo, BuildNumber: b.Number, BuildID: b.ID,
 		Commit: b.Commit, Branch: b.Branch, CloneURL: b.CloneURL, CloneToken: tok.AccessToken,
 		Stage: jobStage, Env: env, SecretNames: names, Timeout: timeout, Namespace: ns,
-		AgentToken: agentToken, ServerURL: e.cfg.PublicURL,
+		ServerURL: e.cfg.PublicURL,
 	}
 	job.CloneUser, job.CloneToken = e.scm(p).CloneCredentials(tok)
 	var outcome StageOutcome
@@ -1054,9 +927,7 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 		defer cancel()
 		// Best effort: if etcd is gone too, recovery waits for staleness.
 		_, _ = e.cfg.Store.UpdateBuild(rctx, p.Owner, p.Repo, b.Number, func(nb *Build) error {
-			if nb.Runner == e.instance {
-				nb.Runner = ""
-			}
+			nb.Release(e.instance)
 			return nil
 		})
 		return b, ctx.Err()
@@ -1078,25 +949,6 @@ func (e *Engine) runStage(bctx, ctx context.Context, p Pipeline, b Build, def *s
 	return e.endStage(ctx, p, b, i, status, maskString(msg, secretValues), o)
 }
 
-func applyOutcome(s *Stage, o StageOutcome) {
-	if o.PodNamespace != "" {
-		s.PodNamespace = o.PodNamespace
-	}
-	if o.JobName != "" {
-		s.JobName = o.JobName
-	}
-	if o.PodName != "" {
-		s.PodName = o.PodName
-	}
-	if o.DockerImage != "" {
-		s.DockerImage = o.DockerImage
-	}
-}
-
-func toSpecStage(st Stage) spec.Stage {
-	return spec.Stage{Name: st.Name, Type: st.Type, Params: st.Params, Labels: st.Labels, Vars: st.Vars, Secrets: st.Secrets, Artifacts: st.Artifacts}
-}
-
 // endStage records a stage's end; a failure or cancel ends the build. The
 // write is retried until it succeeds or the engine stops: a transient
 // store error must not leave the stage RUNNING. A build that ended
@@ -1108,31 +960,8 @@ func (e *Engine) endStage(ctx context.Context, p Pipeline, b Build, i int, statu
 		if nb.Status.Done() || i >= len(nb.Stages) {
 			return errNoop
 		}
-		s := &nb.Stages[i]
-		applyOutcome(s, o)
-		st, m := status, msg
-		if cancelRequested(nb) {
-			st, m = StatusCanceled, canceledMessage
-		}
-		final, finalMsg = st, m
-		s.Status = st
-		s.Message = m
-		s.Finished = Now()
-		delete(nb.StageTokens, s.Index)
-		switch st {
-		case StatusSuccess:
-			if i+1 < len(nb.Stages) {
-				nb.CurrentStage = i + 1
-			}
-		case StatusFail:
-			nb.Status = StatusFail
-			nb.Message = fmt.Sprintf("stage %d %q failed: %s", s.Index, s.Name, m)
-			skipRest(nb, skippedAfterFailure)
-			nb.Finished = Now()
-			nb.Runner = ""
-		case StatusCanceled:
-			applyCancel(nb)
-		}
+		applyOutcome(&nb.Stages[i], o)
+		final, finalMsg = nb.EndStage(i, status, msg, Now())
 		return nil
 	})
 	if errors.Is(err, errNoop) {
@@ -1179,22 +1008,7 @@ func (e *Engine) finish(ctx context.Context, p Pipeline, b Build) {
 // Continue approves the WAITING wait stage index and resumes the build.
 func (e *Engine) Continue(ctx context.Context, owner, repo string, number, index int) (Build, error) {
 	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		i := stagePos(b, index)
-		if i < 0 {
-			return Errorf(ErrNotFound, "build %d has no stage %d", number, index)
-		}
-		s := &b.Stages[i]
-		if s.Type != spec.TypeWait || s.Status != StatusWaiting || b.Status != StatusWaiting {
-			return Errorf(ErrConflict, "stage %d is %s, not a waiting wait stage", index, s.Status)
-		}
-		s.Status = StatusSuccess
-		s.Finished = Now()
-		b.Status = StatusRunning
-		b.Runner = ""
-		if i+1 < len(b.Stages) {
-			b.CurrentStage = i + 1
-		}
-		return nil
+		return b.Approve(index, Now())
 	})
 	if err != nil {
 		return b, err
@@ -1204,15 +1018,6 @@ func (e *Engine) Continue(ctx context.Context, owner, repo string, number, index
 	}
 	e.Enqueue(owner, repo, number)
 	return b, nil
-}
-
-func stagePos(b *Build, index int) int {
-	for i := range b.Stages {
-		if b.Stages[i].Index == index {
-			return i
-		}
-	}
-	return -1
 }
 
 // defaultCancelWait is EngineConfig.CancelWait's default.
@@ -1230,20 +1035,9 @@ func (e *Engine) Cancel(ctx context.Context, owner, repo string, number int) (Bu
 	var now bool
 	var changed []int
 	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		now, changed = false, nil
-		if b.Status.Done() {
-			return Errorf(ErrConflict, "build %d already ended (%s)", number, b.Status)
-		}
-		if cancelRequested(b) {
-			return Errorf(ErrConflict, "build %d is already being canceled", number)
-		}
-		if e.runnerLive(b) {
-			b.CancelRequested, b.Message = true, cancelRequestedMessage
-			return nil
-		}
-		now = true
-		changed = applyCancel(b)
-		return nil
+		var err error
+		now, changed, err = b.RequestCancel(e.runnerLive(b), Now())
+		return err
 	})
 	if err != nil {
 		return b, err
@@ -1289,86 +1083,13 @@ func (e *Engine) CancelPipeline(ctx context.Context, p Pipeline) {
 // back to PENDING and the build runs again.
 func (e *Engine) RunFrom(ctx context.Context, owner, repo string, number, index int) (Build, error) {
 	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		if !b.Status.Done() {
-			return Errorf(ErrConflict, "build %d is %s; it can be re-run once it ends", number, b.Status)
-		}
-		i := stagePos(b, index)
-		if i < 0 {
-			return Errorf(ErrNotFound, "build %d has no stage %d", number, index)
-		}
-		for j := 0; j < i; j++ {
-			if s := b.Stages[j]; s.Status != StatusSuccess {
-				return Errorf(ErrConflict, "stage %d %q is %s: a build re-runs from a stage only when every earlier stage succeeded", s.Index, s.Name, s.Status)
-			}
-		}
-		for j := i; j < len(b.Stages); j++ {
-			s := &b.Stages[j]
-			s.Status, s.Started, s.Finished, s.Message = StatusPending, 0, 0, ""
-			s.JobName, s.PodName = "", ""
-		}
-		b.Status = StatusPending
-		b.CurrentStage = i
-		b.Finished = 0
-		b.Message = ""
-		b.Runner = ""
-		return nil
+		return b.RunFrom(index)
 	})
 	if err != nil {
 		return b, err
 	}
 	e.Enqueue(owner, repo, number)
 	return b, nil
-}
-
-// AgentUpdate is a status report from a build agent for one stage.
-type AgentUpdate struct {
-	Status      Status `json:"status"`
-	JobName     string `json:"job_name"`
-	PodName     string `json:"pod_name"`
-	Timestamp   int64  `json:"timestamp"`
-	DockerImage string `json:"docker_image"`
-	Message     string `json:"message"`
-}
-
-// AgentStatus applies an agent's update to a RUNNING stage, authenticated
-// by the per-stage token handed to the executor.
-func (e *Engine) AgentStatus(ctx context.Context, owner, repo string, number, index int, token string, u AgentUpdate) (Stage, error) {
-	switch u.Status {
-	case StatusRunning, StatusSuccess, StatusFail:
-	default:
-		return Stage{}, Invalid("status", "%q: an agent reports RUNNING, SUCCESS or FAIL", u.Status)
-	}
-	if token == "" {
-		return Stage{}, Errorf(ErrUnauthorized, "a stage token is required")
-	}
-	sum := sha256.Sum256([]byte(token))
-	given := hex.EncodeToString(sum[:])
-	if u.Message != "" {
-		// An agent's message is the stage's own output: masked like its log.
-		var err error
-		if u.Message, err = e.maskForBuild(ctx, owner, repo, number, u.Message); err != nil {
-			return Stage{}, err
-		}
-	}
-	var out Stage
-	_, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
-		i := stagePos(b, index)
-		want, ok := b.StageTokens[index]
-		if i < 0 || !ok || subtle.ConstantTimeCompare([]byte(want), []byte(given)) != 1 {
-			return Errorf(ErrUnauthorized, "invalid stage token")
-		}
-		s := &b.Stages[i]
-		if s.Status != StatusRunning {
-			return Errorf(ErrConflict, "stage %d is %s", index, s.Status)
-		}
-		applyOutcome(s, StageOutcome{JobName: u.JobName, PodName: u.PodName, DockerImage: u.DockerImage})
-		if u.Message != "" {
-			s.Message = u.Message
-		}
-		out = *s
-		return nil
-	})
-	return out, err
 }
 
 // Trigger creates a build and queues it. For deliveries already seen it
@@ -1542,11 +1263,4 @@ func (e *Engine) notify(ctx context.Context, p Pipeline, b Build) {
 			e.log.Warn("slack notification refused", "pipeline", p.Key(), "status", resp.StatusCode)
 		}
 	}
-}
-
-// newID returns a random id.
-func newID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b) // crypto/rand does not fail on supported platforms
-	return hex.EncodeToString(b)
 }

@@ -271,8 +271,6 @@ type StageJob struct {
 	Timeout time.Duration
 	// Namespace is where the kubernetes executor runs it (server-decided).
 	Namespace string
-	// AgentToken authenticates status callbacks for this stage.
-	AgentToken string
 	// ServerURL is the public base URL of Kontinuous.
 	ServerURL string
 }
@@ -304,6 +302,15 @@ type Executor interface {
 	Resumable() bool
 	RunStage(ctx context.Context, job StageJob, log io.Writer, report func(StageOutcome)) error
 	CleanupBuild(ctx context.Context, owner, repo string, build int) error
+}
+
+// NamespacedExecutor is implemented by executors that run stages in a
+// namespace (the kubernetes executor): the server's namespace policy then
+// applies to every stage, not only to deploy stages.
+type NamespacedExecutor interface {
+	// RunsInNamespaces reports whether stages run in a namespace the
+	// engine decides (the kubernetes executor).
+	RunsInNamespaces() bool
 }
 
 // SecretReferencer is implemented by executors that hand a stage its

@@ -17,15 +17,3 @@ const (
 	skippedAfterCancel  = "skipped: the build was canceled"
 	skippedAfterError   = "skipped: the build failed before this stage"
 )
-
-// skipRest gives every stage of b still PENDING its final status,
-// SKIPPED, with msg: the build ended and they will never run.
-func skipRest(b *Build, msg string) {
-	now := Now()
-	for i := range b.Stages {
-		if s := &b.Stages[i]; s.Status == StatusPending {
-			s.Status, s.Message, s.Finished = StatusSkipped, msg, now
-			delete(b.StageTokens, s.Index)
-		}
-	}
-}

@@ -92,7 +92,7 @@ type Pipeline struct {
 	DeployKeyPublic  string `json:"-"`
 	DeployKeyPrivate string `json:"-"`
 	// ForkSecrets is kept for stored records only and is ignored: pull
-	// requests from forks never get pipeline secrets (CONTRACT §12).
+	// requests from forks never get pipeline secrets (docs/security.md).
 	ForkSecrets bool `json:"-"`
 	// Namespace for the kubernetes executor, set by server configuration.
 	Namespace string `json:"-"`
@@ -147,7 +147,10 @@ type Build struct {
 	Message string `json:"message,omitempty"`
 	// Spec is the raw .pipeline.yml read at the build's commit.
 	Spec []byte `json:"-"`
-	// Tokens holds the hashes of per-stage agent tokens, by stage index.
+	// StageTokens held the hashes of per-stage agent tokens of an agent
+	// status path that no executor used and that is gone; builds recorded
+	// before may still carry them. Nothing sets it; a finished build drops
+	// it. (The store maps it; remove it with the store's record field.)
 	StageTokens map[int]string `json:"-"`
 	// Runner identifies the server instance driving the build.
 	Runner string `json:"-"`

@@ -209,24 +209,14 @@ func (e *Executor) Resumable() bool { return true }
 // is missing, and to mask their values in the stage's log.
 func (e *Executor) SecretsByReference() bool { return true }
 
-// CheckNamespace decides the namespace of a build whose .pipeline.yml asks
-// for specNamespace (its metadata.namespace): "" gives DefaultNamespace; a
-// namespace the server allows (DefaultNamespace or AllowedNamespaces) is
-// granted; any other is refused with an error wrapping pipeline.ErrInvalid
-// that names the field and the allowed namespaces. The engine calls it
-// before running a build and passes the result as StageJob.Namespace.
-func (e *Executor) CheckNamespace(specNamespace string) (string, error) {
-	if specNamespace == "" {
-		return e.cfg.DefaultNamespace, nil
-	}
-	if slices.Contains(e.allowed, specNamespace) {
-		return specNamespace, nil
-	}
-	return "", pipeline.Invalid("metadata.namespace",
-		"namespace %q is not allowed on this server; pipelines may run in: %s", specNamespace, strings.Join(e.allowed, ", "))
-}
+// RunsInNamespaces reports that stages run as Jobs in the namespace the
+// engine decides (pipeline.NamespacedExecutor).
+func (e *Executor) RunsInNamespaces() bool { return true }
 
-// namespace resolves and checks job's namespace.
+// namespace resolves job's namespace and checks it again: the engine
+// applies the server's namespace policy (cmd/kontinuous namespacePolicy);
+// this guard keeps a Job out of namespaces the executor was not given
+// (RBAC) whatever the engine passes.
 func (e *Executor) namespace(job pipeline.StageJob) (string, error) {
 	ns := job.Namespace
 	if ns == "" {

@@ -86,7 +86,6 @@ func stageJob(typ string, params map[string]any) pipeline.StageJob {
 		SecretNames: []string{"deploy-creds", "dockerhub"},
 		Timeout:     10 * time.Minute,
 		Namespace:   "builds",
-		AgentToken:  "agent-token-never-in-pods",
 	}
 }
 
@@ -147,7 +146,7 @@ func TestJobSpecPerStageTypeMatchesGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, secret := range []string{testToken, tc.job.AgentToken, testEnvSecret, "API_TOKEN"} {
+			for _, secret := range []string{testToken, testEnvSecret, "API_TOKEN"} {
 				if bytes.Contains(got, []byte(secret)) {
 					t.Fatalf("the Job spec contains a secret %q:\n%s", secret, got)
 				}
@@ -193,40 +192,6 @@ func TestJobSpecRefusesBadInput(t *testing.T) {
 			_, _, err := e.buildJob(tc.job, jobInput{namespace: "builds", timeout: time.Minute})
 			if !errors.Is(err, pipeline.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want ErrInvalid containing %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestCheckNamespaceAllowsOnlyConfiguredNamespaces(t *testing.T) {
-	e := newTestExecutor(t, fake.NewClientset())
-	tests := []struct {
-		spec, want string
-		refused    bool
-	}{
-		{"", "builds", false},
-		{"builds", "builds", false},
-		{"team-a", "team-a", false},
-		{"kube-system", "", true},
-		{"default", "", true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.spec, func(t *testing.T) {
-			got, err := e.CheckNamespace(tc.spec)
-			if tc.refused {
-				if !errors.Is(err, pipeline.ErrInvalid) {
-					t.Fatalf("CheckNamespace(%q) = %q, %v; want ErrInvalid", tc.spec, got, err)
-				}
-				msg := pipeline.PublicMessage(err)
-				for _, want := range []string{"metadata.namespace", tc.spec, "not allowed", "builds, team-a"} {
-					if !strings.Contains(msg, want) {
-						t.Errorf("message %q does not say %q", msg, want)
-					}
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("CheckNamespace(%q) = %q, %v; want %q", tc.spec, got, err, tc.want)
 			}
 		})
 	}
