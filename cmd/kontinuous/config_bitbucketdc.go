@@ -52,7 +52,7 @@ func (c *Config) loadBitbucketDC(get func(string) string, bad func(name, format 
 	return nil
 }
 
-// newBitbucketDC returns the Data Center forge, nil when it is off.
+// newBitbucketDCForge returns the Data Center forge, nil when it is off.
 func newBitbucketDCForge(cfg Config, log *slog.Logger) (*bitbucketdc.Forge, error) {
 	b := cfg.BitbucketDC
 	if !b.Enabled() {
