@@ -81,6 +81,8 @@ type Config struct {
 	Cluster ClusterConfig
 	// Bitbucket: the Bitbucket Cloud forge (config_bitbucket.go).
 	Bitbucket BitbucketConfig
+	// BitbucketDC is the Bitbucket Data Center forge (config_bitbucketdc.go).
+	BitbucketDC BitbucketDCConfig
 	// OAuth1Consumers are the Application Links' consumers (oauth1.go);
 	// none: the OAuth 1.0a provider is off.
 	OAuth1Consumers []oauth1.Consumer
@@ -369,6 +371,9 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		return c, bad("log-level", "%q: use debug, info, warn or error", c.LogLevel)
 	}
 	if err := c.loadBitbucket(get, bad); err != nil {
+		return c, err
+	}
+	if err := c.loadBitbucketDC(get, bad); err != nil {
 		return c, err
 	}
 	if err := c.loadCluster(get, bad); err != nil {

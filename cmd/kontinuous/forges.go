@@ -12,6 +12,9 @@ func forges(cfg Config) []api.Forge {
 	if cfg.Bitbucket.Enabled() {
 		out = append(out, api.Forge{Name: "bitbucket", LoginURL: "/api/v1/login/bitbucket/authorize"})
 	}
+	if cfg.BitbucketDC.Enabled() {
+		out = append(out, api.Forge{Name: "bitbucket-dc", LoginURL: "/api/v1/login/bitbucket-dc/authorize"})
+	}
 	if cfg.Auth0Issuer != "" {
 		out = append(out, api.Forge{Name: "auth0", Issuer: cfg.Auth0Issuer, Audience: cfg.Auth0Audience})
 	}

@@ -128,9 +128,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, fmt.Errorf("Bitbucket settings: %w", err)
 	}
+	dc, err := newBitbucketDCForge(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("setting --bitbucket-dc-url (BITBUCKET_DC_URL): %w", err)
+	}
 	forgeReg := pipeline.NewForges(scm)
 	if bb != nil {
 		forgeReg.Register(bb)
+	}
+	if dc != nil {
+		forgeReg.Register(dc)
 	}
 	logs, err := openLogs(cfg, store)
 	if err != nil {
@@ -180,6 +187,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 			return nil, err
 		}
 		others[bb.Name()] = bbLogin
+	}
+	if dc != nil {
+		dcLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: dc, Users: store, Forge: dc, Issuer: issuer, States: states})
+		if err != nil {
+			return nil, err
+		}
+		others[dc.Name()] = dcLogin
 	}
 	op, err := newOAuth1(sctx, cfg, store, log)
 	if err != nil {

@@ -202,12 +202,13 @@ func safeCode(s string) string {
 	return s
 }
 
-// Delivery implements pipeline.Forge: a request is Bitbucket's when it
-// carries X-Event-Key. X-Hub-Signature must be sha256= and 64 hex digits
-// and X-Request-UUID present.
+// Delivery implements pipeline.Forge: a request is Bitbucket Cloud's when
+// it carries X-Event-Key and is not Bitbucket Data Center's (which also
+// sends X-Event-Key: see dataCenter). X-Hub-Signature must be sha256= and
+// 64 hex digits and X-Request-UUID present.
 func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
 	event := r.Header.Get(HeaderEvent)
-	if event == "" {
+	if event == "" || dataCenter(r, event) {
 		return pipeline.WebhookRequest{}, false, nil
 	}
 	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
@@ -218,6 +219,18 @@ func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error)
 		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
 	}
 	return req, true, nil
+}
+
+// dataCenter reports whether r is a Bitbucket Data Center delivery: Data
+// Center sends X-Request-Id where Cloud sends X-Request-UUID and
+// X-Hook-UUID, and names its events differently (repo:refs_changed,
+// pr:*, diagnostics:ping).
+func dataCenter(r *http.Request, event string) bool {
+	if r.Header.Get(HeaderDelivery) != "" || r.Header.Get("X-Hook-UUID") != "" {
+		return false
+	}
+	return r.Header.Get("X-Request-Id") != "" || event == "repo:refs_changed" ||
+		strings.HasPrefix(event, "pr:") || strings.HasPrefix(event, "diagnostics:")
 }
 
 var sigRE = regexp.MustCompile(`^sha256=[0-9a-fA-F]{64}$`)

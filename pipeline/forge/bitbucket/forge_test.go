@@ -234,6 +234,25 @@ func TestCloneCredentialsDeliveryAndNames(t *testing.T) {
 	if req, _, err := f.Delivery(r); err != nil || req.Delivery != "d1" || req.Event != "repo:push" {
 		t.Fatalf("%+v %v", req, err)
 	}
+	// Bitbucket Data Center's deliveries (X-Event-Key with X-Request-Id,
+	// no X-Request-UUID or X-Hook-UUID) are left to that forge.
+	for _, event := range []string{"repo:refs_changed", "pr:opened", "diagnostics:ping", "repo:push"} {
+		dc := httptest.NewRequest(http.MethodPost, "/", nil)
+		dc.Header.Set("X-Event-Key", event)
+		dc.Header.Set("X-Request-Id", "dc-1")
+		dc.Header.Set("X-Hub-Signature", fakebitbucket.Sign("s", []byte("x")))
+		if _, ok, _ := f.Delivery(dc); ok {
+			t.Fatalf("claims Data Center's %s", event)
+		}
+	}
+	// A Cloud delivery with X-Hook-UUID but no X-Request-UUID is still
+	// Cloud's (and refused for the missing delivery id).
+	r.Header.Del("X-Request-UUID")
+	r.Header.Set("X-Hook-UUID", "h1")
+	r.Header.Set("X-Request-Id", "x")
+	if _, ok, err := f.Delivery(r); !ok || !errors.Is(err, pipeline.ErrInvalid) {
+		t.Fatalf("cloud without request uuid: %v %v", ok, err)
+	}
 	for _, ok := range [][2]string{{"acme", "app"}, {"my_team", "a.b-c"}} {
 		if err := f.ValidateRepoName(ok[0], ok[1]); err != nil {
 			t.Error(err)
