@@ -24,7 +24,7 @@ type Sessions interface {
 type UserInfo struct {
 	UserID   string `json:"user_id" description:"<forge>|<numeric forge user id>"`
 	UserName string `json:"user_name" description:"GitHub login"`
-	// Connections are the caller's stored forge tokens (CONTRACT §9).
+	// Connections are the caller's stored forge tokens.
 	Connections []Connection `json:"connections" description:"the caller's forge connections; an expired one is reconnected by signing in through /api/v1/login/{forge}/authorize"`
 }
 

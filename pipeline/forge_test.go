@@ -104,7 +104,7 @@ func TestFreshTokenRefreshesOnlyExpiringRefreshableTokensAndStoresThem(t *testin
 				t.Errorf("stored %+v, want the new token keeping the refresh token", stored)
 			}
 			if tc.err != nil {
-				// A refused refresh marks the connection expired (CONTRACT §9).
+				// A refused refresh marks the connection expired.
 				tc.tok.Expired = true
 			}
 			if tc.want != "new" && stored != tc.tok {

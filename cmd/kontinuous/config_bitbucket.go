@@ -6,7 +6,7 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/forge/bitbucket"
 )
 
-// BitbucketConfig holds the Bitbucket Cloud settings (CONTRACT §9). The
+// BitbucketConfig holds the Bitbucket Cloud settings. The
 // forge is enabled when the consumer key and secret are both set.
 type BitbucketConfig struct {
 	// ClientID and ClientSecret are the OAuth consumer's key and secret.

@@ -35,7 +35,7 @@ func parentPID(pid int) (int, error) {
 // SIGKILL variant with two server processes on one external etcd. The
 // server running a build is killed with SIGKILL mid-stage; the other one,
 // without any restart, takes the build over once the dead runner's
-// heartbeat is stale and ends it (CONTRACT §11: any server answers for any
+// heartbeat is stale and ends it (any server answers for any
 // build): the interrupted stage FAILs saying the server stopped, the rest
 // is not run, and the stage's log written by the dead server is still
 // served by the survivor.

@@ -18,7 +18,7 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline"
 )
 
-// Retention (CONTRACT §11): the oldest finished builds of each pipeline
+// Retention: the oldest finished builds of each pipeline
 // beyond KeepBuilds are deleted with their logs, and the logs of builds
 // finished more than KeepLogs ago are deleted while the build stays (its
 // log endpoints then answer "log pruned"). Builds that are not final

@@ -13,7 +13,7 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline"
 )
 
-// etcd space (CONTRACT §11): etcd refuses every write once its database
+// etcd space: etcd refuses every write once its database
 // reaches its quota (QuotaBackendBytes, 2 GiB by default) and raises a
 // NOSPACE alarm that stays until an operator compacts, defragments and
 // disarms it. The store reports the sizes and the alarm (Space), fails
