@@ -265,3 +265,43 @@ func TestBitbucketRefreshRaceMakesOneRefreshAndExpiryAsksToReconnect(t *testing.
 		t.Fatalf("user after reconnecting = %s", r.body)
 	}
 }
+
+// A build of a pipeline whose owner's Bitbucket connection has expired
+// fails saying to reconnect (the server cannot read the spec or clone as
+// the owner), and the owner's connection shows "expired".
+func TestBitbucketBuildOfAnExpiredOwnerFailsSayingToReconnect(t *testing.T) {
+	w := newBBWorld(t)
+	// Tokens that are always within the server's refresh margin: every
+	// use of the owner's connection refreshes it.
+	w.bb.SetTokenTTL(30 * time.Second)
+	jwt, _ := w.login("alice")
+	r := w.do("POST", "/api/v1/pipelines", jwt, map[string]any{"owner": "acme", "repo": "app", "forge": "bitbucket", "events": []string{"push"}})
+	expect(t, r, http.StatusCreated)
+	spec := specHead + `    stages:
+      - name: greet
+        type: command
+        params:
+          command: ["true"]
+`
+	sha := w.repo.Commit("main", map[string]string{".pipeline.yml": spec}, "add spec")
+	secret := w.repo.Hooks()[0].Secret
+	// The owner's access is revoked at Bitbucket.
+	w.bb.RevokeRefreshTokens()
+	r = w.deliver(fakebitbucket.Delivery{Event: "repo:push", Body: w.bb.PushPayload(w.repo, "main", sha, "alice")}, secret)
+	if r.status != http.StatusCreated {
+		t.Fatalf("delivery: %d %s", r.status, r.body)
+	}
+	// Bob, who can read the repository and is connected, follows it.
+	w.bb.AddUser("bob")
+	w.repo.Grant("bob", "read")
+	w.bb.SetTokenTTL(2 * time.Hour)
+	bob, _ := w.login("bob")
+	b := w.waitBuildAs(bob, 1, done)
+	if b.Status != pipeline.StatusFail || !strings.Contains(b.Message, "reconnect through /api/v1/login/bitbucket/authorize") {
+		t.Fatalf("build ended %s (%q), want FAIL saying to reconnect", b.Status, b.Message)
+	}
+	r = w.do("GET", "/api/v1/user", jwt, nil)
+	if !strings.Contains(string(r.body), `"status":"expired"`) {
+		t.Fatalf("user = %s", r.body)
+	}
+}
