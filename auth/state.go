@@ -43,9 +43,19 @@ type StatesConfig struct {
 // derived from the shared secret for this purpose only and the payload
 // holds a random nonce, the expiry and the redirect_uri of the login.
 type States struct {
-	key  []byte
-	once OnceStore
-	ttl  time.Duration
+	key   []byte
+	once  OnceStore
+	ttl   time.Duration
+	forge string
+}
+
+// ForForge returns States whose states are bound to the named forge: a
+// state issued for one forge's login is refused by another's (each forge's
+// login takes its own). They share the key, the OnceStore and the TTL.
+func (s *States) ForForge(name string) *States {
+	c := *s
+	c.forge = name
+	return &c
 }
 
 // statePayload is the signed content of a state.
@@ -90,6 +100,9 @@ func (s *States) New(redirectURI string) (string, error) {
 
 func (s *States) mac(signed string) []byte {
 	m := hmac.New(sha256.New, s.key)
+	if s.forge != "" {
+		m.Write([]byte("forge=" + s.forge + "\x00"))
+	}
 	m.Write([]byte(signed))
 	return m.Sum(nil)
 }

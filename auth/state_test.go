@@ -98,3 +98,29 @@ func TestStateIsSignedAndCarriesItsRedirect(t *testing.T) {
 type onceFunc func(id string, exp time.Time) error
 
 func (f onceFunc) UseOnce(_ context.Context, id string, exp time.Time) error { return f(id, exp) }
+
+// A state issued for one forge's login is refused by another forge's, and
+// nothing is recorded for it; the forge that issued it accepts it.
+func TestStateIsBoundToItsForge(t *testing.T) {
+	base, err := NewStates(StatesConfig{Secret: testSecret, Once: untouchedOnce{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := base.ForForge("bitbucket").New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []*States{base.ForForge("github"), base.ForForge("bitbucket-dc"), base} {
+		if _, err := other.Check(context.Background(), state, ""); !errors.Is(err, pipeline.ErrUnauthorized) {
+			t.Fatalf("%q: a bitbucket state checked elsewhere: %v", other.forge, err)
+		}
+	}
+	used := 0
+	bb, err := NewStates(StatesConfig{Secret: testSecret, Once: onceFunc(func(string, time.Time) error { used++; return nil })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bb.ForForge("bitbucket").Check(context.Background(), state, ""); err != nil || used != 1 {
+		t.Fatalf("the issuing forge refused its state: %v (recorded %d)", err, used)
+	}
+}

@@ -176,20 +176,20 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, err
 	}
-	login, err := auth.NewLogin(auth.LoginConfig{OAuth: scm, Users: store, Forge: scm, Issuer: issuer, States: states})
+	login, err := auth.NewLogin(auth.LoginConfig{OAuth: scm, Users: store, Forge: scm, Issuer: issuer, States: states.ForForge(scm.Name())})
 	if err != nil {
 		return nil, err
 	}
 	others := map[string]api.LoginService{}
 	if bb != nil {
-		bbLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: bb, Users: store, Forge: bb, Issuer: issuer, States: states})
+		bbLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: bb, Users: store, Forge: bb, Issuer: issuer, States: states.ForForge(bb.Name())})
 		if err != nil {
 			return nil, err
 		}
 		others[bb.Name()] = bbLogin
 	}
 	if dc != nil {
-		dcLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: dc, Users: store, Forge: dc, Issuer: issuer, States: states})
+		dcLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: dc, Users: store, Forge: dc, Issuer: issuer, States: states.ForForge(dc.Name())})
 		if err != nil {
 			return nil, err
 		}
