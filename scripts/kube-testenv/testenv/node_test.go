@@ -34,6 +34,10 @@ func TestNextNodeRestoresTheHostADeadTestBinaryLeft(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	// A test binary killed before this one may have left its node's changes
+	// (a killed CI run left the bridge, and "ip link add" failed): restore
+	// them first, as the next node would, so this test starts from a clean host.
+	recoverLeftover()
 	saved := leftoverPath
 	leftoverPath = filepath.Join(t.TempDir(), "node.json")
 	t.Cleanup(func() { leftoverPath = saved })
