@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 type callerKey struct{}
@@ -312,7 +314,7 @@ func (s *Server) getBranch(w http.ResponseWriter, r *http.Request) {
 	}
 	b := r.PathValue("branch")
 	sha := ""
-	if validBranch(b) {
+	if gitrepo.ValidBranch(b) {
 		sha = repo.Head(b)
 	}
 	if sha == "" {
@@ -333,7 +335,7 @@ func (s *Server) getBranch(w http.ResponseWriter, r *http.Request) {
 
 // refs lists the repository's refs under refs/heads and refs/tags.
 func (repo *Repo) refs() (map[string]string, error) {
-	out, err := repo.git(nil, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags")
+	out, err := repo.Git(nil, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags")
 	if err != nil {
 		return nil, err
 	}
@@ -411,19 +413,19 @@ func (s *Server) createRef(w http.ResponseWriter, r *http.Request) {
 	if !isBranch {
 		name, isBranch = strings.CutPrefix(body.Ref, "refs/tags/")
 	}
-	if !isBranch || !validBranch(name) {
+	if !isBranch || !gitrepo.ValidBranch(name) {
 		apiError(w, http.StatusUnprocessableEntity, "Reference name must start with 'refs/' and have at least two slashes.")
 		return
 	}
-	if !shaRE.MatchString(body.SHA) {
+	if !gitrepo.IsSHA(body.SHA) {
 		apiError(w, http.StatusUnprocessableEntity, "Object does not exist")
 		return
 	}
-	if sha, err := repo.resolve(body.SHA); err != nil || sha != body.SHA {
+	if sha, err := repo.Resolve(body.SHA); err != nil || sha != body.SHA {
 		apiError(w, http.StatusUnprocessableEntity, "Object does not exist")
 		return
 	}
-	if err := repo.createRef(body.Ref, body.SHA); err != nil {
+	if err := repo.CreateRef(body.Ref, body.SHA); err != nil {
 		apiError(w, http.StatusUnprocessableEntity, "Reference already exists")
 		return
 	}
@@ -451,26 +453,26 @@ func wrap64(b []byte) string {
 	return sb.String()
 }
 
-func (s *Server) contentJSON(repo *Repo, e treeEntry, ref string) map[string]any {
+func (s *Server) contentJSON(repo *Repo, e gitrepo.TreeEntry, ref string) map[string]any {
 	full := repo.Owner + "/" + repo.Name
 	typ := "file"
-	if e.typ == "tree" {
+	if e.Type == "tree" {
 		typ = "dir"
 	}
-	self := s.APIURL + "repos/" + full + "/contents/" + e.path + "?ref=" + url.QueryEscape(ref)
+	self := s.APIURL + "repos/" + full + "/contents/" + e.Path + "?ref=" + url.QueryEscape(ref)
 	m := map[string]any{
 		"type":     typ,
-		"name":     path.Base(e.path),
-		"path":     e.path,
-		"sha":      e.sha,
-		"size":     e.size,
+		"name":     path.Base(e.Path),
+		"path":     e.Path,
+		"sha":      e.SHA,
+		"size":     e.Size,
 		"url":      self,
-		"html_url": s.URL + "/" + full + "/blob/" + ref + "/" + e.path,
-		"git_url":  s.APIURL + "repos/" + full + "/git/blobs/" + e.sha,
+		"html_url": s.URL + "/" + full + "/blob/" + ref + "/" + e.Path,
+		"git_url":  s.APIURL + "repos/" + full + "/git/blobs/" + e.SHA,
 		"_links":   map[string]string{"self": self},
 	}
 	if typ == "file" {
-		m["download_url"] = s.URL + "/raw/" + full + "/" + ref + "/" + e.path
+		m["download_url"] = s.URL + "/raw/" + full + "/" + ref + "/" + e.Path
 	}
 	return m
 }
@@ -484,25 +486,25 @@ func (s *Server) getContents(w http.ResponseWriter, r *http.Request) {
 	if ref == "" {
 		ref = repo.DefaultBranch
 	}
-	commit, err := repo.resolve(ref)
+	commit, err := repo.Resolve(ref)
 	if err != nil {
 		apiError(w, http.StatusNotFound, "No commit found for the ref "+ref)
 		return
 	}
 	p := strings.Trim(r.PathValue("path"), "/")
-	if p != "" && !validPath(p) {
+	if p != "" && !gitrepo.ValidPath(p) {
 		notFound(w)
 		return
 	}
-	var e treeEntry
+	var e gitrepo.TreeEntry
 	if p == "" {
-		e = treeEntry{typ: "tree"}
-	} else if e, err = repo.lsEntry(commit, p); err != nil {
+		e = gitrepo.TreeEntry{Type: "tree"}
+	} else if e, err = repo.LsEntry(commit, p); err != nil {
 		notFound(w)
 		return
 	}
-	if e.typ == "tree" {
-		entries, err := repo.lsTree(commit, p)
+	if e.Type == "tree" {
+		entries, err := repo.LsTree(commit, p)
 		if err != nil {
 			apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 			return
@@ -514,11 +516,11 @@ func (s *Server) getContents(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, list)
 		return
 	}
-	if e.typ != "blob" {
+	if e.Type != "blob" {
 		notFound(w)
 		return
 	}
-	data, err := repo.catBlob(e.sha)
+	data, err := repo.CatBlob(e.SHA)
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 		return
@@ -557,7 +559,7 @@ func (s *Server) putContents(w http.ResponseWriter, r *http.Request) {
 	case body.Content == nil:
 		apiError(w, http.StatusUnprocessableEntity, "Invalid request.\n\n\"content\" wasn't supplied.")
 		return
-	case !validPath(p):
+	case !gitrepo.ValidPath(p):
 		validationFailed(w, "Commit", "path", "invalid", "")
 		return
 	}
@@ -571,36 +573,36 @@ func (s *Server) putContents(w http.ResponseWriter, r *http.Request) {
 		branch = repo.DefaultBranch
 	}
 
-	repo.gitMu.Lock()
-	defer repo.gitMu.Unlock()
+	repo.Lock()
+	defer repo.Unlock()
 	parent := ""
-	if validBranch(branch) {
+	if gitrepo.ValidBranch(branch) {
 		parent = repo.Head(branch)
 	}
 	if parent == "" {
 		apiError(w, http.StatusNotFound, "Branch "+branch+" not found")
 		return
 	}
-	existing, err := repo.lsEntry(parent, p)
+	existing, err := repo.LsEntry(parent, p)
 	exists := err == nil
 	switch {
-	case exists && existing.typ != "blob":
+	case exists && existing.Type != "blob":
 		apiError(w, http.StatusUnprocessableEntity, "path is a directory")
 		return
 	case exists && body.SHA == "":
 		apiError(w, http.StatusUnprocessableEntity, "Invalid request.\n\n\"sha\" wasn't supplied.")
 		return
-	case exists && body.SHA != existing.sha, !exists && body.SHA != "":
+	case exists && body.SHA != existing.SHA, !exists && body.SHA != "":
 		apiError(w, http.StatusConflict, fmt.Sprintf("%s does not match %s", p, body.SHA))
 		return
 	}
 	str := string(content)
-	sha, err := repo.commitLocked(branch, "", map[string]*string{p: &str}, *body.Message, c.login)
+	sha, err := repo.CommitChangesLocked(branch, "", map[string]*string{p: &str}, *body.Message, author(c.login))
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 		return
 	}
-	tree, err := repo.git(nil, "rev-parse", sha+"^{tree}")
+	tree, err := repo.Git(nil, "rev-parse", sha+"^{tree}")
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 		return
@@ -613,7 +615,7 @@ func (s *Server) putContents(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	writeJSON(w, status, map[string]any{
-		"content": s.contentJSON(repo, treeEntry{typ: "blob", sha: blob, path: p, size: int64(len(content))}, branch),
+		"content": s.contentJSON(repo, gitrepo.TreeEntry{Type: "blob", SHA: blob, Path: p, Size: int64(len(content))}, branch),
 		"commit": map[string]any{
 			"sha":       sha,
 			"node_id":   "C_" + sha[:12],
@@ -694,10 +696,10 @@ func (s *Server) createPull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	headSHA, baseSHA := "", ""
-	if validBranch(head) {
+	if gitrepo.ValidBranch(head) {
 		headSHA = repo.Head(head)
 	}
-	if validBranch(body.Base) {
+	if gitrepo.ValidBranch(body.Base) {
 		baseSHA = repo.Head(body.Base)
 	}
 	if headSHA == "" {
@@ -1004,7 +1006,7 @@ func (s *Server) createStatus(w http.ResponseWriter, r *http.Request) {
 		validationFailed(w, "Status", "description", "custom", "description is too long (maximum is 140 characters)")
 		return
 	}
-	sha, err := repo.resolve(r.PathValue("sha"))
+	sha, err := repo.Resolve(r.PathValue("sha"))
 	if err != nil {
 		validationFailed(w, "Status", "sha", "custom", "No commit found for SHA: "+r.PathValue("sha"))
 		return
@@ -1026,7 +1028,7 @@ func (s *Server) listStatuses(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sha, err := repo.resolve(r.PathValue("ref"))
+	sha, err := repo.Resolve(r.PathValue("ref"))
 	if err != nil {
 		notFound(w)
 		return
