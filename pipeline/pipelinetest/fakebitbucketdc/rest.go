@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 // serveREST routes /rest/api/latest/... and /rest/keys/latest/... for the
@@ -101,13 +103,13 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, name string) 
 			return
 		}
 		var in struct{ Name, StartPoint string }
-		if json.NewDecoder(r.Body).Decode(&in) != nil || !validBranch(in.Name) {
+		if json.NewDecoder(r.Body).Decode(&in) != nil || !gitrepo.ValidBranch(in.Name) {
 			restError(w, http.StatusBadRequest, "invalid branch")
 			return
 		}
-		sha, err := repo.resolve(in.StartPoint)
+		sha, err := repo.Resolve(in.StartPoint)
 		if err == nil {
-			err = repo.createRef("refs/heads/"+in.Name, sha)
+			err = repo.CreateRef("refs/heads/"+in.Name, sha)
 		}
 		if err != nil {
 			restError(w, http.StatusConflict, "cannot create branch")
@@ -122,7 +124,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, name string) 
 			restError(w, http.StatusBadRequest, "invalid build status")
 			return
 		}
-		if _, err := repo.resolve(sha); err != nil {
+		if _, err := repo.Resolve(sha); err != nil {
 			restError(w, http.StatusNotFound, "commit does not exist")
 			return
 		}
@@ -131,7 +133,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, name string) 
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	case strings.HasPrefix(sub, "commits/") && r.Method == http.MethodGet:
-		sha, err := repo.resolve(strings.TrimPrefix(sub, "commits/"))
+		sha, err := repo.Resolve(strings.TrimPrefix(sub, "commits/"))
 		if err != nil {
 			restError(w, http.StatusNotFound, "commit does not exist")
 			return
@@ -209,7 +211,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, name string) 
 			return
 		}
 		content := r.FormValue("content")
-		sha, err := repo.commit(branch, map[string]*string{path: &content}, r.FormValue("message"), "kontinuous")
+		sha, err := repo.CommitChanges(branch, map[string]*string{path: &content}, r.FormValue("message"), author("kontinuous"))
 		if err != nil {
 			restError(w, http.StatusBadRequest, err.Error())
 			return
@@ -313,7 +315,7 @@ func (s *Server) listRepos(w http.ResponseWriter, r *http.Request, name string) 
 }
 
 func (s *Server) listBranches(w http.ResponseWriter, r *http.Request, repo *Repo) {
-	outb, err := repo.git(nil, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
+	outb, err := repo.Git(nil, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
 	if err != nil {
 		restError(w, http.StatusInternalServerError, err.Error())
 		return
