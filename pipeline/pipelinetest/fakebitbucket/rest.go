@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 func apiError(w http.ResponseWriter, status int, msg string) {
@@ -172,9 +174,9 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, u *User, rp *
 		writeJSON(w, http.StatusOK, s.repoJSON(rp, u.Username))
 	case len(rest) >= 2 && rest[0] == "src" && m == http.MethodGet:
 		ref, _ := url.PathUnescape(rest[1])
-		sha, err := rp.resolve(ref)
+		sha, err := rp.Resolve(ref)
 		if err != nil {
-			if sha, err = rp.resolve("refs/heads/" + ref); err != nil {
+			if sha, err = rp.Resolve("refs/heads/" + ref); err != nil {
 				apiError(w, http.StatusNotFound, "Commit not found")
 				return
 			}
@@ -210,10 +212,7 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, u *User, rp *
 			apiError(w, http.StatusBadRequest, "bad branch")
 			return
 		}
-		rp.gitMu.Lock()
-		_, err := rp.git(nil, "update-ref", "--no-deref", "refs/heads/"+in.Name, in.Target.Hash, strings.Repeat("0", 40))
-		rp.gitMu.Unlock()
-		if err != nil {
+		if err := rp.CreateRef("refs/heads/"+in.Name, in.Target.Hash); err != nil {
 			apiError(w, http.StatusBadRequest, "cannot create branch")
 			return
 		}
@@ -242,7 +241,7 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, u *User, rp *
 			apiError(w, http.StatusNotFound, "Commit not found")
 			return
 		}
-		sha, err := rp.resolve(rest[1])
+		sha, err := rp.Resolve(rest[1])
 		if err != nil {
 			apiError(w, http.StatusNotFound, "Commit not found")
 			return
@@ -397,7 +396,7 @@ func (s *Server) postSrc(w http.ResponseWriter, r *http.Request, rp *Repo) {
 	if msg == "" {
 		msg = "Edited online with Bitbucket"
 	}
-	sha, err := rp.commit(branch, files, msg)
+	sha, err := rp.CommitChanges(branch, gitrepo.Changes(files), msg, committer)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, err.Error())
 		return
