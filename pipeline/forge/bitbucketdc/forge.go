@@ -14,20 +14,18 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // Name is the forge's name and its users' id prefix.
@@ -74,15 +72,7 @@ type Forge struct {
 	hc    *http.Client
 	oauth oauth2.Config
 	log   *slog.Logger
-
-	mu    sync.Mutex
-	perms map[string]permEntry
-}
-
-type permEntry struct {
-	p       pipeline.Permission
-	id      int64
-	expires time.Time
+	perms *forgeutil.PermCache
 }
 
 var _ pipeline.Forge = (*Forge)(nil)
@@ -107,7 +97,7 @@ func New(cfg Config) (*Forge, error) {
 	base := strings.TrimSuffix(cfg.URL, "/")
 	return &Forge{
 		cfg: cfg, base: base, api: base + "/rest/api/latest", hc: cfg.HTTPClient, log: log,
-		perms: map[string]permEntry{},
+		perms: forgeutil.NewPermCache(cfg.PermissionTTL, 0, nil),
 		oauth: oauth2.Config{
 			ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, RedirectURL: cfg.RedirectURL,
 			Endpoint: oauth2.Endpoint{
@@ -143,22 +133,13 @@ func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error)
 		return pipeline.WebhookRequest{}, false, nil
 	}
 	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !sigShape(req.Signature) {
+	if !forgeutil.SignatureShape(req.Signature) {
 		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
 	}
 	if strings.TrimSpace(req.Delivery) == "" {
 		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
 	}
 	return req, true, nil
-}
-
-func sigShape(sig string) bool {
-	h, ok := strings.CutPrefix(sig, "sha256=")
-	if !ok || len(h) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(h)
-	return err == nil
 }
 
 // WebhookHeaders implements pipeline.Forge.
@@ -269,38 +250,18 @@ func (f *Forge) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.
 // oauthError maps an oauth2 error to a domain error carrying only Data
 // Center's error code or the HTTP status.
 func (f *Forge) oauthError(ctx context.Context, err error) error {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		code := safeCode(re.ErrorCode)
-		switch {
-		case code == "invalid_grant" || code == "access_denied":
-			return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket Data Center refused the grant (%s); log in again through /api/v1/login/bitbucket-dc/authorize", code)
-		case code == "invalid_client" || code == "unauthorized_client":
-			return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused this server's OAuth client (%s); check BITBUCKET_DC_CLIENT_ID and BITBUCKET_DC_CLIENT_SECRET", code)
-		case code != "":
-			return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused the token request (%s)", code)
-		}
-		status := 0
-		if re.Response != nil {
-			status = re.Response.StatusCode
-		}
-		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center's token endpoint answered HTTP %d", status)
+	tf := forgeutil.TokenFailureOf(ctx, err)
+	switch {
+	case tf.Canceled != nil:
+		return fmt.Errorf("bitbucketdc: token request: %w", tf.Canceled)
+	case !tf.Answered:
+		return pipeline.Errorf(pipeline.ErrUpstream, "cannot reach Bitbucket Data Center's token endpoint at %s", f.oauth.Endpoint.TokenURL)
+	case tf.Code == "invalid_grant" || tf.Code == "access_denied":
+		return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket Data Center refused the grant (%s); log in again through /api/v1/login/bitbucket-dc/authorize", tf.Code)
+	case tf.Code == "invalid_client" || tf.Code == "unauthorized_client":
+		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused this server's OAuth client (%s); check BITBUCKET_DC_CLIENT_ID and BITBUCKET_DC_CLIENT_SECRET", tf.Code)
+	case tf.Code != "":
+		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused the token request (%s)", tf.Code)
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("bitbucketdc: token request: %w", ctx.Err())
-	}
-	return pipeline.Errorf(pipeline.ErrUpstream, "cannot reach Bitbucket Data Center's token endpoint at %s", f.oauth.Endpoint.TokenURL)
-}
-
-// safeCode keeps an OAuth error code only if it looks like one.
-func safeCode(s string) string {
-	if len(s) > 64 {
-		return "invalid_error_code"
-	}
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && r != '_' {
-			return "invalid_error_code"
-		}
-	}
-	return s
+	return tf.StatusError("Bitbucket Data Center")
 }

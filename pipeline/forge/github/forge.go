@@ -2,7 +2,6 @@ package github
 
 import (
 	"context"
-	"encoding/hex"
 	"net/http"
 	"regexp"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // What pipeline.Forge needs beyond the REST calls: GitHub's webhook
@@ -32,7 +32,7 @@ func (s *SCM) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
 		return pipeline.WebhookRequest{}, false, nil
 	}
 	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !sigShape(req.Signature) {
+	if !forgeutil.SignatureShape(req.Signature) {
 		// Unsigned or malformed: the message is the one a wrong
 		// signature gets.
 		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
@@ -50,16 +50,6 @@ func (s *SCM) WebhookHeaders() []pipeline.WebhookHeader {
 		{Name: HeaderDelivery, Description: "webhook delivery id"},
 		{Name: HeaderSignature, Description: "sha256=<hex HMAC of the body with the webhook secret>"},
 	}
-}
-
-// sigShape is X-Hub-Signature-256's shape: sha256= and 64 hex digits.
-func sigShape(sig string) bool {
-	hexSig, ok := strings.CutPrefix(sig, "sha256=")
-	if !ok || len(hexSig) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(hexSig)
-	return err == nil
 }
 
 // GitHub's name rules: owner 1–39 of [A-Za-z0-9-], repo 1–100 of

@@ -1,0 +1,126 @@
+// Package forgeutil holds what every forge adapter needs and none should
+// write again: reducing an OAuth token-endpoint failure to what is safe to
+// log, verifying an X-Hub-Signature HMAC, and the short permission cache.
+// It imports no forge; the forges import it (scripts/check-deps.sh keeps
+// it so).
+package forgeutil
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"strings"
+
+	"golang.org/x/oauth2"
+
+	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+// SafeCode keeps an OAuth error code only if it looks like one (at most
+// 64 of [a-z0-9_]), so that a reply cannot smuggle arbitrary text into our
+// messages; anything else is "invalid_error_code".
+func SafeCode(s string) string {
+	if len(s) > 64 {
+		return "invalid_error_code"
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && r != '_' && (r < '0' || r > '9') {
+			return "invalid_error_code"
+		}
+	}
+	return s
+}
+
+// TokenFailure is a failed oauth2 token request (code exchange or
+// refresh) reduced to what is safe to log: never a token, code or secret.
+type TokenFailure struct {
+	// Answered is true when the token endpoint replied with an error.
+	Answered bool
+	// Code is the reply's OAuth error code (through SafeCode); "" when the
+	// reply had none.
+	Code string
+	// Status is the reply's HTTP status (0 when unknown).
+	Status int
+	// Canceled is the context's error when the request did not get a
+	// reply because the context ended.
+	Canceled error
+	// Detail is the transport failure when the endpoint could not be
+	// reached ("invalid reply" when the failure was not a transport one).
+	Detail string
+}
+
+// TokenFailureOf reduces err, returned by an oauth2 token request made
+// with ctx, to a TokenFailure.
+func TokenFailureOf(ctx context.Context, err error) TokenFailure {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		f := TokenFailure{Answered: true, Code: SafeCode(re.ErrorCode)}
+		if re.Response != nil {
+			f.Status = re.Response.StatusCode
+		}
+		return f
+	}
+	if ctx.Err() != nil {
+		return TokenFailure{Canceled: ctx.Err()}
+	}
+	f := TokenFailure{Detail: "invalid reply"}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		f.Detail = ue.Err.Error()
+	}
+	return f
+}
+
+// StatusError is the error of a reply without an OAuth error code:
+// ErrUpstream "<forge>'s token endpoint answered HTTP <status>".
+func (f TokenFailure) StatusError(forge string) error {
+	return pipeline.Errorf(pipeline.ErrUpstream, "%s's token endpoint answered HTTP %d", forge, f.Status)
+}
+
+// SignatureShape tells whether sig has the shape of an X-Hub-Signature
+// value: "sha256=" and 64 hex digits.
+func SignatureShape(sig string) bool {
+	h, ok := strings.CutPrefix(sig, "sha256=")
+	if !ok || len(h) != 2*sha256.Size {
+		return false
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil
+}
+
+// Signature messages: what VerifySignature says for each failure, with
+// the header's name where a message has %s.
+type Signature struct {
+	// Header is the signature header's name (X-Hub-Signature-256).
+	Header string
+	// Missing is said of an empty signature; "" treats it as malformed.
+	Missing string
+	// Malformed is said of a signature that is not "sha256=<64 hex>".
+	Malformed string
+}
+
+// Verify checks sig = "sha256=<hex HMAC-SHA256(secret, body)>" in
+// constant time. Every failure is ErrUnauthorized: no secret configured,
+// a missing or malformed signature, or one that does not match.
+func (s Signature) Verify(sig string, body []byte, secret string) error {
+	if secret == "" {
+		return pipeline.Errorf(pipeline.ErrUnauthorized, "webhook secret not configured")
+	}
+	if sig == "" && s.Missing != "" {
+		return pipeline.Errorf(pipeline.ErrUnauthorized, s.Missing, s.Header)
+	}
+	hexSig, ok := strings.CutPrefix(sig, "sha256=")
+	got, err := hex.DecodeString(hexSig)
+	if !ok || err != nil || len(got) != sha256.Size {
+		return pipeline.Errorf(pipeline.ErrUnauthorized, s.Malformed, s.Header)
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	if !hmac.Equal(m.Sum(nil), got) {
+		return pipeline.Errorf(pipeline.ErrUnauthorized, "%s does not match", s.Header)
+	}
+	return nil
+}
