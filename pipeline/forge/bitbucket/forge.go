@@ -188,14 +188,8 @@ func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error)
 	if event == "" || dataCenter(r, event) {
 		return pipeline.WebhookRequest{}, false, nil
 	}
-	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !forgeutil.SignatureShape(req.Signature) {
-		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
-	}
-	if strings.TrimSpace(req.Delivery) == "" {
-		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
-	}
-	return req, true, nil
+	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
+	return req, true, err
 }
 
 // dataCenter reports whether r is a Bitbucket Data Center delivery: Data
@@ -222,20 +216,15 @@ func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader {
 // Bitbucket's names: workspace slug 1–62 of [A-Za-z0-9_-]; repository
 // slug 1–62 of [A-Za-z0-9._-], not "." or "..". Bitbucket lower-cases
 // slugs; the pipeline key is case-folded anyway.
-var (
-	wsRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,62}$`)
-	slugRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,62}$`)
-)
+var names = forgeutil.NameRules{
+	Owner:     regexp.MustCompile(`^[A-Za-z0-9_-]{1,62}$`),
+	Repo:      regexp.MustCompile(`^[A-Za-z0-9._-]{1,62}$`),
+	OwnerWhat: "Bitbucket workspace", RepoWhat: "Bitbucket repository slug",
+}
 
 // ValidateRepoName implements pipeline.Forge.
 func (f *Forge) ValidateRepoName(owner, repo string) error {
-	if !wsRE.MatchString(owner) {
-		return pipeline.Invalid("owner", "%q is not a valid Bitbucket workspace", owner)
-	}
-	if !slugRE.MatchString(repo) || repo == "." || repo == ".." {
-		return pipeline.Invalid("repo", "%q is not a valid Bitbucket repository slug", repo)
-	}
-	return nil
+	return names.Validate(owner, repo)
 }
 
 // CloneCredentials implements pipeline.Forge: Bitbucket takes an OAuth

@@ -132,14 +132,8 @@ func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error)
 	if !dcEvents[event] && !strings.HasPrefix(event, "pr:") && r.Header.Get(HeaderDelivery) == "" {
 		return pipeline.WebhookRequest{}, false, nil
 	}
-	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !forgeutil.SignatureShape(req.Signature) {
-		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
-	}
-	if strings.TrimSpace(req.Delivery) == "" {
-		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
-	}
-	return req, true, nil
+	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
+	return req, true, err
 }
 
 // WebhookHeaders implements pipeline.Forge.
@@ -154,20 +148,15 @@ func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader {
 // Data Center's name rules: a project key starts with a letter and holds
 // letters, digits and underscores (up to 128); a slug holds letters,
 // digits, '.', '-' and '_' (up to 128).
-var (
-	keyRe  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`)
-	slugRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
-)
+var names = forgeutil.NameRules{
+	Owner:     regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`),
+	Repo:      regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`),
+	OwnerWhat: "Bitbucket Data Center project key", RepoWhat: "Bitbucket Data Center repository slug",
+}
 
 // ValidateRepoName implements pipeline.Forge.
 func (f *Forge) ValidateRepoName(owner, repo string) error {
-	if !keyRe.MatchString(owner) {
-		return pipeline.Invalid("owner", "%q is not a valid Bitbucket Data Center project key", owner)
-	}
-	if !slugRe.MatchString(repo) || repo == "." || repo == ".." {
-		return pipeline.Invalid("repo", "%q is not a valid Bitbucket Data Center repository slug", repo)
-	}
-	return nil
+	return names.Validate(owner, repo)
 }
 
 // CloneCredentials implements pipeline.Forge: Data Center does not let

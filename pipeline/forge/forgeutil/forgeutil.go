@@ -11,7 +11,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"golang.org/x/oauth2"
@@ -121,6 +123,42 @@ func (s Signature) Verify(sig string, body []byte, secret string) error {
 	m.Write(body)
 	if !hmac.Equal(m.Sum(nil), got) {
 		return pipeline.Errorf(pipeline.ErrUnauthorized, "%s does not match", s.Header)
+	}
+	return nil
+}
+
+// Delivery reads a webhook delivery of event from r's headers: the
+// delivery id from deliveryHeader and the signature from signatureHeader.
+// The signature's shape (sha256= and 64 hex digits) and a delivery id are
+// checked here, before the body is read: an unsigned or malformed
+// delivery gets the message a wrong signature gets (ErrUnauthorized), one
+// without an id ErrInvalid.
+func Delivery(r *http.Request, event, deliveryHeader, signatureHeader string) (pipeline.WebhookRequest, error) {
+	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(deliveryHeader), Signature: r.Header.Get(signatureHeader)}
+	if !SignatureShape(req.Signature) {
+		return req, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
+	}
+	if strings.TrimSpace(req.Delivery) == "" {
+		return req, pipeline.Invalid(deliveryHeader, "a delivery id is required")
+	}
+	return req, nil
+}
+
+// NameRules are a forge's rules for repository names: Owner and Repo
+// match the whole name; a repository is never "." or "..". OwnerWhat and
+// RepoWhat name them in errors ("GitHub owner name").
+type NameRules struct {
+	Owner, Repo         *regexp.Regexp
+	OwnerWhat, RepoWhat string
+}
+
+// Validate checks owner and repo (ErrInvalid naming the field).
+func (n NameRules) Validate(owner, repo string) error {
+	if !n.Owner.MatchString(owner) {
+		return pipeline.Invalid("owner", "%q is not a valid %s", owner, n.OwnerWhat)
+	}
+	if !n.Repo.MatchString(repo) || repo == "." || repo == ".." {
+		return pipeline.Invalid("repo", "%q is not a valid %s", repo, n.RepoWhat)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -93,5 +94,36 @@ func TestTokenFailureOf(t *testing.T) {
 	_, err = cfg.Exchange(cctx, "code")
 	if tf := forgeutil.TokenFailureOf(cctx, err); tf.Answered || !errors.Is(tf.Canceled, context.Canceled) {
 		t.Fatalf("canceled: %+v", tf)
+	}
+}
+
+func TestDeliveryChecksSignatureShapeAndID(t *testing.T) {
+	mk := func(sig, id string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.Header.Set("X-Sig", sig)
+		r.Header.Set("X-Id", id)
+		return r
+	}
+	good := sign("s", "b")
+	if req, err := forgeutil.Delivery(mk(good, "d1"), "push", "X-Id", "X-Sig"); err != nil || req.Event != "push" || req.Delivery != "d1" || req.Signature != good {
+		t.Fatalf("good delivery: %+v %v", req, err)
+	}
+	if _, err := forgeutil.Delivery(mk("sha256=nothex", "d1"), "push", "X-Id", "X-Sig"); !errors.Is(err, pipeline.ErrUnauthorized) {
+		t.Fatalf("malformed signature: %v", err)
+	}
+	if _, err := forgeutil.Delivery(mk(good, " "), "push", "X-Id", "X-Sig"); !errors.Is(err, pipeline.ErrInvalid) {
+		t.Fatalf("no delivery id: %v", err)
+	}
+}
+
+func TestNameRules(t *testing.T) {
+	n := forgeutil.NameRules{Owner: regexp.MustCompile(`^[a-z]+$`), Repo: regexp.MustCompile(`^[a-z.]+$`), OwnerWhat: "owner", RepoWhat: "repo"}
+	if err := n.Validate("acme", "app"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]string{{"Acme", "app"}, {"acme", ".."}, {"acme", "."}, {"acme", "a/b"}} {
+		if err := n.Validate(c[0], c[1]); !errors.Is(err, pipeline.ErrInvalid) {
+			t.Errorf("Validate(%q, %q) = %v, want ErrInvalid", c[0], c[1], err)
+		}
 	}
 }

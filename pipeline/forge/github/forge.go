@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"regexp"
-	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -31,16 +30,8 @@ func (s *SCM) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
 	if event == "" {
 		return pipeline.WebhookRequest{}, false, nil
 	}
-	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !forgeutil.SignatureShape(req.Signature) {
-		// Unsigned or malformed: the message is the one a wrong
-		// signature gets.
-		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
-	}
-	if strings.TrimSpace(req.Delivery) == "" {
-		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
-	}
-	return req, true, nil
+	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
+	return req, true, err
 }
 
 // WebhookHeaders implements pipeline.Forge.
@@ -54,10 +45,11 @@ func (s *SCM) WebhookHeaders() []pipeline.WebhookHeader {
 
 // GitHub's name rules: owner 1–39 of [A-Za-z0-9-], repo 1–100 of
 // [A-Za-z0-9._-] and not "." or "..".
-var (
-	ownerRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
-	repoRe  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
-)
+var names = forgeutil.NameRules{
+	Owner:     regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`),
+	Repo:      regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`),
+	OwnerWhat: "GitHub owner name", RepoWhat: "GitHub repository name",
+}
 
 // ValidateRepoName checks owner and repo against GitHub's name rules.
 func (s *SCM) ValidateRepoName(owner, repo string) error {
@@ -66,13 +58,7 @@ func (s *SCM) ValidateRepoName(owner, repo string) error {
 
 // ValidateRepoName checks owner and repo against GitHub's name rules.
 func ValidateRepoName(owner, repo string) error {
-	if !ownerRe.MatchString(owner) {
-		return pipeline.Invalid("owner", "%q is not a valid GitHub owner name", owner)
-	}
-	if !repoRe.MatchString(repo) || repo == "." || repo == ".." {
-		return pipeline.Invalid("repo", "%q is not a valid GitHub repository name", repo)
-	}
-	return nil
+	return names.Validate(owner, repo)
 }
 
 // CloneCredentials: GitHub takes any OAuth or installation token as the
