@@ -129,11 +129,11 @@ func (f *Forge) Exchange(ctx context.Context, code, state, redirectURI string) (
 	if redirectURI != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("redirect_uri", redirectURI))
 	}
-	tok, err := f.cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, f.http), code, opts...)
+	tok, err := forgeutil.Exchange(ctx, &f.cfg, f.http, code, opts...)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.tokenError(ctx, err, "code")
 	}
-	return pipeline.ForgeToken{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}, nil
+	return tok, nil
 }
 
 // Refresh implements pipeline.ForgeOAuth. Bitbucket rotates the refresh
@@ -147,12 +147,11 @@ func (f *Forge) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.
 	if tok.RefreshToken == "" {
 		return pipeline.ForgeToken{}, pipeline.Errorf(pipeline.ErrUnauthorized, "the Bitbucket connection cannot be refreshed; reconnect through %s", ReconnectPath)
 	}
-	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
-	nt, err := f.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, f.http), old).Token()
+	nt, err := forgeutil.Refresh(ctx, &f.cfg, f.http, tok)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.tokenError(ctx, err, "refresh token")
 	}
-	return pipeline.ForgeToken{AccessToken: nt.AccessToken, RefreshToken: nt.RefreshToken, Expiry: nt.Expiry}, nil
+	return nt, nil
 }
 
 // tokenError maps an oauth2 failure to a domain error holding only what is

@@ -212,11 +212,11 @@ func (f *Forge) Exchange(ctx context.Context, code, state, redirectURI string) (
 		return pipeline.ForgeToken{}, err
 	}
 	opts := append(f.redirect(redirectURI), oauth2.VerifierOption(f.verifier(state)))
-	tok, err := f.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, f.hc), code, opts...)
+	tok, err := forgeutil.Exchange(ctx, &f.oauth, f.hc, code, opts...)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.oauthError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}, nil
+	return tok, nil
 }
 
 // Refresh implements pipeline.ForgeOAuth (Data Center rotates refresh
@@ -228,12 +228,11 @@ func (f *Forge) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.
 	if tok.RefreshToken == "" {
 		return pipeline.ForgeToken{}, pipeline.Errorf(pipeline.ErrUnauthorized, "the Bitbucket Data Center token cannot be refreshed; log in again through /api/v1/login/bitbucket-dc/authorize")
 	}
-	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
-	nt, err := f.oauth.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, f.hc), old).Token()
+	nt, err := forgeutil.Refresh(ctx, &f.oauth, f.hc, tok)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.oauthError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: nt.AccessToken, RefreshToken: nt.RefreshToken, Expiry: nt.Expiry}, nil
+	return nt, nil
 }
 
 // oauthError maps an oauth2 error to a domain error carrying only Data

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -161,4 +162,28 @@ func (n NameRules) Validate(owner, repo string) error {
 		return pipeline.Invalid("repo", "%q is not a valid %s", repo, n.RepoWhat)
 	}
 	return nil
+}
+
+// Exchange trades an authorization code at cfg's token endpoint, through
+// hc. The oauth2 error is returned as it is, for the forge to map (see
+// TokenFailureOf).
+func Exchange(ctx context.Context, cfg *oauth2.Config, hc *http.Client, code string, opts ...oauth2.AuthCodeOption) (pipeline.ForgeToken, error) {
+	t, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, hc), code, opts...)
+	if err != nil {
+		return pipeline.ForgeToken{}, err
+	}
+	return pipeline.ForgeToken{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, Expiry: t.Expiry}, nil
+}
+
+// Refresh trades tok's refresh token at cfg's token endpoint, through hc,
+// for a new token. The oauth2 error is returned as it is, for the forge to
+// map.
+func Refresh(ctx context.Context, cfg *oauth2.Config, hc *http.Client, tok pipeline.ForgeToken) (pipeline.ForgeToken, error) {
+	// An expiry in the past makes the token source refresh now.
+	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
+	t, err := cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, hc), old).Token()
+	if err != nil {
+		return pipeline.ForgeToken{}, err
+	}
+	return pipeline.ForgeToken{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, Expiry: t.Expiry}, nil
 }

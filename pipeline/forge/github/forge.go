@@ -4,9 +4,6 @@ import (
 	"context"
 	"net/http"
 	"regexp"
-	"time"
-
-	"golang.org/x/oauth2"
 
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
@@ -110,13 +107,11 @@ func (g *OAuth) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.
 	if tok.RefreshToken == "" {
 		return pipeline.ForgeToken{}, pipeline.Errorf(pipeline.ErrUnauthorized, "the GitHub token cannot be refreshed; log in again")
 	}
-	// An expiry in the past makes the token source refresh now.
-	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
-	nt, err := g.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, g.client), old).Token()
+	nt, err := forgeutil.Refresh(ctx, &g.cfg, g.client, tok)
 	if err != nil {
 		return pipeline.ForgeToken{}, g.exchangeError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: nt.AccessToken, RefreshToken: nt.RefreshToken, Expiry: nt.Expiry}, nil
+	return nt, nil
 }
 
 var _ pipeline.ForgeOAuth = (*OAuth)(nil)

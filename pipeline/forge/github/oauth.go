@@ -115,11 +115,11 @@ func (g *OAuth) Exchange(ctx context.Context, code, state, redirectURI string) (
 	if state != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("state", state))
 	}
-	tok, err := g.cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, g.client), code, opts...)
+	tok, err := forgeutil.Exchange(ctx, &g.cfg, g.client, code, opts...)
 	if err != nil {
 		return pipeline.ForgeToken{}, g.exchangeError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}, nil
+	return tok, nil
 }
 
 // exchangeError maps an oauth2 error to a domain error whose text holds
