@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,14 +61,14 @@ func (s *Server) apiMux() *http.ServeMux {
 		m.HandleFunc("PUT "+repo+"/contents/{path...}", s.putContents)
 		m.HandleFunc("GET "+repo+"/pulls", s.listPulls)
 		m.HandleFunc("POST "+repo+"/pulls", s.createPull)
-		m.HandleFunc("GET "+repo+"/hooks", s.listHooks)
+		m.HandleFunc("GET "+repo+"/hooks", hookItems.list(s))
 		m.HandleFunc("POST "+repo+"/hooks", s.createHook)
-		m.HandleFunc("GET "+repo+"/hooks/{id}", s.getHook)
-		m.HandleFunc("DELETE "+repo+"/hooks/{id}", s.deleteHook)
-		m.HandleFunc("GET "+repo+"/keys", s.listKeys)
+		m.HandleFunc("GET "+repo+"/hooks/{id}", hookItems.get(s))
+		m.HandleFunc("DELETE "+repo+"/hooks/{id}", hookItems.delete(s))
+		m.HandleFunc("GET "+repo+"/keys", keyItems.list(s))
 		m.HandleFunc("POST "+repo+"/keys", s.createKey)
-		m.HandleFunc("GET "+repo+"/keys/{id}", s.getKey)
-		m.HandleFunc("DELETE "+repo+"/keys/{id}", s.deleteKey)
+		m.HandleFunc("GET "+repo+"/keys/{id}", keyItems.get(s))
+		m.HandleFunc("DELETE "+repo+"/keys/{id}", keyItems.delete(s))
 		m.HandleFunc("POST "+repo+"/statuses/{sha}", s.createStatus)
 		m.HandleFunc("GET "+repo+"/commits/{ref}/statuses", s.listStatuses)
 		m.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { notFound(w) })
@@ -731,6 +732,81 @@ func (s *Server) createPull(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, m)
 }
 
+// repoItems is a list of a repository's (webhooks or deploy keys) that
+// only admins see: each item has an id and is answered as render makes
+// it.
+type repoItems[T any] struct {
+	of     func(*Repo) *[]T
+	id     func(T) int64
+	render func(*Server, *Repo, T) map[string]any
+}
+
+var (
+	hookItems = repoItems[hookRec]{of: func(r *Repo) *[]hookRec { return &r.hooks }, id: func(h hookRec) int64 { return h.ID }, render: (*Server).hookJSON}
+	keyItems  = repoItems[DeployKey]{of: func(r *Repo) *[]DeployKey { return &r.keys }, id: func(k DeployKey) int64 { return k.ID }, render: (*Server).keyJSON}
+)
+
+// list answers the items, paginated.
+func (c repoItems[T]) list(s *Server) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		repo, _, ok := s.access(w, r, permAdmin)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		list := []map[string]any{}
+		for _, x := range *c.of(repo) {
+			list = append(list, c.render(s, repo, x))
+		}
+		s.mu.Unlock()
+		start, end := paginate(w, r, len(list))
+		writeJSON(w, http.StatusOK, list[start:end])
+	}
+}
+
+// index is the position of the item whose id is the path's {id}, or -1
+// (a bad id matches nothing). s.mu must be held.
+func (c repoItems[T]) index(repo *Repo, r *http.Request) int {
+	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	return slices.IndexFunc(*c.of(repo), func(x T) bool { return c.id(x) == id })
+}
+
+// get answers the item {id}.
+func (c repoItems[T]) get(s *Server) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		repo, _, ok := s.access(w, r, permAdmin)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if i := c.index(repo, r); i >= 0 {
+			writeJSON(w, http.StatusOK, c.render(s, repo, (*c.of(repo))[i]))
+			return
+		}
+		notFound(w)
+	}
+}
+
+// delete removes the item {id}.
+func (c repoItems[T]) delete(s *Server) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		repo, _, ok := s.access(w, r, permAdmin)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if i := c.index(repo, r); i >= 0 {
+			items := c.of(repo)
+			*items = append((*items)[:i:i], (*items)[i+1:]...)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		notFound(w)
+	}
+}
+
 func (s *Server) hookJSON(repo *Repo, h hookRec) map[string]any {
 	base := fmt.Sprintf("%srepos/%s/%s/hooks/%d", s.APIURL, repo.Owner, repo.Name, h.ID)
 	cfg := map[string]string{"url": h.URL, "content_type": h.ContentType, "insecure_ssl": h.insecureSSL}
@@ -744,21 +820,6 @@ func (s *Server) hookJSON(repo *Repo, h hookRec) map[string]any {
 		"test_url": base + "/test", "ping_url": base + "/pings", "deliveries_url": base + "/deliveries",
 		"last_response": map[string]any{"code": nil, "status": "unused", "message": nil},
 	}
-}
-
-func (s *Server) listHooks(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	list := []map[string]any{}
-	for _, h := range repo.hooks {
-		list = append(list, s.hookJSON(repo, h))
-	}
-	s.mu.Unlock()
-	start, end := paginate(w, r, len(list))
-	writeJSON(w, http.StatusOK, list[start:end])
 }
 
 func (s *Server) createHook(w http.ResponseWriter, r *http.Request) {
@@ -823,41 +884,6 @@ func (s *Server) createHook(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, m)
 }
 
-func (s *Server) getHook(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, h := range repo.hooks {
-		if h.ID == id {
-			writeJSON(w, http.StatusOK, s.hookJSON(repo, h))
-			return
-		}
-	}
-	notFound(w)
-}
-
-func (s *Server) deleteHook(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, h := range repo.hooks {
-		if h.ID == id {
-			repo.hooks = append(repo.hooks[:i:i], repo.hooks[i+1:]...)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-	}
-	notFound(w)
-}
-
 func (s *Server) keyJSON(repo *Repo, k DeployKey) map[string]any {
 	return map[string]any{
 		"id": k.ID, "key": k.Key, "title": k.Title, "read_only": k.ReadOnly, "verified": true,
@@ -881,21 +907,6 @@ func keyBlob(key string) string {
 		return ""
 	}
 	return f[0] + " " + f[1]
-}
-
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	list := []map[string]any{}
-	for _, k := range repo.keys {
-		list = append(list, s.keyJSON(repo, k))
-	}
-	s.mu.Unlock()
-	start, end := paginate(w, r, len(list))
-	writeJSON(w, http.StatusOK, list[start:end])
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
@@ -930,41 +941,6 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	m := s.keyJSON(repo, k)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, m)
-}
-
-func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, k := range repo.keys {
-		if k.ID == id {
-			writeJSON(w, http.StatusOK, s.keyJSON(repo, k))
-			return
-		}
-	}
-	notFound(w)
-}
-
-func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, k := range repo.keys {
-		if k.ID == id {
-			repo.keys = append(repo.keys[:i:i], repo.keys[i+1:]...)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-	}
-	notFound(w)
 }
 
 func (s *Server) statusJSON(repo *Repo, id int64, st statusRec) map[string]any {
