@@ -12,15 +12,20 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
-// A repository served behind a check: the right credentials clone what
-// was committed, a reader cannot push, a writer can, anyone else is asked
-// for credentials with the check's realm.
-func TestCommitCloneAndPushBehindTheCheck(t *testing.T) {
+func newRepo(t *testing.T) (*gitrepo.Root, *gitrepo.Repo) {
+	t.Helper()
 	rt := gitrepo.New(t, gitrepo.Config{Committer: "Forge <noreply@example.com>"})
 	repo := rt.Repo("acme/app.git")
 	if err := repo.Init("app", "Alice <alice@example.com>"); err != nil {
 		t.Fatal(err)
 	}
+	return rt, repo
+}
+
+// Commits write files and delete them on a new branch from main; bad
+// branch names and paths are refused.
+func TestCommitsAndFiles(t *testing.T) {
+	_, repo := newRepo(t)
 	sha, err := repo.CommitChanges("feature", gitrepo.Changes(map[string]string{"a/b.txt": "hello\n", "README.md": ""}), "add b", "Alice <alice@example.com>")
 	if err != nil || !gitrepo.IsSHA(sha) || repo.Head("feature") != sha {
 		t.Fatalf("commit: %q %v (head %q)", sha, err, repo.Head("feature"))
@@ -40,7 +45,26 @@ func TestCommitCloneAndPushBehindTheCheck(t *testing.T) {
 	if _, err := repo.CommitChanges("main", gitrepo.Changes(map[string]string{"../x": "y"}), "x", "A <a@b>"); err == nil {
 		t.Fatal("a path leaving the tree was committed")
 	}
+}
 
+// git runs git in dir with no user or system configuration.
+func git(dir string, args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// A repository served behind a check: the right credentials clone what
+// was committed, a reader cannot push, a writer can, anyone else is asked
+// for credentials with the check's realm.
+func TestCloneAndPushBehindTheCheck(t *testing.T) {
+	rt, repo := newRepo(t)
+	if _, err := repo.CommitChanges("feature", gitrepo.Changes(map[string]string{"a/b.txt": "hello\n"}), "add b", "Alice <alice@example.com>"); err != nil {
+		t.Fatal(err)
+	}
 	check := func(req *http.Request, owner, name string, push bool) (*gitrepo.Repo, string, *gitrepo.Refusal) {
 		user, pass, _ := req.BasicAuth()
 		switch {
@@ -67,14 +91,6 @@ func TestCommitCloneAndPushBehindTheCheck(t *testing.T) {
 	}
 
 	work := t.TempDir()
-	git := func(dir string, args ...string) (string, error) {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
-			"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
 	clone := filepath.Join(work, "clone")
 	if out, err := git(work, "clone", "--quiet", "--branch", "feature", "http://u:reader@"+base+"/git/acme/app.git", clone); err != nil {
 		t.Fatalf("clone: %v: %s", err, out)
