@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Keeps dependencies pointing inward (docs/architecture.md): the domain, the
 # HTTP layer, auth and the executors never import storage or forge
-# adapters, clientv3 or go-github; a forge imports no other forge.
+# adapters, clientv3 or go-github; a forge imports no other forge (only the
+# neutral pipeline/forge/forgeutil, which imports no forge).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
@@ -19,10 +20,16 @@ check ./auth/... "^(go.etcd.io/etcd/client/v3|github.com/google/go-github|$mod/p
 check ./pipeline/executor/... "^($mod/pipeline/forge|github.com/google/go-github)"
 check ./pipeline/logstore/... "^$mod/pipeline/forge"
 # A forge imports no other forge: each sits beside the others, under the port.
+# forgeutil is what they share; it imports no forge.
+for p in $(go list ./pipeline/forge/forgeutil/...); do
+  bad=$(go list -deps "$p" | grep -E "^($mod/pipeline/forge/|github.com/google/go-github)" | grep -vE "^$mod/pipeline/forge/forgeutil(/|\$)" || true)
+  if [ -n "$bad" ]; then echo "$p must not depend on: $bad"; fail=1; fi
+done
 for d in pipeline/forge/*/; do
   f=$(basename "$d")
+  [ "$f" = forgeutil ] && continue
   for p in $(go list "./$d..."); do
-    bad=$(go list -deps "$p" | grep -E "^$mod/pipeline/forge/" | grep -vE "^$mod/pipeline/forge/$f(/|\$)" || true)
+    bad=$(go list -deps "$p" | grep -E "^$mod/pipeline/forge/" | grep -vE "^$mod/pipeline/forge/($f|forgeutil)(/|\$)" || true)
     if [ -n "$bad" ]; then echo "$p must not depend on: $bad"; fail=1; fi
   done
 done

@@ -74,6 +74,25 @@ func checkNumber(n int) error {
 	return nil
 }
 
+// buildKey is the pipeline key of owner/repo, checked with number.
+func buildKey(owner, repo string, number int) (string, error) {
+	pk, err := keyOf(owner, repo)
+	if err == nil {
+		err = checkNumber(number)
+	}
+	return pk, err
+}
+
+// build returns the stored build pk#number (ErrNotFound when there is
+// none). s.mu must be held.
+func (s *Store) build(pk string, number int) (storedBuild, error) {
+	sb, ok := s.builds[pk][number]
+	if !ok {
+		return storedBuild{}, notFound("build %s#%d", pk, number)
+	}
+	return sb, nil
+}
+
 func notFound(format string, args ...any) error {
 	return fmt.Errorf("memstore: "+format+": %w", append(args, pipeline.ErrNotFound)...)
 }
@@ -347,18 +366,15 @@ func (s *Store) CreateBuild(_ context.Context, owner, repo string, b pipeline.Bu
 
 // GetBuild returns one build with its stages.
 func (s *Store) GetBuild(_ context.Context, owner, repo string, number int) (pipeline.Build, error) {
-	pk, err := keyOf(owner, repo)
-	if err == nil {
-		err = checkNumber(number)
-	}
+	pk, err := buildKey(owner, repo, number)
 	if err != nil {
 		return pipeline.Build{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sb, ok := s.builds[pk][number]
-	if !ok {
-		return pipeline.Build{}, notFound("build %s#%d", pk, number)
+	sb, err := s.build(pk, number)
+	if err != nil {
+		return pipeline.Build{}, err
 	}
 	return cloneBuild(sb.b), nil
 }
@@ -400,18 +416,15 @@ func (s *Store) ListBuilds(_ context.Context, owner, repo string, limit, before 
 // UpdateBuild applies fn to the stored build; fn cannot change its
 // identity (ID, Number, Owner, Repo, DeliveryID).
 func (s *Store) UpdateBuild(_ context.Context, owner, repo string, number int, fn func(*pipeline.Build) error) (pipeline.Build, error) {
-	pk, err := keyOf(owner, repo)
-	if err == nil {
-		err = checkNumber(number)
-	}
+	pk, err := buildKey(owner, repo, number)
 	if err != nil {
 		return pipeline.Build{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, ok := s.builds[pk][number]
-	if !ok {
-		return pipeline.Build{}, notFound("build %s#%d", pk, number)
+	cur, err := s.build(pk, number)
+	if err != nil {
+		return pipeline.Build{}, err
 	}
 	b := cloneBuild(cur.b)
 	if err := fn(&b); err != nil {
@@ -426,18 +439,15 @@ func (s *Store) UpdateBuild(_ context.Context, owner, repo string, number int, f
 // DeleteBuild removes one build and its delivery record; its number is
 // not reused.
 func (s *Store) DeleteBuild(_ context.Context, owner, repo string, number int) error {
-	pk, err := keyOf(owner, repo)
-	if err == nil {
-		err = checkNumber(number)
-	}
+	pk, err := buildKey(owner, repo, number)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, ok := s.builds[pk][number]
-	if !ok {
-		return notFound("build %s#%d", pk, number)
+	cur, err := s.build(pk, number)
+	if err != nil {
+		return err
 	}
 	delete(s.builds[pk], number)
 	if cur.b.DeliveryID != "" {
@@ -467,10 +477,7 @@ func (s *Store) ActiveBuilds(_ context.Context) ([]pipeline.Build, error) {
 // version, until fn returns false (nil), ctx ends (ctx's error) or the
 // build is deleted (ErrNotFound).
 func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, fn func(pipeline.Build) bool) error {
-	pk, err := keyOf(owner, repo)
-	if err == nil {
-		err = checkNumber(number)
-	}
+	pk, err := buildKey(owner, repo, number)
 	if err != nil {
 		return err
 	}

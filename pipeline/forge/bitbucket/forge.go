@@ -2,7 +2,6 @@ package bitbucket
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // Name is the forge's name and its users' id prefix ("bitbucket|{uuid}").
@@ -51,7 +51,7 @@ type Forge struct {
 	cfg   oauth2.Config
 	api   string
 	http  *http.Client
-	perms *permCache
+	perms *forgeutil.PermCache
 }
 
 var _ pipeline.Forge = (*Forge)(nil)
@@ -86,7 +86,7 @@ func New(cfg Config) (*Forge, error) {
 		},
 		api:   strings.TrimSuffix(cfg.APIURL, "/"),
 		http:  cfg.HTTPClient,
-		perms: newPermCache(30 * time.Second),
+		perms: forgeutil.NewPermCache(forgeutil.PermissionTTL, 0, nil),
 	}, nil
 }
 
@@ -129,11 +129,11 @@ func (f *Forge) Exchange(ctx context.Context, code, state, redirectURI string) (
 	if redirectURI != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("redirect_uri", redirectURI))
 	}
-	tok, err := f.cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, f.http), code, opts...)
+	tok, err := forgeutil.Exchange(ctx, &f.cfg, f.http, code, opts...)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.tokenError(ctx, err, "code")
 	}
-	return pipeline.ForgeToken{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}, nil
+	return tok, nil
 }
 
 // Refresh implements pipeline.ForgeOAuth. Bitbucket rotates the refresh
@@ -147,59 +147,35 @@ func (f *Forge) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.
 	if tok.RefreshToken == "" {
 		return pipeline.ForgeToken{}, pipeline.Errorf(pipeline.ErrUnauthorized, "the Bitbucket connection cannot be refreshed; reconnect through %s", ReconnectPath)
 	}
-	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
-	nt, err := f.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, f.http), old).Token()
+	nt, err := forgeutil.Refresh(ctx, &f.cfg, f.http, tok)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.tokenError(ctx, err, "refresh token")
 	}
-	return pipeline.ForgeToken{AccessToken: nt.AccessToken, RefreshToken: nt.RefreshToken, Expiry: nt.Expiry}, nil
+	return nt, nil
 }
 
 // tokenError maps an oauth2 failure to a domain error holding only what is
 // safe to log (the OAuth error code or HTTP status; never a token).
 func (f *Forge) tokenError(ctx context.Context, err error, what string) error {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		code := safeCode(re.ErrorCode)
-		switch code {
-		case "invalid_grant", "access_denied", "invalid_request", "unauthorized_client":
-			if what == "refresh token" {
-				return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket refused the refresh token (%s): the connection expired; reconnect through %s", code, ReconnectPath)
-			}
-			return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket refused the code (%s); start the login again", code)
-		case "invalid_client":
-			return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket refused this server's OAuth consumer (invalid_client); check BITBUCKET_CLIENT_ID and BITBUCKET_CLIENT_SECRET")
-		case "":
-		default:
-			return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket refused the %s (%s)", what, code)
+	tf := forgeutil.TokenFailureOf(ctx, err)
+	switch {
+	case tf.Canceled != nil:
+		return fmt.Errorf("bitbucket: token: %w", tf.Canceled)
+	case !tf.Answered:
+		return fmt.Errorf("%w (%s)", pipeline.Errorf(pipeline.ErrUpstream, "cannot reach Bitbucket's token endpoint at %s", f.cfg.Endpoint.TokenURL), tf.Detail)
+	}
+	switch tf.Code {
+	case "invalid_grant", "access_denied", "invalid_request", "unauthorized_client":
+		if what == "refresh token" {
+			return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket refused the refresh token (%s): the connection expired; reconnect through %s", tf.Code, ReconnectPath)
 		}
-		status := 0
-		if re.Response != nil {
-			status = re.Response.StatusCode
-		}
-		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket's token endpoint answered HTTP %d", status)
+		return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket refused the code (%s); start the login again", tf.Code)
+	case "invalid_client":
+		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket refused this server's OAuth consumer (invalid_client); check BITBUCKET_CLIENT_ID and BITBUCKET_CLIENT_SECRET")
+	case "":
+		return tf.StatusError("Bitbucket")
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("bitbucket: token: %w", ctx.Err())
-	}
-	var ue *url.Error
-	detail := "invalid reply"
-	if errors.As(err, &ue) {
-		detail = ue.Err.Error()
-	}
-	return fmt.Errorf("%w (%s)", pipeline.Errorf(pipeline.ErrUpstream, "cannot reach Bitbucket's token endpoint at %s", f.cfg.Endpoint.TokenURL), detail)
-}
-
-func safeCode(s string) string {
-	if len(s) > 64 {
-		return "invalid_error_code"
-	}
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && r != '_' && (r < '0' || r > '9') {
-			return "invalid_error_code"
-		}
-	}
-	return s
+	return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket refused the %s (%s)", what, tf.Code)
 }
 
 // Delivery implements pipeline.Forge: a request is Bitbucket Cloud's when
@@ -211,14 +187,8 @@ func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error)
 	if event == "" || dataCenter(r, event) {
 		return pipeline.WebhookRequest{}, false, nil
 	}
-	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !sigShape(req.Signature) {
-		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
-	}
-	if strings.TrimSpace(req.Delivery) == "" {
-		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
-	}
-	return req, true, nil
+	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
+	return req, true, err
 }
 
 // dataCenter reports whether r is a Bitbucket Data Center delivery: Data
@@ -233,10 +203,6 @@ func dataCenter(r *http.Request, event string) bool {
 		strings.HasPrefix(event, "pr:") || strings.HasPrefix(event, "diagnostics:")
 }
 
-var sigRE = regexp.MustCompile(`^sha256=[0-9a-fA-F]{64}$`)
-
-func sigShape(s string) bool { return sigRE.MatchString(s) }
-
 // WebhookHeaders implements pipeline.Forge.
 func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader {
 	return []pipeline.WebhookHeader{
@@ -249,20 +215,15 @@ func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader {
 // Bitbucket's names: workspace slug 1–62 of [A-Za-z0-9_-]; repository
 // slug 1–62 of [A-Za-z0-9._-], not "." or "..". Bitbucket lower-cases
 // slugs; the pipeline key is case-folded anyway.
-var (
-	wsRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,62}$`)
-	slugRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,62}$`)
-)
+var names = forgeutil.NameRules{
+	Owner:     regexp.MustCompile(`^[A-Za-z0-9_-]{1,62}$`),
+	Repo:      regexp.MustCompile(`^[A-Za-z0-9._-]{1,62}$`),
+	OwnerWhat: "Bitbucket workspace", RepoWhat: "Bitbucket repository slug",
+}
 
 // ValidateRepoName implements pipeline.Forge.
 func (f *Forge) ValidateRepoName(owner, repo string) error {
-	if !wsRE.MatchString(owner) {
-		return pipeline.Invalid("owner", "%q is not a valid Bitbucket workspace", owner)
-	}
-	if !slugRE.MatchString(repo) || repo == "." || repo == ".." {
-		return pipeline.Invalid("repo", "%q is not a valid Bitbucket repository slug", repo)
-	}
-	return nil
+	return names.Validate(owner, repo)
 }
 
 // CloneCredentials implements pipeline.Forge: Bitbucket takes an OAuth

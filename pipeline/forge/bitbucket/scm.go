@@ -15,8 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/kontinuous/kontinuous/pipeline"
 )
@@ -146,8 +144,7 @@ func (f *Forge) Repository(ctx context.Context, tok pipeline.ForgeToken, owner, 
 // Permission implements pipeline.SCM: the user's permission on the
 // repository (read / write / admin → read / push / admin), cached 30 s.
 func (f *Forge) Permission(ctx context.Context, tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, error) {
-	key := pipeline.Key(owner, name)
-	if p, ok := f.perms.get(tok.AccessToken, key); ok {
+	if p, ok := f.perms.Get(tok, owner, name); ok {
 		return p, nil
 	}
 	q := url.Values{"q": {fmt.Sprintf(`repository.full_name="%s/%s"`, owner, name)}}
@@ -172,7 +169,7 @@ func (f *Forge) Permission(ctx context.Context, tok pipeline.ForgeToken, owner, 
 			perm = max(perm, pipeline.PermRead)
 		}
 	}
-	f.perms.put(tok.AccessToken, key, perm)
+	f.perms.Put(tok, owner, name, perm)
 	return perm, nil
 }
 
@@ -432,50 +429,4 @@ func (f *Forge) SetCommitStatus(ctx context.Context, tok pipeline.ForgeToken, ow
 	body := map[string]string{"key": StatusKey(st.Context), "state": statusState(st.State), "name": st.Context, "url": st.TargetURL, "description": st.Description}
 	_, err := f.client(tok).do(ctx, http.MethodPost, repoPath(owner, name)+"/commit/"+sha+"/statuses/build", body, nil)
 	return err
-}
-
-// permCache remembers permissions briefly, by a hash of the token (the
-// token itself is not kept).
-type permCache struct {
-	mu  sync.Mutex
-	ttl time.Duration
-	m   map[string]permEntry
-}
-
-type permEntry struct {
-	p   pipeline.Permission
-	exp time.Time
-}
-
-func newPermCache(ttl time.Duration) *permCache {
-	return &permCache{ttl: ttl, m: map[string]permEntry{}}
-}
-
-func permKey(tok, repo string) string {
-	sum := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(sum[:12]) + " " + repo
-}
-
-func (c *permCache) get(tok, repo string) (pipeline.Permission, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[permKey(tok, repo)]
-	if !ok || time.Now().After(e.exp) {
-		return 0, false
-	}
-	return e.p, true
-}
-
-func (c *permCache) put(tok, repo string, p pipeline.Permission) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := time.Now()
-	if len(c.m) > 10000 {
-		for k, e := range c.m {
-			if now.After(e.exp) {
-				delete(c.m, k)
-			}
-		}
-	}
-	c.m[permKey(tok, repo)] = permEntry{p: p, exp: now.Add(c.ttl)}
 }

@@ -1,15 +1,13 @@
 package bitbucket
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // The webhook payloads, only what we read.
@@ -93,7 +91,7 @@ var _ pipeline.WebhookEventsParser = (*Forge)(nil)
 //
 // RepoID is ID64 of the payload's repository.uuid.
 func (f *Forge) ParseWebhookEvents(req pipeline.WebhookRequest, secret string) ([]pipeline.WebhookEvent, error) {
-	if err := verifySignature(req.Signature, req.Body, secret); err != nil {
+	if err := signature.Verify(req.Signature, req.Body, secret); err != nil {
 		return nil, fmt.Errorf("bitbucket: webhook: %w", err)
 	}
 	evs, err := parseEvent(req.Event, req.Body)
@@ -113,22 +111,8 @@ func safeEvent(e string) string {
 	return "(invalid event)"
 }
 
-func verifySignature(sig string, body []byte, secret string) error {
-	if secret == "" {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "webhook secret not configured")
-	}
-	hexSig, ok := strings.CutPrefix(sig, "sha256=")
-	got, err := hex.DecodeString(hexSig)
-	if !ok || err != nil || len(got) != sha256.Size {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "missing or malformed X-Hub-Signature")
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	if !hmac.Equal(m.Sum(nil), got) {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "X-Hub-Signature does not match")
-	}
-	return nil
-}
+// signature is Bitbucket Cloud's X-Hub-Signature with its messages.
+var signature = forgeutil.Signature{Header: "X-Hub-Signature", Malformed: "missing or malformed %s"}
 
 func repoFields(ev *pipeline.WebhookEvent, r *whRepo) error {
 	if r == nil || r.UUID == "" {

@@ -14,20 +14,18 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // Name is the forge's name and its users' id prefix.
@@ -74,15 +72,7 @@ type Forge struct {
 	hc    *http.Client
 	oauth oauth2.Config
 	log   *slog.Logger
-
-	mu    sync.Mutex
-	perms map[string]permEntry
-}
-
-type permEntry struct {
-	p       pipeline.Permission
-	id      int64
-	expires time.Time
+	perms *forgeutil.PermCache
 }
 
 var _ pipeline.Forge = (*Forge)(nil)
@@ -107,7 +97,7 @@ func New(cfg Config) (*Forge, error) {
 	base := strings.TrimSuffix(cfg.URL, "/")
 	return &Forge{
 		cfg: cfg, base: base, api: base + "/rest/api/latest", hc: cfg.HTTPClient, log: log,
-		perms: map[string]permEntry{},
+		perms: forgeutil.NewPermCache(cfg.PermissionTTL, 0, nil),
 		oauth: oauth2.Config{
 			ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, RedirectURL: cfg.RedirectURL,
 			Endpoint: oauth2.Endpoint{
@@ -142,23 +132,8 @@ func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error)
 	if !dcEvents[event] && !strings.HasPrefix(event, "pr:") && r.Header.Get(HeaderDelivery) == "" {
 		return pipeline.WebhookRequest{}, false, nil
 	}
-	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !sigShape(req.Signature) {
-		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
-	}
-	if strings.TrimSpace(req.Delivery) == "" {
-		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
-	}
-	return req, true, nil
-}
-
-func sigShape(sig string) bool {
-	h, ok := strings.CutPrefix(sig, "sha256=")
-	if !ok || len(h) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(h)
-	return err == nil
+	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
+	return req, true, err
 }
 
 // WebhookHeaders implements pipeline.Forge.
@@ -173,20 +148,15 @@ func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader {
 // Data Center's name rules: a project key starts with a letter and holds
 // letters, digits and underscores (up to 128); a slug holds letters,
 // digits, '.', '-' and '_' (up to 128).
-var (
-	keyRe  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`)
-	slugRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
-)
+var names = forgeutil.NameRules{
+	Owner:     regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`),
+	Repo:      regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`),
+	OwnerWhat: "Bitbucket Data Center project key", RepoWhat: "Bitbucket Data Center repository slug",
+}
 
 // ValidateRepoName implements pipeline.Forge.
 func (f *Forge) ValidateRepoName(owner, repo string) error {
-	if !keyRe.MatchString(owner) {
-		return pipeline.Invalid("owner", "%q is not a valid Bitbucket Data Center project key", owner)
-	}
-	if !slugRe.MatchString(repo) || repo == "." || repo == ".." {
-		return pipeline.Invalid("repo", "%q is not a valid Bitbucket Data Center repository slug", repo)
-	}
-	return nil
+	return names.Validate(owner, repo)
 }
 
 // CloneCredentials implements pipeline.Forge: Data Center does not let
@@ -242,11 +212,11 @@ func (f *Forge) Exchange(ctx context.Context, code, state, redirectURI string) (
 		return pipeline.ForgeToken{}, err
 	}
 	opts := append(f.redirect(redirectURI), oauth2.VerifierOption(f.verifier(state)))
-	tok, err := f.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, f.hc), code, opts...)
+	tok, err := forgeutil.Exchange(ctx, &f.oauth, f.hc, code, opts...)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.oauthError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}, nil
+	return tok, nil
 }
 
 // Refresh implements pipeline.ForgeOAuth (Data Center rotates refresh
@@ -258,49 +228,28 @@ func (f *Forge) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.
 	if tok.RefreshToken == "" {
 		return pipeline.ForgeToken{}, pipeline.Errorf(pipeline.ErrUnauthorized, "the Bitbucket Data Center token cannot be refreshed; log in again through /api/v1/login/bitbucket-dc/authorize")
 	}
-	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
-	nt, err := f.oauth.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, f.hc), old).Token()
+	nt, err := forgeutil.Refresh(ctx, &f.oauth, f.hc, tok)
 	if err != nil {
 		return pipeline.ForgeToken{}, f.oauthError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: nt.AccessToken, RefreshToken: nt.RefreshToken, Expiry: nt.Expiry}, nil
+	return nt, nil
 }
 
 // oauthError maps an oauth2 error to a domain error carrying only Data
 // Center's error code or the HTTP status.
 func (f *Forge) oauthError(ctx context.Context, err error) error {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		code := safeCode(re.ErrorCode)
-		switch {
-		case code == "invalid_grant" || code == "access_denied":
-			return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket Data Center refused the grant (%s); log in again through /api/v1/login/bitbucket-dc/authorize", code)
-		case code == "invalid_client" || code == "unauthorized_client":
-			return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused this server's OAuth client (%s); check BITBUCKET_DC_CLIENT_ID and BITBUCKET_DC_CLIENT_SECRET", code)
-		case code != "":
-			return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused the token request (%s)", code)
-		}
-		status := 0
-		if re.Response != nil {
-			status = re.Response.StatusCode
-		}
-		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center's token endpoint answered HTTP %d", status)
+	tf := forgeutil.TokenFailureOf(ctx, err)
+	switch {
+	case tf.Canceled != nil:
+		return fmt.Errorf("bitbucketdc: token request: %w", tf.Canceled)
+	case !tf.Answered:
+		return pipeline.Errorf(pipeline.ErrUpstream, "cannot reach Bitbucket Data Center's token endpoint at %s", f.oauth.Endpoint.TokenURL)
+	case tf.Code == "invalid_grant" || tf.Code == "access_denied":
+		return pipeline.Errorf(pipeline.ErrUnauthorized, "Bitbucket Data Center refused the grant (%s); log in again through /api/v1/login/bitbucket-dc/authorize", tf.Code)
+	case tf.Code == "invalid_client" || tf.Code == "unauthorized_client":
+		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused this server's OAuth client (%s); check BITBUCKET_DC_CLIENT_ID and BITBUCKET_DC_CLIENT_SECRET", tf.Code)
+	case tf.Code != "":
+		return pipeline.Errorf(pipeline.ErrUpstream, "Bitbucket Data Center refused the token request (%s)", tf.Code)
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("bitbucketdc: token request: %w", ctx.Err())
-	}
-	return pipeline.Errorf(pipeline.ErrUpstream, "cannot reach Bitbucket Data Center's token endpoint at %s", f.oauth.Endpoint.TokenURL)
-}
-
-// safeCode keeps an OAuth error code only if it looks like one.
-func safeCode(s string) string {
-	if len(s) > 64 {
-		return "invalid_error_code"
-	}
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && r != '_' {
-			return "invalid_error_code"
-		}
-	}
-	return s
+	return tf.StatusError("Bitbucket Data Center")
 }

@@ -3,8 +3,6 @@ package bitbucketdc
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/kontinuous/kontinuous/pipeline"
 )
@@ -236,18 +233,9 @@ func (f *Forge) Permission(ctx context.Context, tok pipeline.ForgeToken, owner, 
 // project's repositories listed at REPO_ADMIN, then REPO_WRITE, then
 // REPO_READ (none when the repository is not readable).
 func (f *Forge) RepoAccess(ctx context.Context, tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, int64, error) {
-	sum := sha256.Sum256([]byte(tok.AccessToken))
-	key := hex.EncodeToString(sum[:8]) + "|" + strings.ToLower(owner+"/"+name)
-	now := time.Now()
-	f.mu.Lock()
-	if e, ok := f.perms[key]; ok && now.Before(e.expires) {
-		f.mu.Unlock()
-		return e.p, e.id, nil
+	if p, id, ok := f.perms.Access(tok, owner, name); ok {
+		return p, id, nil
 	}
-	if len(f.perms) > 10000 {
-		clear(f.perms)
-	}
-	f.mu.Unlock()
 	perm, id := pipeline.PermNone, int64(0)
 	for _, lvl := range []struct {
 		name string
@@ -267,9 +255,7 @@ func (f *Forge) RepoAccess(ctx context.Context, tok pipeline.ForgeToken, owner, 
 			break
 		}
 	}
-	f.mu.Lock()
-	f.perms[key] = permEntry{p: perm, id: id, expires: now.Add(f.cfg.PermissionTTL)}
-	f.mu.Unlock()
+	f.perms.PutAccess(tok, owner, name, perm, id)
 	return perm, id, nil
 }
 

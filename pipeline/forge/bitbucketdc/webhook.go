@@ -1,14 +1,12 @@
 package bitbucketdc
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // ParseWebhook implements pipeline.SCM: the X-Hub-Signature is checked in
@@ -29,7 +27,7 @@ func (f *Forge) ParseWebhook(req pipeline.WebhookRequest, secret string) (pipeli
 // building the source's latest commit, a fork when the source repository
 // is not the target's. The slice is never empty when err is nil.
 func (f *Forge) ParseWebhookEvents(req pipeline.WebhookRequest, secret string) ([]pipeline.WebhookEvent, error) {
-	if err := verify(req.Signature, req.Body, secret); err != nil {
+	if err := signature.Verify(req.Signature, req.Body, secret); err != nil {
 		return nil, fmt.Errorf("bitbucketdc: webhook: %w", err)
 	}
 	evs, err := parse(req.Event, req.Body)
@@ -42,22 +40,8 @@ func (f *Forge) ParseWebhookEvents(req pipeline.WebhookRequest, secret string) (
 	return evs, nil
 }
 
-func verify(sig string, body []byte, secret string) error {
-	if secret == "" {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "webhook secret not configured")
-	}
-	h, ok := strings.CutPrefix(sig, "sha256=")
-	got, err := hex.DecodeString(h)
-	if !ok || err != nil || len(got) != sha256.Size {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "malformed X-Hub-Signature")
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	if !hmac.Equal(m.Sum(nil), got) {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "X-Hub-Signature does not match")
-	}
-	return nil
-}
+// signature is Data Center's X-Hub-Signature with its messages.
+var signature = forgeutil.Signature{Header: "X-Hub-Signature", Malformed: "malformed %s"}
 
 type hookRepo struct {
 	ID      int64  `json:"id"`

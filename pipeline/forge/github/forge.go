@@ -2,15 +2,11 @@ package github
 
 import (
 	"context"
-	"encoding/hex"
 	"net/http"
 	"regexp"
-	"strings"
-	"time"
-
-	"golang.org/x/oauth2"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // What pipeline.Forge needs beyond the REST calls: GitHub's webhook
@@ -31,16 +27,8 @@ func (s *SCM) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
 	if event == "" {
 		return pipeline.WebhookRequest{}, false, nil
 	}
-	req := pipeline.WebhookRequest{Event: event, Delivery: r.Header.Get(HeaderDelivery), Signature: r.Header.Get(HeaderSignature)}
-	if !sigShape(req.Signature) {
-		// Unsigned or malformed: the message is the one a wrong
-		// signature gets.
-		return req, true, pipeline.Errorf(pipeline.ErrUnauthorized, "webhook signature does not match")
-	}
-	if strings.TrimSpace(req.Delivery) == "" {
-		return req, true, pipeline.Invalid(HeaderDelivery, "a delivery id is required")
-	}
-	return req, true, nil
+	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
+	return req, true, err
 }
 
 // WebhookHeaders implements pipeline.Forge.
@@ -52,22 +40,13 @@ func (s *SCM) WebhookHeaders() []pipeline.WebhookHeader {
 	}
 }
 
-// sigShape is X-Hub-Signature-256's shape: sha256= and 64 hex digits.
-func sigShape(sig string) bool {
-	hexSig, ok := strings.CutPrefix(sig, "sha256=")
-	if !ok || len(hexSig) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(hexSig)
-	return err == nil
-}
-
 // GitHub's name rules: owner 1–39 of [A-Za-z0-9-], repo 1–100 of
 // [A-Za-z0-9._-] and not "." or "..".
-var (
-	ownerRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
-	repoRe  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
-)
+var names = forgeutil.NameRules{
+	Owner:     regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`),
+	Repo:      regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`),
+	OwnerWhat: "GitHub owner name", RepoWhat: "GitHub repository name",
+}
 
 // ValidateRepoName checks owner and repo against GitHub's name rules.
 func (s *SCM) ValidateRepoName(owner, repo string) error {
@@ -76,13 +55,7 @@ func (s *SCM) ValidateRepoName(owner, repo string) error {
 
 // ValidateRepoName checks owner and repo against GitHub's name rules.
 func ValidateRepoName(owner, repo string) error {
-	if !ownerRe.MatchString(owner) {
-		return pipeline.Invalid("owner", "%q is not a valid GitHub owner name", owner)
-	}
-	if !repoRe.MatchString(repo) || repo == "." || repo == ".." {
-		return pipeline.Invalid("repo", "%q is not a valid GitHub repository name", repo)
-	}
-	return nil
+	return names.Validate(owner, repo)
 }
 
 // CloneCredentials: GitHub takes any OAuth or installation token as the
@@ -134,13 +107,11 @@ func (g *OAuth) Refresh(ctx context.Context, tok pipeline.ForgeToken) (pipeline.
 	if tok.RefreshToken == "" {
 		return pipeline.ForgeToken{}, pipeline.Errorf(pipeline.ErrUnauthorized, "the GitHub token cannot be refreshed; log in again")
 	}
-	// An expiry in the past makes the token source refresh now.
-	old := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: time.Unix(1, 0)}
-	nt, err := g.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, g.client), old).Token()
+	nt, err := forgeutil.Refresh(ctx, &g.cfg, g.client, tok)
 	if err != nil {
 		return pipeline.ForgeToken{}, g.exchangeError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: nt.AccessToken, RefreshToken: nt.RefreshToken, Expiry: nt.Expiry}, nil
+	return nt, nil
 }
 
 var _ pipeline.ForgeOAuth = (*OAuth)(nil)

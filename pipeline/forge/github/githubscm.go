@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-github/v60/github"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // Config configures an SCM. Zero values take the defaults.
@@ -46,7 +47,7 @@ type Config struct {
 // SCM is GitHub as pipeline.SCM. It is safe for concurrent use.
 type SCM struct {
 	base     *github.Client
-	perms    *permCache
+	perms    *forgeutil.PermCache
 	pageSize int
 	log      *slog.Logger
 	oauth    *OAuth
@@ -103,7 +104,7 @@ func New(cfg Config) (*SCM, error) {
 	}
 	return &SCM{
 		base:     c,
-		perms:    newPermCache(cfg.PermissionTTL, cfg.PermissionCacheSize, cfg.Now),
+		perms:    forgeutil.NewPermCache(cfg.PermissionTTL, cfg.PermissionCacheSize, cfg.Now),
 		pageSize: cfg.PageSize,
 		log:      cfg.Logger,
 		oauth:    cfg.OAuth,
@@ -241,7 +242,7 @@ func (s *SCM) Repositories(ctx context.Context, tok pipeline.ForgeToken) ([]pipe
 			repo := toRepository(r)
 			if r.Permissions != nil {
 				p := permissionOf(r.Permissions)
-				s.perms.putAccess(tok, repo.Owner, repo.Name, p, r.GetID())
+				s.perms.PutAccess(tok, repo.Owner, repo.Name, p, r.GetID())
 				repo.Permissions = &pipeline.Access{Read: p >= pipeline.PermRead, Push: p >= pipeline.PermPush, Admin: p >= pipeline.PermAdmin}
 			}
 			out = append(out, repo)
@@ -269,7 +270,7 @@ func (s *SCM) Repository(ctx context.Context, tok pipeline.ForgeToken, owner, na
 		return pipeline.Repository{}, s.fail(ctx, op, err)
 	}
 	if r.Permissions != nil {
-		s.perms.putAccess(tok, owner, name, permissionOf(r.Permissions), r.GetID())
+		s.perms.PutAccess(tok, owner, name, permissionOf(r.Permissions), r.GetID())
 	}
 	return toRepository(r), nil
 }
@@ -294,19 +295,19 @@ func (s *SCM) RepoAccess(ctx context.Context, tok pipeline.ForgeToken, owner, na
 	if err != nil {
 		return pipeline.PermNone, 0, fmt.Errorf("githubscm: %s: %w", op, err)
 	}
-	if p, id, ok := s.perms.access(tok, owner, name); ok && (id != 0 || p == pipeline.PermNone) {
+	if p, id, ok := s.perms.Access(tok, owner, name); ok && (id != 0 || p == pipeline.PermNone) {
 		return p, id, nil
 	}
 	r, resp, err := c.Repositories.Get(ctx, owner, name)
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusNotFound {
-			s.perms.put(tok, owner, name, pipeline.PermNone)
+			s.perms.Put(tok, owner, name, pipeline.PermNone)
 			return pipeline.PermNone, 0, nil
 		}
 		return pipeline.PermNone, 0, s.fail(ctx, op, err)
 	}
 	p := permissionOf(r.Permissions)
-	s.perms.putAccess(tok, owner, name, p, r.GetID())
+	s.perms.PutAccess(tok, owner, name, p, r.GetID())
 	return p, r.GetID(), nil
 }
 

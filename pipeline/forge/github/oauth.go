@@ -2,7 +2,6 @@ package github
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 // Scope is the scope Kontinuous asks for.
@@ -115,55 +115,29 @@ func (g *OAuth) Exchange(ctx context.Context, code, state, redirectURI string) (
 	if state != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("state", state))
 	}
-	tok, err := g.cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, g.client), code, opts...)
+	tok, err := forgeutil.Exchange(ctx, &g.cfg, g.client, code, opts...)
 	if err != nil {
 		return pipeline.ForgeToken{}, g.exchangeError(ctx, err)
 	}
-	return pipeline.ForgeToken{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}, nil
+	return tok, nil
 }
 
 // exchangeError maps an oauth2 error to a domain error whose text holds
 // only what is safe to log: GitHub's error code, the HTTP status or the
 // transport failure (the token URL carries no secret).
 func (g *OAuth) exchangeError(ctx context.Context, err error) error {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		code := safeCode(re.ErrorCode)
-		switch {
-		case codesRefused[code]:
-			return pipeline.Errorf(pipeline.ErrUnauthorized, "GitHub refused the code (%s); start the login again", code)
-		case code == "incorrect_client_credentials":
-			return pipeline.Errorf(pipeline.ErrUpstream, "GitHub refused this server's OAuth client credentials (incorrect_client_credentials); check GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET")
-		case code != "":
-			return pipeline.Errorf(pipeline.ErrUpstream, "GitHub refused the code exchange (%s)", code)
-		}
-		status := 0
-		if re.Response != nil {
-			status = re.Response.StatusCode
-		}
-		return pipeline.Errorf(pipeline.ErrUpstream, "GitHub's token endpoint answered HTTP %d", status)
+	tf := forgeutil.TokenFailureOf(ctx, err)
+	switch {
+	case tf.Canceled != nil:
+		return fmt.Errorf("auth: GitHub code exchange: %w", tf.Canceled)
+	case !tf.Answered:
+		return fmt.Errorf("%w (%s)", pipeline.Errorf(pipeline.ErrUpstream, "cannot exchange the code with GitHub at %s", g.cfg.Endpoint.TokenURL), tf.Detail)
+	case codesRefused[tf.Code]:
+		return pipeline.Errorf(pipeline.ErrUnauthorized, "GitHub refused the code (%s); start the login again", tf.Code)
+	case tf.Code == "incorrect_client_credentials":
+		return pipeline.Errorf(pipeline.ErrUpstream, "GitHub refused this server's OAuth client credentials (incorrect_client_credentials); check GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET")
+	case tf.Code != "":
+		return pipeline.Errorf(pipeline.ErrUpstream, "GitHub refused the code exchange (%s)", tf.Code)
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("auth: GitHub code exchange: %w", ctx.Err())
-	}
-	var ue *url.Error
-	detail := "invalid reply"
-	if errors.As(err, &ue) {
-		detail = ue.Err.Error()
-	}
-	return fmt.Errorf("%w (%s)", pipeline.Errorf(pipeline.ErrUpstream, "cannot exchange the code with GitHub at %s", g.cfg.Endpoint.TokenURL), detail)
-}
-
-// safeCode keeps an OAuth error code only if it looks like one, so that a
-// reply cannot smuggle arbitrary text into our messages.
-func safeCode(s string) string {
-	if len(s) > 64 {
-		return "invalid_error_code"
-	}
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && r != '_' && (r < '0' || r > '9') {
-			return "invalid_error_code"
-		}
-	}
-	return s
+	return tf.StatusError("GitHub")
 }

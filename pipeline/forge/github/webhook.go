@@ -2,15 +2,13 @@ package github
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/forge/forgeutil"
 )
 
 const zeroSHA = "0000000000000000000000000000000000000000"
@@ -21,7 +19,7 @@ var eventRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
 // time before looking at the body (ErrUnauthorized when missing or wrong,
 // or when secret is empty), then decodes it (ErrInvalid when malformed).
 func (s *SCM) ParseWebhook(req pipeline.WebhookRequest, secret string) (pipeline.WebhookEvent, error) {
-	if err := verifySignature(req.Signature, req.Body, secret); err != nil {
+	if err := signature.Verify(req.Signature, req.Body, secret); err != nil {
 		return pipeline.WebhookEvent{}, fmt.Errorf("githubscm: webhook: %w", err)
 	}
 	ev, err := parseEvent(req.Event, req.Body)
@@ -39,26 +37,8 @@ func safeEvent(e string) string {
 	return "(invalid event)"
 }
 
-// verifySignature checks sig = "sha256=<hex HMAC-SHA256(secret, body)>".
-func verifySignature(sig string, body []byte, secret string) error {
-	if secret == "" {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "webhook secret not configured")
-	}
-	if sig == "" {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "missing X-Hub-Signature-256")
-	}
-	hexSig, ok := strings.CutPrefix(sig, "sha256=")
-	got, err := hex.DecodeString(hexSig)
-	if !ok || err != nil || len(got) != sha256.Size {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "malformed X-Hub-Signature-256")
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	if !hmac.Equal(m.Sum(nil), got) {
-		return pipeline.Errorf(pipeline.ErrUnauthorized, "X-Hub-Signature-256 does not match")
-	}
-	return nil
-}
+// signature is GitHub's X-Hub-Signature-256 with its messages.
+var signature = forgeutil.Signature{Header: "X-Hub-Signature-256", Missing: "missing %s", Malformed: "malformed %s"}
 
 // envelope is what every repository event carries.
 type envelope struct {

@@ -14,13 +14,12 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 // Server is a fake Bitbucket Cloud. URL is the web base (--bitbucket-url),
@@ -32,11 +31,10 @@ type Server struct {
 	ClientID     string
 	ClientSecret string
 
-	t       testing.TB
-	srv     *httptest.Server
-	root    string
-	home    string
-	backend string
+	t    testing.TB
+	srv  *httptest.Server
+	git  *gitrepo.Root
+	gitH http.Handler // git smart HTTP under /git/
 
 	mu           sync.Mutex
 	tokenTTL     time.Duration
@@ -73,31 +71,15 @@ type User struct {
 // (SetPageLen). It needs git and git-http-backend.
 func New(t testing.TB) *Server {
 	t.Helper()
-	gitBin, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatalf("fakebitbucket: git is required: %v", err)
-	}
-	out, err := exec.Command(gitBin, "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("fakebitbucket: git --exec-path: %v", err)
-	}
-	backend := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
-	if _, err := os.Stat(backend); err != nil {
-		t.Fatalf("fakebitbucket: git-http-backend not found: %v", err)
-	}
-	dir := t.TempDir()
 	s := &Server{
-		t: t, root: filepath.Join(dir, "repos"), home: filepath.Join(dir, "home"), backend: backend,
+		t:        t,
 		ClientID: "consumer-key-" + randHex(4), ClientSecret: "consumer-secret-" + randHex(16),
 		tokenTTL: 2 * time.Hour, pageLen: 10,
 		users: map[string]*User{}, codes: map[string]string{}, access: map[string]accessRec{},
 		refresh: map[string]string{}, repos: map[string]*Repo{}, requests: map[string]int{},
 	}
-	for _, d := range []string{s.root, s.home} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatalf("fakebitbucket: %v", err)
-		}
-	}
+	s.git = gitrepo.New(t, gitrepo.Config{Committer: committer, ServeConfig: []string{"uploadpack.allowAnySHA1InWant=true"}})
+	s.gitH = s.git.Handler("/git/", s.checkGit)
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = "http://" + s.srv.Listener.Addr().String()
 	s.APIURL = s.URL + "/2.0"
@@ -117,7 +99,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/site/oauth2/access_token":
 		s.serveAccessToken(w, r)
 	case strings.HasPrefix(p, "/git/"):
-		s.serveGit(w, r)
+		s.gitH.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/2.0/"):
 		s.serveREST(w, r)
 	default:

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 func apiError(w http.ResponseWriter, status int, msg string) {
@@ -87,8 +89,6 @@ func (s *Server) visible(u *User) []*Repo {
 	return out
 }
 
-var fullNameQ = regexp.MustCompile(`^repository\.full_name\s*=\s*"([^"]+)"$`)
-
 func (s *Server) serveREST(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests[r.URL.Path]++
@@ -104,183 +104,275 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/2.0/"), "/"), "/")
-	switch {
-	case len(parts) == 1 && parts[0] == "user":
-		writeJSON(w, http.StatusOK, s.userJSON(u))
-	case len(parts) == 2 && parts[0] == "user" && parts[1] == "workspaces":
-		seen := map[string]bool{}
-		var vals []any
-		for _, rp := range s.visible(u) {
-			if !seen[rp.Workspace] {
-				seen[rp.Workspace] = true
-				vals = append(vals, map[string]any{"type": "workspace_access", "workspace": map[string]string{"type": "workspace", "slug": rp.Workspace, "name": rp.Workspace}})
-			}
-		}
-		s.page(w, r, vals)
-	case len(parts) == 5 && parts[0] == "user" && parts[1] == "workspaces" && parts[3] == "permissions" && parts[4] == "repositories":
-		m := fullNameQ.FindStringSubmatch(r.URL.Query().Get("q"))
-		var vals []any
-		for _, rp := range s.visible(u) {
-			if rp.Workspace != parts[2] || (m != nil && m[1] != rp.Workspace+"/"+rp.Slug) {
-				continue
-			}
-			s.mu.Lock()
-			perm := rp.perms[u.Username]
-			s.mu.Unlock()
-			vals = append(vals, map[string]any{"type": "repository_permission", "permission": perm,
-				"repository": map[string]string{"type": "repository", "full_name": rp.Workspace + "/" + rp.Slug, "uuid": rp.UUID},
-				"user":       s.userJSON(u)})
-		}
-		s.page(w, r, vals)
-	case len(parts) == 2 && parts[0] == "repositories":
-		if r.URL.Query().Get("role") != "member" {
-			apiError(w, http.StatusBadRequest, "the fake only lists role=member")
-			return
-		}
-		var vals []any
-		for _, rp := range s.visible(u) {
-			if rp.Workspace == parts[1] {
-				vals = append(vals, s.repoJSON(rp, u.Username))
-			}
-		}
-		s.page(w, r, vals)
-	case len(parts) >= 3 && parts[0] == "repositories":
-		s.mu.Lock()
-		rp := s.repos[parts[1]+"/"+parts[2]]
-		perm := ""
-		if rp != nil {
-			perm = rp.perms[u.Username]
-		}
-		s.mu.Unlock()
-		if perm == "" {
-			apiError(w, http.StatusNotFound, "Repository "+parts[1]+"/"+parts[2]+" not found")
-			return
-		}
-		s.serveRepo(w, r, u, rp, perm, parts[3:])
-	default:
-		apiError(w, http.StatusNotFound, "Resource not found")
+	serveRoute(s, w, r, restRoutes, call{u: u, parts: parts})
+}
+
+// call is what a route's handler gets: the caller, and for a repository's
+// routes the repository and the caller's permission on it; parts are the
+// path's segments (below /2.0/, or below the repository's).
+type call struct {
+	u     *User
+	rp    *Repo
+	perm  string // read | write | admin
+	parts []string
+}
+
+// route serves the requests whose method ("" = any) and path segments
+// match: pattern's segments are literal, "*" for any one segment, and a
+// final "**" for any number. need ("write" or "admin") is the permission
+// on the repository a route needs.
+type route struct {
+	method  string
+	pattern string
+	need    string
+	h       func(s *Server, w http.ResponseWriter, r *http.Request, c call)
+}
+
+func (rt route) matches(method string, parts []string) bool {
+	if rt.method != "" && rt.method != method {
+		return false
 	}
+	var pat []string
+	if rt.pattern != "" {
+		pat = strings.Split(rt.pattern, "/")
+	}
+	if n := len(pat); n > 0 && pat[n-1] == "**" {
+		pat = pat[:n-1]
+		if len(parts) < len(pat) {
+			return false
+		}
+		parts = parts[:len(pat)]
+	}
+	if len(parts) != len(pat) {
+		return false
+	}
+	for i, p := range pat {
+		if p != "*" && p != parts[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// serveRoute serves c with the first of routes that matches, after
+// checking the permission it needs.
+func serveRoute(s *Server, w http.ResponseWriter, r *http.Request, routes []route, c call) {
+	for _, rt := range routes {
+		if !rt.matches(r.Method, c.parts) {
+			continue
+		}
+		switch {
+		case rt.need == "write" && c.perm != "write" && c.perm != "admin":
+			apiError(w, http.StatusForbidden, "write access required")
+		case rt.need == "admin" && c.perm != "admin":
+			apiError(w, http.StatusForbidden, "admin access required")
+		default:
+			rt.h(s, w, r, c)
+		}
+		return
+	}
+	apiError(w, http.StatusNotFound, "Resource not found")
+}
+
+var restRoutes = []route{
+	{"", "user", "", func(s *Server, w http.ResponseWriter, r *http.Request, c call) {
+		writeJSON(w, http.StatusOK, s.userJSON(c.u))
+	}},
+	{"", "user/workspaces", "", (*Server).listWorkspaces},
+	{"", "user/workspaces/*/permissions/repositories", "", (*Server).listPermissions},
+	{"", "repositories/*", "", (*Server).listRepositories},
+	{"", "repositories/*/*/**", "", (*Server).serveRepo},
+}
+
+func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, c call) {
+	seen := map[string]bool{}
+	var vals []any
+	for _, rp := range s.visible(c.u) {
+		if !seen[rp.Workspace] {
+			seen[rp.Workspace] = true
+			vals = append(vals, map[string]any{"type": "workspace_access", "workspace": map[string]string{"type": "workspace", "slug": rp.Workspace, "name": rp.Workspace}})
+		}
+	}
+	s.page(w, r, vals)
+}
+
+var fullNameQ = regexp.MustCompile(`^repository\.full_name\s*=\s*"([^"]+)"$`)
+
+func (s *Server) listPermissions(w http.ResponseWriter, r *http.Request, c call) {
+	m := fullNameQ.FindStringSubmatch(r.URL.Query().Get("q"))
+	var vals []any
+	for _, rp := range s.visible(c.u) {
+		if rp.Workspace != c.parts[2] || (m != nil && m[1] != rp.Workspace+"/"+rp.Slug) {
+			continue
+		}
+		s.mu.Lock()
+		perm := rp.perms[c.u.Username]
+		s.mu.Unlock()
+		vals = append(vals, map[string]any{"type": "repository_permission", "permission": perm,
+			"repository": map[string]string{"type": "repository", "full_name": rp.Workspace + "/" + rp.Slug, "uuid": rp.UUID},
+			"user":       s.userJSON(c.u)})
+	}
+	s.page(w, r, vals)
+}
+
+func (s *Server) listRepositories(w http.ResponseWriter, r *http.Request, c call) {
+	if r.URL.Query().Get("role") != "member" {
+		apiError(w, http.StatusBadRequest, "the fake only lists role=member")
+		return
+	}
+	var vals []any
+	for _, rp := range s.visible(c.u) {
+		if rp.Workspace == c.parts[1] {
+			vals = append(vals, s.repoJSON(rp, c.u.Username))
+		}
+	}
+	s.page(w, r, vals)
+}
+
+// serveRepo serves /2.0/repositories/{ws}/{slug}/... (repoRoutes) to a
+// caller with a permission on the repository; to anyone else the
+// repository does not exist.
+func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, c call) {
+	ws, slug := c.parts[1], c.parts[2]
+	s.mu.Lock()
+	rp := s.repos[ws+"/"+slug]
+	perm := ""
+	if rp != nil {
+		perm = rp.perms[c.u.Username]
+	}
+	s.mu.Unlock()
+	if perm == "" {
+		apiError(w, http.StatusNotFound, "Repository "+ws+"/"+slug+" not found")
+		return
+	}
+	serveRoute(s, w, r, repoRoutes, call{u: c.u, rp: rp, perm: perm, parts: c.parts[3:]})
 }
 
 var hexRE = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
 
-func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, u *User, rp *Repo, perm string, rest []string) {
-	admin, write := perm == "admin", perm == "admin" || perm == "write"
-	m := r.Method
-	switch {
-	case len(rest) == 0 && m == http.MethodGet:
-		writeJSON(w, http.StatusOK, s.repoJSON(rp, u.Username))
-	case len(rest) >= 2 && rest[0] == "src" && m == http.MethodGet:
-		ref, _ := url.PathUnescape(rest[1])
-		sha, err := rp.resolve(ref)
-		if err != nil {
-			if sha, err = rp.resolve("refs/heads/" + ref); err != nil {
-				apiError(w, http.StatusNotFound, "Commit not found")
-				return
-			}
-		}
-		content, ok := rp.File(sha, strings.Join(rest[2:], "/"))
-		if !ok {
-			apiError(w, http.StatusNotFound, "No such file or directory: "+strings.Join(rest[2:], "/"))
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, content)
-	case len(rest) == 1 && rest[0] == "src" && m == http.MethodPost:
-		if !write {
-			apiError(w, http.StatusForbidden, "write access required")
-			return
-		}
-		s.postSrc(w, r, rp)
-	case len(rest) == 3 && rest[0] == "refs" && rest[1] == "branches" && m == http.MethodGet:
-		sha := rp.Head(rest[2])
-		if sha == "" {
-			apiError(w, http.StatusNotFound, "Branch not found")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"type": "branch", "name": rest[2], "target": map[string]string{"type": "commit", "hash": sha}})
-	case len(rest) == 2 && rest[0] == "refs" && rest[1] == "branches" && m == http.MethodPost:
-		var in struct {
-			Name   string `json:"name"`
-			Target struct {
-				Hash string `json:"hash"`
-			} `json:"target"`
-		}
-		if !write || json.NewDecoder(r.Body).Decode(&in) != nil || in.Name == "" {
-			apiError(w, http.StatusBadRequest, "bad branch")
-			return
-		}
-		rp.gitMu.Lock()
-		_, err := rp.git(nil, "update-ref", "--no-deref", "refs/heads/"+in.Name, in.Target.Hash, strings.Repeat("0", 40))
-		rp.gitMu.Unlock()
-		if err != nil {
-			apiError(w, http.StatusBadRequest, "cannot create branch")
-			return
-		}
-		writeJSON(w, http.StatusCreated, map[string]any{"name": in.Name, "target": map[string]string{"hash": in.Target.Hash}})
-	case len(rest) == 1 && rest[0] == "pullrequests" && m == http.MethodPost:
-		var in struct {
-			Title  string `json:"title"`
-			Source struct {
-				Branch struct{ Name string } `json:"branch"`
-			} `json:"source"`
-			Destination struct {
-				Branch struct{ Name string } `json:"branch"`
-			} `json:"destination"`
-		}
-		if json.NewDecoder(r.Body).Decode(&in) != nil || in.Title == "" || in.Source.Branch.Name == "" {
-			apiError(w, http.StatusBadRequest, "bad pull request")
-			return
-		}
-		s.mu.Lock()
-		id := len(rp.pulls) + 1
-		rp.pulls = append(rp.pulls, PullRequest{ID: id, Title: in.Title, Source: in.Source.Branch.Name, Dest: in.Destination.Branch.Name})
-		s.mu.Unlock()
-		writeJSON(w, http.StatusCreated, map[string]any{"id": id, "links": map[string]any{"html": map[string]string{"href": fmt.Sprintf("%s/%s/%s/pull-requests/%d", s.URL, rp.Workspace, rp.Slug, id)}}})
-	case len(rest) == 2 && rest[0] == "commit" && m == http.MethodGet:
-		if !hexRE.MatchString(rest[1]) {
+var repoRoutes = []route{
+	{http.MethodGet, "", "", func(s *Server, w http.ResponseWriter, r *http.Request, c call) {
+		writeJSON(w, http.StatusOK, s.repoJSON(c.rp, c.u.Username))
+	}},
+	{http.MethodGet, "src/*/**", "", (*Server).getSrc},
+	{http.MethodPost, "src", "write", func(s *Server, w http.ResponseWriter, r *http.Request, c call) {
+		s.postSrc(w, r, c.rp)
+	}},
+	{http.MethodGet, "refs/branches/*", "", (*Server).getBranch},
+	{http.MethodPost, "refs/branches", "", (*Server).createBranch},
+	{http.MethodPost, "pullrequests", "", (*Server).createPullRequest},
+	{http.MethodGet, "commit/*", "", (*Server).getCommit},
+	{http.MethodPost, "commit/*/statuses/build", "", (*Server).postStatus},
+	{"", "hooks/**", "admin", func(s *Server, w http.ResponseWriter, r *http.Request, c call) {
+		s.serveHooks(w, r, c.rp, c.parts[1:])
+	}},
+	{"", "deploy-keys/**", "admin", func(s *Server, w http.ResponseWriter, r *http.Request, c call) {
+		s.serveKeys(w, r, c.rp, c.parts[1:])
+	}},
+}
+
+func (s *Server) getSrc(w http.ResponseWriter, r *http.Request, c call) {
+	rp, rest := c.rp, c.parts
+	ref, _ := url.PathUnescape(rest[1])
+	sha, err := rp.Resolve(ref)
+	if err != nil {
+		if sha, err = rp.Resolve("refs/heads/" + ref); err != nil {
 			apiError(w, http.StatusNotFound, "Commit not found")
 			return
 		}
-		sha, err := rp.resolve(rest[1])
-		if err != nil {
-			apiError(w, http.StatusNotFound, "Commit not found")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"type": "commit", "hash": sha})
-	case len(rest) == 4 && rest[0] == "commit" && rest[2] == "statuses" && rest[3] == "build" && m == http.MethodPost:
-		var st struct {
-			Key, State, Name, URL, Description, Refname string
-		}
-		if json.NewDecoder(r.Body).Decode(&st) != nil || st.Key == "" || len(st.Key) > 40 || st.URL == "" {
-			apiError(w, http.StatusBadRequest, "key (≤ 40 characters), state and url are required")
-			return
-		}
-		switch st.State {
-		case "INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED":
-		default:
-			apiError(w, http.StatusBadRequest, "bad state")
-			return
-		}
-		s.mu.Lock()
-		rp.statuses[rest[1]] = append(rp.statuses[rest[1]], Status(st))
-		s.mu.Unlock()
-		writeJSON(w, http.StatusCreated, map[string]any{"type": "build", "key": st.Key, "state": st.State})
-	case len(rest) >= 1 && rest[0] == "hooks":
-		if !admin {
-			apiError(w, http.StatusForbidden, "admin access required")
-			return
-		}
-		s.serveHooks(w, r, rp, rest[1:])
-	case len(rest) >= 1 && rest[0] == "deploy-keys":
-		if !admin {
-			apiError(w, http.StatusForbidden, "admin access required")
-			return
-		}
-		s.serveKeys(w, r, rp, rest[1:])
-	default:
-		apiError(w, http.StatusNotFound, "Resource not found")
 	}
+	content, ok := rp.File(sha, strings.Join(rest[2:], "/"))
+	if !ok {
+		apiError(w, http.StatusNotFound, "No such file or directory: "+strings.Join(rest[2:], "/"))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, content)
+}
+
+func (s *Server) getBranch(w http.ResponseWriter, r *http.Request, c call) {
+	name := c.parts[2]
+	sha := c.rp.Head(name)
+	if sha == "" {
+		apiError(w, http.StatusNotFound, "Branch not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"type": "branch", "name": name, "target": map[string]string{"type": "commit", "hash": sha}})
+}
+
+func (s *Server) createBranch(w http.ResponseWriter, r *http.Request, c call) {
+	var in struct {
+		Name   string `json:"name"`
+		Target struct {
+			Hash string `json:"hash"`
+		} `json:"target"`
+	}
+	write := c.perm == "admin" || c.perm == "write"
+	if !write || json.NewDecoder(r.Body).Decode(&in) != nil || in.Name == "" {
+		apiError(w, http.StatusBadRequest, "bad branch")
+		return
+	}
+	if err := c.rp.CreateRef("refs/heads/"+in.Name, in.Target.Hash); err != nil {
+		apiError(w, http.StatusBadRequest, "cannot create branch")
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"name": in.Name, "target": map[string]string{"hash": in.Target.Hash}})
+}
+
+func (s *Server) createPullRequest(w http.ResponseWriter, r *http.Request, c call) {
+	rp := c.rp
+	var in struct {
+		Title  string `json:"title"`
+		Source struct {
+			Branch struct{ Name string } `json:"branch"`
+		} `json:"source"`
+		Destination struct {
+			Branch struct{ Name string } `json:"branch"`
+		} `json:"destination"`
+	}
+	if json.NewDecoder(r.Body).Decode(&in) != nil || in.Title == "" || in.Source.Branch.Name == "" {
+		apiError(w, http.StatusBadRequest, "bad pull request")
+		return
+	}
+	s.mu.Lock()
+	id := len(rp.pulls) + 1
+	rp.pulls = append(rp.pulls, PullRequest{ID: id, Title: in.Title, Source: in.Source.Branch.Name, Dest: in.Destination.Branch.Name})
+	s.mu.Unlock()
+	writeJSON(w, http.StatusCreated, map[string]any{"id": id, "links": map[string]any{"html": map[string]string{"href": fmt.Sprintf("%s/%s/%s/pull-requests/%d", s.URL, rp.Workspace, rp.Slug, id)}}})
+}
+
+func (s *Server) getCommit(w http.ResponseWriter, r *http.Request, c call) {
+	if !hexRE.MatchString(c.parts[1]) {
+		apiError(w, http.StatusNotFound, "Commit not found")
+		return
+	}
+	sha, err := c.rp.Resolve(c.parts[1])
+	if err != nil {
+		apiError(w, http.StatusNotFound, "Commit not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"type": "commit", "hash": sha})
+}
+
+func (s *Server) postStatus(w http.ResponseWriter, r *http.Request, c call) {
+	rp := c.rp
+	var st struct {
+		Key, State, Name, URL, Description, Refname string
+	}
+	if json.NewDecoder(r.Body).Decode(&st) != nil || st.Key == "" || len(st.Key) > 40 || st.URL == "" {
+		apiError(w, http.StatusBadRequest, "key (≤ 40 characters), state and url are required")
+		return
+	}
+	switch st.State {
+	case "INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED":
+	default:
+		apiError(w, http.StatusBadRequest, "bad state")
+		return
+	}
+	s.mu.Lock()
+	rp.statuses[c.parts[1]] = append(rp.statuses[c.parts[1]], Status(st))
+	s.mu.Unlock()
+	writeJSON(w, http.StatusCreated, map[string]any{"type": "build", "key": st.Key, "state": st.State})
 }
 
 func (s *Server) serveHooks(w http.ResponseWriter, r *http.Request, rp *Repo, rest []string) {
@@ -397,7 +489,7 @@ func (s *Server) postSrc(w http.ResponseWriter, r *http.Request, rp *Repo) {
 	if msg == "" {
 		msg = "Edited online with Bitbucket"
 	}
-	sha, err := rp.commit(branch, files, msg)
+	sha, err := rp.CommitChanges(branch, gitrepo.Changes(files), msg, committer)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, err.Error())
 		return

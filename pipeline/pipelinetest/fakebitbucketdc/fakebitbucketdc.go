@@ -32,18 +32,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/cgi"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 // Permission levels of the stand-in, Data Center's names.
@@ -61,11 +59,10 @@ type Server struct {
 	// URL is the base URL (what --bitbucket-dc-url takes).
 	URL string
 
-	t       testing.TB
-	srv     *httptest.Server
-	root    string
-	home    string
-	backend string
+	t    testing.TB
+	srv  *httptest.Server
+	git  *gitrepo.Root
+	gitH http.Handler // git smart HTTP under /scm/
 
 	mu          sync.Mutex
 	now         func() time.Time
@@ -104,21 +101,18 @@ type RecordedRequest struct {
 	Method, Path, Query, User string
 }
 
-// Repo is a repository: a real bare git repository on disk.
+// Repo is a repository: a real bare git repository on disk (its Dir,
+// DefaultBranch "main", Head and File come from gitrepo.Repo).
 type Repo struct {
+	*gitrepo.Repo
 	// Project is the project key, Slug the repository slug.
 	Project, Slug string
 	// ID is Data Center's numeric repository id.
 	ID int64
 	// CloneURL is the HTTP clone URL, URL + "/scm/{key}/{slug}.git".
 	CloneURL string
-	// DefaultBranch is "main".
-	DefaultBranch string
-	// Dir is the bare repository.
-	Dir string
 
 	s      *Server
-	gitMu  sync.Mutex
 	grants map[string]string // user -> permission
 	hooks  []Hook
 	keys   []AccessKey
@@ -158,18 +152,8 @@ type PullRequest struct {
 // New starts a stand-in; it stops at the end of the test.
 func New(t testing.TB) *Server {
 	t.Helper()
-	gitBin, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatalf("fakebitbucketdc: git is required: %v", err)
-	}
-	out, err := exec.Command(gitBin, "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("fakebitbucketdc: git --exec-path: %v", err)
-	}
-	dir := t.TempDir()
 	s := &Server{
-		t: t, root: filepath.Join(dir, "repos"), home: filepath.Join(dir, "home"),
-		backend:  filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
+		t:        t,
 		now:      time.Now,
 		tokenTTL: time.Hour,
 		nextID:   1,
@@ -177,11 +161,8 @@ func New(t testing.TB) *Server {
 		httpTokens: map[string]string{}, apps: map[string]string{}, codes: map[string]*code{},
 		repos: map[string]*Repo{},
 	}
-	for _, d := range []string{s.root, s.home} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatalf("fakebitbucketdc: %v", err)
-		}
-	}
+	s.git = gitrepo.New(t, gitrepo.Config{Committer: "Bitbucket <noreply@example.com>", Clock: s.clock})
+	s.gitH = s.git.Handler("/scm/", s.checkGit)
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = "http://" + s.srv.Listener.Addr().String()
 	s.srv.Start()
@@ -263,21 +244,14 @@ func (s *Server) AddRepo(project, slug string) *Repo {
 	s.mu.Lock()
 	s.nextID++
 	r := &Repo{
-		Project: project, Slug: slug, ID: s.nextID, DefaultBranch: "main",
+		Repo:    s.git.Repo(strings.ToLower(project) + "/" + slug + ".git"),
+		Project: project, Slug: slug, ID: s.nextID,
 		CloneURL: s.URL + "/scm/" + strings.ToLower(project) + "/" + slug + ".git",
-		Dir:      filepath.Join(s.root, strings.ToLower(project), slug+".git"),
 		s:        s, grants: map[string]string{}, builds: map[string][]BuildStatus{},
 	}
 	s.repos[repoKey(project, slug)] = r
 	s.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(r.Dir), 0o755); err != nil {
-		s.t.Fatalf("fakebitbucketdc: %v", err)
-	}
-	if out, err := exec.Command("git", "init", "--quiet", "--bare", "--initial-branch=main", r.Dir).CombinedOutput(); err != nil {
-		s.t.Fatalf("fakebitbucketdc: git init: %v: %s", err, out)
-	}
-	readme := "# " + slug + "\n"
-	if _, err := r.commit("main", map[string]*string{"README.md": &readme}, "Initial commit", project); err != nil {
+	if err := r.Init(slug, author(project)); err != nil {
 		s.t.Fatalf("fakebitbucketdc: %v", err)
 	}
 	return r
@@ -359,7 +333,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/rest/oauth2/latest/token":
 		s.serveToken(w, r)
 	case strings.HasPrefix(p, "/scm/"):
-		s.serveGit(w, r)
+		s.gitH.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/rest/"):
 		if r.Header.Get("Authorization") != "" && name == "" {
 			restError(w, http.StatusUnauthorized, "Authentication failed. Please check your credentials and try again.")
@@ -487,48 +461,6 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		"access_token": at, "token_type": "bearer", "expires_in": int(s.tokenTTL.Seconds()),
 		"refresh_token": rt, "scope": "REPO_ADMIN",
 	})
-}
-
-// serveGit serves git smart HTTP behind basic auth with an HTTP access
-// token; OAuth access tokens are refused as Data Center refuses them.
-func (s *Server) serveGit(w http.ResponseWriter, req *http.Request) {
-	parts := strings.SplitN(strings.TrimPrefix(req.URL.Path, "/scm/"), "/", 3)
-	if len(parts) < 3 {
-		http.NotFound(w, req)
-		return
-	}
-	project, slug, rest := parts[0], strings.TrimSuffix(parts[1], ".git"), parts[2]
-	u, tok, ok := req.BasicAuth()
-	s.mu.Lock()
-	owner := s.httpTokens[tok]
-	r := s.repos[repoKey(project, slug)]
-	perm := 0
-	if r != nil && owner != "" {
-		perm = r.permOf(owner)
-	}
-	s.mu.Unlock()
-	if !ok || owner == "" || owner != u {
-		w.Header().Set("WWW-Authenticate", `Basic realm="Atlassian Bitbucket"`)
-		http.Error(w, "Authentication failed", http.StatusUnauthorized)
-		return
-	}
-	if r == nil || perm == 0 {
-		http.Error(w, "Repository not found", http.StatusNotFound)
-		return
-	}
-	if strings.Contains(req.URL.RawQuery, "git-receive-pack") || strings.HasSuffix(rest, "git-receive-pack") {
-		if perm < permRank[RepoWrite] {
-			http.Error(w, "forbidden", http.StatusForbidden)
-			return
-		}
-	}
-	out := req.Clone(req.Context())
-	out.Header.Del("Authorization")
-	out.URL.Path = "/" + strings.ToLower(r.Project) + "/" + r.Slug + ".git/" + rest
-	out.URL.RawPath = ""
-	h := &cgi.Handler{Path: s.backend, Root: "/", Dir: s.root, Env: append(s.gitEnv(""),
-		"GIT_PROJECT_ROOT="+s.root, "GIT_HTTP_EXPORT_ALL=1", "REMOTE_USER="+owner)}
-	h.ServeHTTP(w, out)
 }
 
 // Delivery is the outcome of one webhook delivery.

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 // serveREST routes /rest/api/latest/... and /rest/keys/latest/... for the
@@ -23,21 +25,31 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, name string) 
 	switch {
 	case p == "/rest/api/latest/users":
 		s.listUsers(w, r)
-		return
 	case strings.HasPrefix(p, "/rest/api/latest/users/"):
-		s.mu.Lock()
-		u := s.users[strings.TrimPrefix(p, "/rest/api/latest/users/")]
-		s.mu.Unlock()
-		if u == nil {
-			restError(w, http.StatusNotFound, "User does not exist")
-			return
-		}
-		writeJSON(w, http.StatusOK, userJSON(u))
-		return
+		s.getUser(w, strings.TrimPrefix(p, "/rest/api/latest/users/"))
 	case p == "/rest/api/latest/repos":
 		s.listRepos(w, r, name)
+	default:
+		s.serveProject(w, r, name)
+	}
+}
+
+func (s *Server) getUser(w http.ResponseWriter, name string) {
+	s.mu.Lock()
+	u := s.users[name]
+	s.mu.Unlock()
+	if u == nil {
+		restError(w, http.StatusNotFound, "User does not exist")
 		return
 	}
+	writeJSON(w, http.StatusOK, userJSON(u))
+}
+
+// serveProject serves a repository's resources:
+// /rest/api/latest/projects/{key}/repos/{slug}/... (repoRoutes) and
+// /rest/keys/latest/projects/{key}/repos/{slug}/... (serveKeys).
+func (s *Server) serveProject(w http.ResponseWriter, r *http.Request, name string) {
+	p := r.URL.Path
 	rest, keys := strings.CutPrefix(p, "/rest/keys/latest/projects/")
 	if !keys {
 		var ok bool
@@ -77,147 +89,205 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, name string) 
 		s.serveKeys(w, r, repo, sub, need)
 		return
 	}
-	switch {
-	case sub == "" && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, repo.repoJSON())
-	case sub == "default-branch":
-		writeJSON(w, http.StatusOK, map[string]any{"id": "refs/heads/" + repo.DefaultBranch, "displayId": repo.DefaultBranch, "type": "BRANCH", "isDefault": true})
-	case strings.HasPrefix(sub, "raw/"):
-		at := r.URL.Query().Get("at")
-		if at == "" {
-			at = "refs/heads/" + repo.DefaultBranch
+	for _, rt := range repoRoutes {
+		arg, ok := rt.match(sub)
+		if !ok || (rt.method != "" && rt.method != r.Method) {
+			continue
 		}
-		c, ok := repo.File(at, strings.TrimPrefix(sub, "raw/"))
-		if !ok {
-			restError(w, http.StatusNotFound, "The path does not exist at revision "+at)
-			return
+		if rt.need == "" || need(rt.need) {
+			rt.h(s, w, r, repo, arg)
 		}
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte(c))
-	case sub == "branches" && r.Method == http.MethodGet:
-		s.listBranches(w, r, repo)
-	case sub == "branches" && r.Method == http.MethodPost:
-		if !need(RepoWrite) {
-			return
-		}
-		var in struct{ Name, StartPoint string }
-		if json.NewDecoder(r.Body).Decode(&in) != nil || !validBranch(in.Name) {
-			restError(w, http.StatusBadRequest, "invalid branch")
-			return
-		}
-		sha, err := repo.resolve(in.StartPoint)
-		if err == nil {
-			err = repo.createRef("refs/heads/"+in.Name, sha)
-		}
-		if err != nil {
-			restError(w, http.StatusConflict, "cannot create branch")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"id": "refs/heads/" + in.Name, "displayId": in.Name, "latestCommit": sha})
-	case strings.HasPrefix(sub, "commits/") && strings.HasSuffix(sub, "/builds") && r.Method == http.MethodPost:
-		sha := strings.TrimSuffix(strings.TrimPrefix(sub, "commits/"), "/builds")
-		var st BuildStatus
-		if json.NewDecoder(r.Body).Decode(&st) != nil || st.Key == "" ||
-			!map[string]bool{"INPROGRESS": true, "SUCCESSFUL": true, "FAILED": true, "CANCELLED": true}[st.State] {
-			restError(w, http.StatusBadRequest, "invalid build status")
-			return
-		}
-		if _, err := repo.resolve(sha); err != nil {
-			restError(w, http.StatusNotFound, "commit does not exist")
-			return
-		}
-		s.mu.Lock()
-		repo.builds[sha] = append(repo.builds[sha], st)
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	case strings.HasPrefix(sub, "commits/") && r.Method == http.MethodGet:
-		sha, err := repo.resolve(strings.TrimPrefix(sub, "commits/"))
-		if err != nil {
-			restError(w, http.StatusNotFound, "commit does not exist")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"id": sha, "displayId": sha[:11]})
-	case sub == "webhooks":
-		if !need(RepoAdmin) {
-			return
-		}
-		if r.Method == http.MethodGet {
-			s.mu.Lock()
-			hooks := append([]Hook(nil), repo.hooks...)
-			s.mu.Unlock()
-			page(w, r, hooks)
-			return
-		}
-		var in struct {
-			Name          string
-			URL           string
-			Events        []string
-			Active        bool
-			Configuration struct{ Secret string }
-		}
-		if json.NewDecoder(r.Body).Decode(&in) != nil || in.URL == "" || len(in.Events) == 0 {
-			restError(w, http.StatusBadRequest, "invalid webhook")
-			return
-		}
-		s.mu.Lock()
-		s.nextID++
-		h := Hook{ID: s.nextID, Name: in.Name, URL: in.URL, Events: in.Events, Active: in.Active, Secret: in.Configuration.Secret}
-		repo.hooks = append(repo.hooks, h)
-		s.mu.Unlock()
-		writeJSON(w, http.StatusCreated, h)
-	case strings.HasPrefix(sub, "webhooks/") && r.Method == http.MethodDelete:
-		if !need(RepoAdmin) {
-			return
-		}
-		id, _ := strconv.ParseInt(strings.TrimPrefix(sub, "webhooks/"), 10, 64)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for i, h := range repo.hooks {
-			if h.ID == id {
-				repo.hooks = append(repo.hooks[:i:i], repo.hooks[i+1:]...)
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
-		restError(w, http.StatusNotFound, "webhook not found")
-	case sub == "pull-requests" && r.Method == http.MethodPost:
-		var in struct {
-			Title          string
-			FromRef, ToRef struct{ ID string }
-		}
-		if json.NewDecoder(r.Body).Decode(&in) != nil {
-			restError(w, http.StatusBadRequest, "invalid pull request")
-			return
-		}
-		s.mu.Lock()
-		s.nextID++
-		pr := PullRequest{ID: s.nextID, Title: in.Title, FromRef: in.FromRef.ID, ToRef: in.ToRef.ID}
-		repo.prs = append(repo.prs, pr)
-		s.mu.Unlock()
-		writeJSON(w, http.StatusCreated, map[string]any{"id": pr.ID, "links": map[string]any{"self": []map[string]string{{"href": s.URL + "/projects/" + repo.Project + "/repos/" + repo.Slug + "/pull-requests/" + strconv.FormatInt(pr.ID, 10)}}}})
-	case strings.HasPrefix(sub, "browse/") && r.Method == http.MethodPut:
-		if !need(RepoWrite) {
-			return
-		}
-		if err := r.ParseMultipartForm(1 << 20); err != nil {
-			restError(w, http.StatusBadRequest, "expected multipart form")
-			return
-		}
-		path, branch := strings.TrimPrefix(sub, "browse/"), r.FormValue("branch")
-		if cur := repo.Head(branch); r.FormValue("sourceCommitId") != "" && cur != r.FormValue("sourceCommitId") {
-			restError(w, http.StatusConflict, "the file has been modified since sourceCommitId")
-			return
-		}
-		content := r.FormValue("content")
-		sha, err := repo.commit(branch, map[string]*string{path: &content}, r.FormValue("message"), "kontinuous")
-		if err != nil {
-			restError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"id": sha, "displayId": sha[:11]})
-	default:
-		restError(w, http.StatusNotFound, "not found")
+		return
 	}
+	restError(w, http.StatusNotFound, "not found")
+}
+
+// repoRoute is one resource of a repository: the first route whose method
+// ("" = any) and sub-path match serves the request, after checking the
+// permission it needs ("" = read, which every caller that sees the
+// repository has).
+type repoRoute struct {
+	method string
+	match  func(sub string) (arg string, ok bool)
+	need   string
+	h      func(s *Server, w http.ResponseWriter, r *http.Request, repo *Repo, arg string)
+}
+
+// exact matches sub == p.
+func exact(p string) func(string) (string, bool) {
+	return func(sub string) (string, bool) { return "", sub == p }
+}
+
+// prefix matches a sub starting with p; the argument is the rest.
+func prefix(p string) func(string) (string, bool) {
+	return func(sub string) (string, bool) { return strings.CutPrefix(sub, p) }
+}
+
+// between matches a sub starting with p and ending with q; the argument
+// is what lies between.
+func between(p, q string) func(string) (string, bool) {
+	return func(sub string) (string, bool) {
+		if !strings.HasPrefix(sub, p) || !strings.HasSuffix(sub, q) {
+			return "", false
+		}
+		return strings.TrimSuffix(strings.TrimPrefix(sub, p), q), true
+	}
+}
+
+var repoRoutes = []repoRoute{
+	{http.MethodGet, exact(""), "", func(s *Server, w http.ResponseWriter, r *http.Request, repo *Repo, _ string) {
+		writeJSON(w, http.StatusOK, repo.repoJSON())
+	}},
+	{"", exact("default-branch"), "", func(s *Server, w http.ResponseWriter, r *http.Request, repo *Repo, _ string) {
+		writeJSON(w, http.StatusOK, map[string]any{"id": "refs/heads/" + repo.DefaultBranch, "displayId": repo.DefaultBranch, "type": "BRANCH", "isDefault": true})
+	}},
+	{"", prefix("raw/"), "", (*Server).getRaw},
+	{http.MethodGet, exact("branches"), "", func(s *Server, w http.ResponseWriter, r *http.Request, repo *Repo, _ string) {
+		s.listBranches(w, r, repo)
+	}},
+	{http.MethodPost, exact("branches"), RepoWrite, (*Server).createBranch},
+	{http.MethodPost, between("commits/", "/builds"), "", (*Server).postBuild},
+	{http.MethodGet, prefix("commits/"), "", (*Server).getCommit},
+	{"", exact("webhooks"), RepoAdmin, (*Server).serveWebhooks},
+	{http.MethodDelete, prefix("webhooks/"), RepoAdmin, (*Server).deleteWebhook},
+	{http.MethodPost, exact("pull-requests"), "", (*Server).createPullRequest},
+	{http.MethodPut, prefix("browse/"), RepoWrite, (*Server).putFile},
+}
+
+func (s *Server) getRaw(w http.ResponseWriter, r *http.Request, repo *Repo, path string) {
+	at := r.URL.Query().Get("at")
+	if at == "" {
+		at = "refs/heads/" + repo.DefaultBranch
+	}
+	c, ok := repo.File(at, path)
+	if !ok {
+		restError(w, http.StatusNotFound, "The path does not exist at revision "+at)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte(c))
+}
+
+func (s *Server) createBranch(w http.ResponseWriter, r *http.Request, repo *Repo, _ string) {
+	var in struct{ Name, StartPoint string }
+	if json.NewDecoder(r.Body).Decode(&in) != nil || !gitrepo.ValidBranch(in.Name) {
+		restError(w, http.StatusBadRequest, "invalid branch")
+		return
+	}
+	sha, err := repo.Resolve(in.StartPoint)
+	if err == nil {
+		err = repo.CreateRef("refs/heads/"+in.Name, sha)
+	}
+	if err != nil {
+		restError(w, http.StatusConflict, "cannot create branch")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": "refs/heads/" + in.Name, "displayId": in.Name, "latestCommit": sha})
+}
+
+func (s *Server) postBuild(w http.ResponseWriter, r *http.Request, repo *Repo, sha string) {
+	var st BuildStatus
+	if json.NewDecoder(r.Body).Decode(&st) != nil || st.Key == "" ||
+		!map[string]bool{"INPROGRESS": true, "SUCCESSFUL": true, "FAILED": true, "CANCELLED": true}[st.State] {
+		restError(w, http.StatusBadRequest, "invalid build status")
+		return
+	}
+	if _, err := repo.Resolve(sha); err != nil {
+		restError(w, http.StatusNotFound, "commit does not exist")
+		return
+	}
+	s.mu.Lock()
+	repo.builds[sha] = append(repo.builds[sha], st)
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) getCommit(w http.ResponseWriter, r *http.Request, repo *Repo, ref string) {
+	sha, err := repo.Resolve(ref)
+	if err != nil {
+		restError(w, http.StatusNotFound, "commit does not exist")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": sha, "displayId": sha[:11]})
+}
+
+// serveWebhooks lists the webhooks (GET) or creates one (any other
+// method).
+func (s *Server) serveWebhooks(w http.ResponseWriter, r *http.Request, repo *Repo, _ string) {
+	if r.Method == http.MethodGet {
+		s.mu.Lock()
+		hooks := append([]Hook(nil), repo.hooks...)
+		s.mu.Unlock()
+		page(w, r, hooks)
+		return
+	}
+	var in struct {
+		Name          string
+		URL           string
+		Events        []string
+		Active        bool
+		Configuration struct{ Secret string }
+	}
+	if json.NewDecoder(r.Body).Decode(&in) != nil || in.URL == "" || len(in.Events) == 0 {
+		restError(w, http.StatusBadRequest, "invalid webhook")
+		return
+	}
+	s.mu.Lock()
+	s.nextID++
+	h := Hook{ID: s.nextID, Name: in.Name, URL: in.URL, Events: in.Events, Active: in.Active, Secret: in.Configuration.Secret}
+	repo.hooks = append(repo.hooks, h)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusCreated, h)
+}
+
+func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, repo *Repo, idText string) {
+	id, _ := strconv.ParseInt(idText, 10, 64)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, h := range repo.hooks {
+		if h.ID == id {
+			repo.hooks = append(repo.hooks[:i:i], repo.hooks[i+1:]...)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	restError(w, http.StatusNotFound, "webhook not found")
+}
+
+func (s *Server) createPullRequest(w http.ResponseWriter, r *http.Request, repo *Repo, _ string) {
+	var in struct {
+		Title          string
+		FromRef, ToRef struct{ ID string }
+	}
+	if json.NewDecoder(r.Body).Decode(&in) != nil {
+		restError(w, http.StatusBadRequest, "invalid pull request")
+		return
+	}
+	s.mu.Lock()
+	s.nextID++
+	pr := PullRequest{ID: s.nextID, Title: in.Title, FromRef: in.FromRef.ID, ToRef: in.ToRef.ID}
+	repo.prs = append(repo.prs, pr)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusCreated, map[string]any{"id": pr.ID, "links": map[string]any{"self": []map[string]string{{"href": s.URL + "/projects/" + repo.Project + "/repos/" + repo.Slug + "/pull-requests/" + strconv.FormatInt(pr.ID, 10)}}}})
+}
+
+func (s *Server) putFile(w http.ResponseWriter, r *http.Request, repo *Repo, path string) {
+	if err := r.ParseMultipartForm(1 << 20); err != nil {
+		restError(w, http.StatusBadRequest, "expected multipart form")
+		return
+	}
+	branch := r.FormValue("branch")
+	if cur := repo.Head(branch); r.FormValue("sourceCommitId") != "" && cur != r.FormValue("sourceCommitId") {
+		restError(w, http.StatusConflict, "the file has been modified since sourceCommitId")
+		return
+	}
+	content := r.FormValue("content")
+	sha, err := repo.CommitChanges(branch, map[string]*string{path: &content}, r.FormValue("message"), author("kontinuous"))
+	if err != nil {
+		restError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": sha, "displayId": sha[:11]})
 }
 
 func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request, repo *Repo, sub string, need func(string) bool) {
@@ -313,7 +383,7 @@ func (s *Server) listRepos(w http.ResponseWriter, r *http.Request, name string) 
 }
 
 func (s *Server) listBranches(w http.ResponseWriter, r *http.Request, repo *Repo) {
-	outb, err := repo.git(nil, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
+	outb, err := repo.Git(nil, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
 	if err != nil {
 		restError(w, http.StatusInternalServerError, err.Error())
 		return

@@ -40,14 +40,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 // Server is a running fake GitHub. Its methods are safe for concurrent use.
@@ -60,9 +59,8 @@ type Server struct {
 
 	t       testing.TB
 	srv     *httptest.Server
-	root    string // GIT_PROJECT_ROOT
-	home    string // HOME for git processes
-	backend string // path of git-http-backend
+	git     *gitrepo.Root
+	gitH    http.Handler // git smart HTTP under /git/
 	closed  sync.Once
 	muxOnce sync.Once
 	mux     *http.ServeMux
@@ -190,37 +188,23 @@ func NewOn(t testing.TB, host string) *Server {
 
 func newOn(t testing.TB, host string) *Server {
 	t.Helper()
-	gitBin, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatalf("fakegithub: git is required: %v", err)
-	}
-	out, err := exec.Command(gitBin, "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("fakegithub: git --exec-path: %v", err)
-	}
-	backend := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
-	if _, err := os.Stat(backend); err != nil {
-		t.Fatalf("fakegithub: git-http-backend not found: %v", err)
-	}
-	dir := t.TempDir()
 	s := &Server{
-		t:       t,
-		root:    filepath.Join(dir, "repos"),
-		home:    filepath.Join(dir, "home"),
-		backend: backend,
-		now:     time.Now,
-		nextID:  100000,
-		users:   map[string]*user{},
-		tokens:  map[string]string{},
-		apps:    map[string]string{},
-		codes:   map[string]*oauthCode{},
-		repos:   map[string]*Repo{},
+		t:      t,
+		now:    time.Now,
+		nextID: 100000,
+		users:  map[string]*user{},
+		tokens: map[string]string{},
+		apps:   map[string]string{},
+		codes:  map[string]*oauthCode{},
+		repos:  map[string]*Repo{},
 	}
-	for _, d := range []string{s.root, s.home} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatalf("fakegithub: %v", err)
-		}
-	}
+	s.git = gitrepo.New(t, gitrepo.Config{
+		Committer: "GitHub <noreply@github.com>",
+		Clock:     s.clock,
+		// Like GitHub: any commit can be fetched by SHA, partial clones work.
+		ServeConfig: []string{"uploadpack.allowAnySHA1InWant=true", "uploadpack.allowFilter=true"},
+	})
+	s.gitH = s.git.Handler("/git/", s.checkGit)
 	// URL and APIURL are set before the server starts so that handlers read
 	// them without a race.
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
@@ -582,7 +566,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/login/oauth/access_token":
 		s.serveAccessToken(rec, r)
 	case strings.HasPrefix(p, "/git/"):
-		s.serveGit(rec, r)
+		s.gitH.ServeHTTP(rec, r)
 	default:
 		writeJSON(rec, http.StatusNotFound, map[string]string{"message": "Not Found"})
 	}

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 // ZeroSHA is the SHA GitHub sends for a ref that does not exist (before a
@@ -83,10 +85,10 @@ func (r *Repo) commitInfo(sha string) map[string]any {
 		"committer": map[string]any{"name": "GitHub", "email": "noreply@github.com", "username": "web-flow"},
 		"added":     []string{}, "removed": []string{}, "modified": []string{},
 	}
-	if !shaRE.MatchString(sha) {
+	if !gitrepo.IsSHA(sha) {
 		return c
 	}
-	out, err := r.git(nil, "log", "-1", "--format=%T%x00%an%x00%ae%x00%at%x00%B", sha, "--")
+	out, err := r.Git(nil, "log", "-1", "--format=%T%x00%an%x00%ae%x00%at%x00%B", sha, "--")
 	if err != nil {
 		return c
 	}
@@ -99,7 +101,7 @@ func (r *Repo) commitInfo(sha string) map[string]any {
 	c["author"] = map[string]any{"name": f[1], "email": f[2], "username": f[1]}
 	c["timestamp"] = ts(time.Unix(at, 0))
 	c["message"] = strings.TrimRight(f[4], "\n")
-	if out, err := r.git(nil, "diff-tree", "-r", "--root", "--no-commit-id", "--name-status", "-z", sha); err == nil {
+	if out, err := r.Git(nil, "diff-tree", "-r", "--root", "--no-commit-id", "--name-status", "-z", sha); err == nil {
 		parts := strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
 		added, removed, modified := []string{}, []string{}, []string{}
 		for i := 0; i+1 < len(parts); i += 2 {

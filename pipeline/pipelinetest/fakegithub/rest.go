@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/gitrepo"
 )
 
 type callerKey struct{}
@@ -58,14 +61,14 @@ func (s *Server) apiMux() *http.ServeMux {
 		m.HandleFunc("PUT "+repo+"/contents/{path...}", s.putContents)
 		m.HandleFunc("GET "+repo+"/pulls", s.listPulls)
 		m.HandleFunc("POST "+repo+"/pulls", s.createPull)
-		m.HandleFunc("GET "+repo+"/hooks", s.listHooks)
+		m.HandleFunc("GET "+repo+"/hooks", hookItems.list(s))
 		m.HandleFunc("POST "+repo+"/hooks", s.createHook)
-		m.HandleFunc("GET "+repo+"/hooks/{id}", s.getHook)
-		m.HandleFunc("DELETE "+repo+"/hooks/{id}", s.deleteHook)
-		m.HandleFunc("GET "+repo+"/keys", s.listKeys)
+		m.HandleFunc("GET "+repo+"/hooks/{id}", hookItems.get(s))
+		m.HandleFunc("DELETE "+repo+"/hooks/{id}", hookItems.delete(s))
+		m.HandleFunc("GET "+repo+"/keys", keyItems.list(s))
 		m.HandleFunc("POST "+repo+"/keys", s.createKey)
-		m.HandleFunc("GET "+repo+"/keys/{id}", s.getKey)
-		m.HandleFunc("DELETE "+repo+"/keys/{id}", s.deleteKey)
+		m.HandleFunc("GET "+repo+"/keys/{id}", keyItems.get(s))
+		m.HandleFunc("DELETE "+repo+"/keys/{id}", keyItems.delete(s))
 		m.HandleFunc("POST "+repo+"/statuses/{sha}", s.createStatus)
 		m.HandleFunc("GET "+repo+"/commits/{ref}/statuses", s.listStatuses)
 		m.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { notFound(w) })
@@ -312,7 +315,7 @@ func (s *Server) getBranch(w http.ResponseWriter, r *http.Request) {
 	}
 	b := r.PathValue("branch")
 	sha := ""
-	if validBranch(b) {
+	if gitrepo.ValidBranch(b) {
 		sha = repo.Head(b)
 	}
 	if sha == "" {
@@ -333,7 +336,7 @@ func (s *Server) getBranch(w http.ResponseWriter, r *http.Request) {
 
 // refs lists the repository's refs under refs/heads and refs/tags.
 func (repo *Repo) refs() (map[string]string, error) {
-	out, err := repo.git(nil, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags")
+	out, err := repo.Git(nil, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags")
 	if err != nil {
 		return nil, err
 	}
@@ -411,19 +414,19 @@ func (s *Server) createRef(w http.ResponseWriter, r *http.Request) {
 	if !isBranch {
 		name, isBranch = strings.CutPrefix(body.Ref, "refs/tags/")
 	}
-	if !isBranch || !validBranch(name) {
+	if !isBranch || !gitrepo.ValidBranch(name) {
 		apiError(w, http.StatusUnprocessableEntity, "Reference name must start with 'refs/' and have at least two slashes.")
 		return
 	}
-	if !shaRE.MatchString(body.SHA) {
+	if !gitrepo.IsSHA(body.SHA) {
 		apiError(w, http.StatusUnprocessableEntity, "Object does not exist")
 		return
 	}
-	if sha, err := repo.resolve(body.SHA); err != nil || sha != body.SHA {
+	if sha, err := repo.Resolve(body.SHA); err != nil || sha != body.SHA {
 		apiError(w, http.StatusUnprocessableEntity, "Object does not exist")
 		return
 	}
-	if err := repo.createRef(body.Ref, body.SHA); err != nil {
+	if err := repo.CreateRef(body.Ref, body.SHA); err != nil {
 		apiError(w, http.StatusUnprocessableEntity, "Reference already exists")
 		return
 	}
@@ -451,26 +454,26 @@ func wrap64(b []byte) string {
 	return sb.String()
 }
 
-func (s *Server) contentJSON(repo *Repo, e treeEntry, ref string) map[string]any {
+func (s *Server) contentJSON(repo *Repo, e gitrepo.TreeEntry, ref string) map[string]any {
 	full := repo.Owner + "/" + repo.Name
 	typ := "file"
-	if e.typ == "tree" {
+	if e.Type == "tree" {
 		typ = "dir"
 	}
-	self := s.APIURL + "repos/" + full + "/contents/" + e.path + "?ref=" + url.QueryEscape(ref)
+	self := s.APIURL + "repos/" + full + "/contents/" + e.Path + "?ref=" + url.QueryEscape(ref)
 	m := map[string]any{
 		"type":     typ,
-		"name":     path.Base(e.path),
-		"path":     e.path,
-		"sha":      e.sha,
-		"size":     e.size,
+		"name":     path.Base(e.Path),
+		"path":     e.Path,
+		"sha":      e.SHA,
+		"size":     e.Size,
 		"url":      self,
-		"html_url": s.URL + "/" + full + "/blob/" + ref + "/" + e.path,
-		"git_url":  s.APIURL + "repos/" + full + "/git/blobs/" + e.sha,
+		"html_url": s.URL + "/" + full + "/blob/" + ref + "/" + e.Path,
+		"git_url":  s.APIURL + "repos/" + full + "/git/blobs/" + e.SHA,
 		"_links":   map[string]string{"self": self},
 	}
 	if typ == "file" {
-		m["download_url"] = s.URL + "/raw/" + full + "/" + ref + "/" + e.path
+		m["download_url"] = s.URL + "/raw/" + full + "/" + ref + "/" + e.Path
 	}
 	return m
 }
@@ -484,25 +487,25 @@ func (s *Server) getContents(w http.ResponseWriter, r *http.Request) {
 	if ref == "" {
 		ref = repo.DefaultBranch
 	}
-	commit, err := repo.resolve(ref)
+	commit, err := repo.Resolve(ref)
 	if err != nil {
 		apiError(w, http.StatusNotFound, "No commit found for the ref "+ref)
 		return
 	}
 	p := strings.Trim(r.PathValue("path"), "/")
-	if p != "" && !validPath(p) {
+	if p != "" && !gitrepo.ValidPath(p) {
 		notFound(w)
 		return
 	}
-	var e treeEntry
+	var e gitrepo.TreeEntry
 	if p == "" {
-		e = treeEntry{typ: "tree"}
-	} else if e, err = repo.lsEntry(commit, p); err != nil {
+		e = gitrepo.TreeEntry{Type: "tree"}
+	} else if e, err = repo.LsEntry(commit, p); err != nil {
 		notFound(w)
 		return
 	}
-	if e.typ == "tree" {
-		entries, err := repo.lsTree(commit, p)
+	if e.Type == "tree" {
+		entries, err := repo.LsTree(commit, p)
 		if err != nil {
 			apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 			return
@@ -514,11 +517,11 @@ func (s *Server) getContents(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, list)
 		return
 	}
-	if e.typ != "blob" {
+	if e.Type != "blob" {
 		notFound(w)
 		return
 	}
-	data, err := repo.catBlob(e.sha)
+	data, err := repo.CatBlob(e.SHA)
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 		return
@@ -557,7 +560,7 @@ func (s *Server) putContents(w http.ResponseWriter, r *http.Request) {
 	case body.Content == nil:
 		apiError(w, http.StatusUnprocessableEntity, "Invalid request.\n\n\"content\" wasn't supplied.")
 		return
-	case !validPath(p):
+	case !gitrepo.ValidPath(p):
 		validationFailed(w, "Commit", "path", "invalid", "")
 		return
 	}
@@ -571,36 +574,36 @@ func (s *Server) putContents(w http.ResponseWriter, r *http.Request) {
 		branch = repo.DefaultBranch
 	}
 
-	repo.gitMu.Lock()
-	defer repo.gitMu.Unlock()
+	repo.Lock()
+	defer repo.Unlock()
 	parent := ""
-	if validBranch(branch) {
+	if gitrepo.ValidBranch(branch) {
 		parent = repo.Head(branch)
 	}
 	if parent == "" {
 		apiError(w, http.StatusNotFound, "Branch "+branch+" not found")
 		return
 	}
-	existing, err := repo.lsEntry(parent, p)
+	existing, err := repo.LsEntry(parent, p)
 	exists := err == nil
 	switch {
-	case exists && existing.typ != "blob":
+	case exists && existing.Type != "blob":
 		apiError(w, http.StatusUnprocessableEntity, "path is a directory")
 		return
 	case exists && body.SHA == "":
 		apiError(w, http.StatusUnprocessableEntity, "Invalid request.\n\n\"sha\" wasn't supplied.")
 		return
-	case exists && body.SHA != existing.sha, !exists && body.SHA != "":
+	case exists && body.SHA != existing.SHA, !exists && body.SHA != "":
 		apiError(w, http.StatusConflict, fmt.Sprintf("%s does not match %s", p, body.SHA))
 		return
 	}
 	str := string(content)
-	sha, err := repo.commitLocked(branch, "", map[string]*string{p: &str}, *body.Message, c.login)
+	sha, err := repo.CommitChangesLocked(branch, "", map[string]*string{p: &str}, *body.Message, author(c.login))
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 		return
 	}
-	tree, err := repo.git(nil, "rev-parse", sha+"^{tree}")
+	tree, err := repo.Git(nil, "rev-parse", sha+"^{tree}")
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 		return
@@ -613,7 +616,7 @@ func (s *Server) putContents(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	writeJSON(w, status, map[string]any{
-		"content": s.contentJSON(repo, treeEntry{typ: "blob", sha: blob, path: p, size: int64(len(content))}, branch),
+		"content": s.contentJSON(repo, gitrepo.TreeEntry{Type: "blob", SHA: blob, Path: p, Size: int64(len(content))}, branch),
 		"commit": map[string]any{
 			"sha":       sha,
 			"node_id":   "C_" + sha[:12],
@@ -694,10 +697,10 @@ func (s *Server) createPull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	headSHA, baseSHA := "", ""
-	if validBranch(head) {
+	if gitrepo.ValidBranch(head) {
 		headSHA = repo.Head(head)
 	}
-	if validBranch(body.Base) {
+	if gitrepo.ValidBranch(body.Base) {
 		baseSHA = repo.Head(body.Base)
 	}
 	if headSHA == "" {
@@ -729,6 +732,81 @@ func (s *Server) createPull(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, m)
 }
 
+// repoItems is a list of a repository's (webhooks or deploy keys) that
+// only admins see: each item has an id and is answered as render makes
+// it.
+type repoItems[T any] struct {
+	of     func(*Repo) *[]T
+	id     func(T) int64
+	render func(*Server, *Repo, T) map[string]any
+}
+
+var (
+	hookItems = repoItems[hookRec]{of: func(r *Repo) *[]hookRec { return &r.hooks }, id: func(h hookRec) int64 { return h.ID }, render: (*Server).hookJSON}
+	keyItems  = repoItems[DeployKey]{of: func(r *Repo) *[]DeployKey { return &r.keys }, id: func(k DeployKey) int64 { return k.ID }, render: (*Server).keyJSON}
+)
+
+// list answers the items, paginated.
+func (c repoItems[T]) list(s *Server) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		repo, _, ok := s.access(w, r, permAdmin)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		list := []map[string]any{}
+		for _, x := range *c.of(repo) {
+			list = append(list, c.render(s, repo, x))
+		}
+		s.mu.Unlock()
+		start, end := paginate(w, r, len(list))
+		writeJSON(w, http.StatusOK, list[start:end])
+	}
+}
+
+// index is the position of the item whose id is the path's {id}, or -1
+// (a bad id matches nothing). s.mu must be held.
+func (c repoItems[T]) index(repo *Repo, r *http.Request) int {
+	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	return slices.IndexFunc(*c.of(repo), func(x T) bool { return c.id(x) == id })
+}
+
+// get answers the item {id}.
+func (c repoItems[T]) get(s *Server) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		repo, _, ok := s.access(w, r, permAdmin)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if i := c.index(repo, r); i >= 0 {
+			writeJSON(w, http.StatusOK, c.render(s, repo, (*c.of(repo))[i]))
+			return
+		}
+		notFound(w)
+	}
+}
+
+// delete removes the item {id}.
+func (c repoItems[T]) delete(s *Server) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		repo, _, ok := s.access(w, r, permAdmin)
+		if !ok {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if i := c.index(repo, r); i >= 0 {
+			items := c.of(repo)
+			*items = append((*items)[:i:i], (*items)[i+1:]...)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		notFound(w)
+	}
+}
+
 func (s *Server) hookJSON(repo *Repo, h hookRec) map[string]any {
 	base := fmt.Sprintf("%srepos/%s/%s/hooks/%d", s.APIURL, repo.Owner, repo.Name, h.ID)
 	cfg := map[string]string{"url": h.URL, "content_type": h.ContentType, "insecure_ssl": h.insecureSSL}
@@ -742,21 +820,6 @@ func (s *Server) hookJSON(repo *Repo, h hookRec) map[string]any {
 		"test_url": base + "/test", "ping_url": base + "/pings", "deliveries_url": base + "/deliveries",
 		"last_response": map[string]any{"code": nil, "status": "unused", "message": nil},
 	}
-}
-
-func (s *Server) listHooks(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	list := []map[string]any{}
-	for _, h := range repo.hooks {
-		list = append(list, s.hookJSON(repo, h))
-	}
-	s.mu.Unlock()
-	start, end := paginate(w, r, len(list))
-	writeJSON(w, http.StatusOK, list[start:end])
 }
 
 func (s *Server) createHook(w http.ResponseWriter, r *http.Request) {
@@ -821,41 +884,6 @@ func (s *Server) createHook(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, m)
 }
 
-func (s *Server) getHook(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, h := range repo.hooks {
-		if h.ID == id {
-			writeJSON(w, http.StatusOK, s.hookJSON(repo, h))
-			return
-		}
-	}
-	notFound(w)
-}
-
-func (s *Server) deleteHook(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, h := range repo.hooks {
-		if h.ID == id {
-			repo.hooks = append(repo.hooks[:i:i], repo.hooks[i+1:]...)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-	}
-	notFound(w)
-}
-
 func (s *Server) keyJSON(repo *Repo, k DeployKey) map[string]any {
 	return map[string]any{
 		"id": k.ID, "key": k.Key, "title": k.Title, "read_only": k.ReadOnly, "verified": true,
@@ -879,21 +907,6 @@ func keyBlob(key string) string {
 		return ""
 	}
 	return f[0] + " " + f[1]
-}
-
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	list := []map[string]any{}
-	for _, k := range repo.keys {
-		list = append(list, s.keyJSON(repo, k))
-	}
-	s.mu.Unlock()
-	start, end := paginate(w, r, len(list))
-	writeJSON(w, http.StatusOK, list[start:end])
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
@@ -928,41 +941,6 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	m := s.keyJSON(repo, k)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, m)
-}
-
-func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, k := range repo.keys {
-		if k.ID == id {
-			writeJSON(w, http.StatusOK, s.keyJSON(repo, k))
-			return
-		}
-	}
-	notFound(w)
-}
-
-func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
-	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64) // a bad id matches nothing
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, k := range repo.keys {
-		if k.ID == id {
-			repo.keys = append(repo.keys[:i:i], repo.keys[i+1:]...)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-	}
-	notFound(w)
 }
 
 func (s *Server) statusJSON(repo *Repo, id int64, st statusRec) map[string]any {
@@ -1004,7 +982,7 @@ func (s *Server) createStatus(w http.ResponseWriter, r *http.Request) {
 		validationFailed(w, "Status", "description", "custom", "description is too long (maximum is 140 characters)")
 		return
 	}
-	sha, err := repo.resolve(r.PathValue("sha"))
+	sha, err := repo.Resolve(r.PathValue("sha"))
 	if err != nil {
 		validationFailed(w, "Status", "sha", "custom", "No commit found for SHA: "+r.PathValue("sha"))
 		return
@@ -1026,7 +1004,7 @@ func (s *Server) listStatuses(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sha, err := repo.resolve(r.PathValue("ref"))
+	sha, err := repo.Resolve(r.PathValue("ref"))
 	if err != nil {
 		notFound(w)
 		return

@@ -77,6 +77,18 @@ func recordHost() (*hostState, error) {
 func (h *hostState) restore(dir string) []error {
 	var errs []error
 	// Mounts first: a mount inside a path blocks its removal.
+	errs = append(errs, h.unmountAdded(dir)...)
+	errs = append(errs, h.removeAbsent()...)
+	errs = append(errs, h.restoreSysctls()...)
+	errs = append(errs, h.dropChains()...)
+	errs = append(errs, h.dropTables()...)
+	return errs
+}
+
+// unmountAdded unmounts, deepest first, the mounts made since recordHost
+// under dir or under a host path that did not exist.
+func (h *hostState) unmountAdded(dir string) []error {
+	var errs []error
 	now, err := mountPoints()
 	if err != nil {
 		errs = append(errs, err)
@@ -101,11 +113,23 @@ func (h *hostState) restore(dir string) []error {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
 		}
 	}
+	return errs
+}
+
+// removeAbsent removes the host paths that did not exist.
+func (h *hostState) removeAbsent() []error {
+	var errs []error
 	for _, p := range h.absent {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
 		}
 	}
+	return errs
+}
+
+// restoreSysctls writes back the sysctls that changed.
+func (h *hostState) restoreSysctls() []error {
+	var errs []error
 	for _, k := range hostSysctls {
 		b, err := os.ReadFile("/proc/sys/" + k)
 		if err == nil && strings.TrimSpace(string(b)) == h.sysctls[k] {
@@ -115,29 +139,47 @@ func (h *hostState) restore(dir string) []error {
 			errs = append(errs, fmt.Errorf("restore sysctl %s=%s: %w", k, h.sysctls[k], err))
 		}
 	}
-	// iptables chains created in tables that existed: drop the rules that
-	// jump to them, then the chains.
+	return errs
+}
+
+// dropChains removes the iptables chains created in tables that existed:
+// first the rules that jump to them, then the chains.
+func (h *hostState) dropChains() []error {
+	var errs []error
 	for key, before := range h.chains {
 		cmd, table, _ := strings.Cut(key, " ")
 		for _, c := range iptablesChains(cmd, table) {
 			if slices.Contains(before, c) {
 				continue
 			}
-			for _, rule := range iptablesRulesJumpingTo(cmd, table, c) {
-				args := append([]string{"-t", table, "-D"}, rule...)
-				if out, err := exec.Command(cmd, args...).CombinedOutput(); err != nil {
-					errs = append(errs, fmt.Errorf("%s %s: %v: %s", cmd, strings.Join(args, " "), err, out))
-				}
-			}
-			for _, op := range []string{"-F", "-X"} {
-				if out, err := exec.Command(cmd, "-t", table, op, c).CombinedOutput(); err != nil {
-					errs = append(errs, fmt.Errorf("%s -t %s %s %s: %v: %s", cmd, table, op, c, err, out))
-				}
-			}
+			errs = append(errs, dropChain(cmd, table, c)...)
 		}
 	}
-	// Whole nftables tables that did not exist (iptables-nft makes one per
-	// iptables table it is first asked about).
+	return errs
+}
+
+// dropChain deletes the rules of table that jump to chain c, then flushes
+// and deletes c.
+func dropChain(cmd, table, c string) []error {
+	var errs []error
+	for _, rule := range iptablesRulesJumpingTo(cmd, table, c) {
+		args := append([]string{"-t", table, "-D"}, rule...)
+		if out, err := exec.Command(cmd, args...).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %v: %s", cmd, strings.Join(args, " "), err, out))
+		}
+	}
+	for _, op := range []string{"-F", "-X"} {
+		if out, err := exec.Command(cmd, "-t", table, op, c).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("%s -t %s %s %s: %v: %s", cmd, table, op, c, err, out))
+		}
+	}
+	return errs
+}
+
+// dropTables deletes whole nftables tables that did not exist
+// (iptables-nft makes one per iptables table it is first asked about).
+func (h *hostState) dropTables() []error {
+	var errs []error
 	tables, err := nftTables()
 	if err != nil {
 		errs = append(errs, err)

@@ -19,6 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // The real node: a kubelet with containerd and runc, beside KWOK's fake
@@ -152,17 +153,9 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 	if _, err := os.Stat(kubelet); err != nil {
 		return nil, fmt.Errorf("no kubelet in %s (scripts/kube-testenv/build.sh builds it unless KUBE_TESTENV_KUBELET=0): %w", e.bin, err)
 	}
-	lock, err := os.OpenFile(nodeLockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := lockNode(ctx)
 	if err != nil {
 		return nil, err
-	}
-	for syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		select {
-		case <-ctx.Done():
-			lock.Close()
-			return nil, fmt.Errorf("another test binary's real node holds %s", nodeLockPath)
-		case <-time.After(time.Second):
-		}
 	}
 	// A test binary that died with its node running (a panic, go test's
 	// -timeout) could not put the host back: do it now, before recording.
@@ -175,25 +168,67 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 			}
 		}
 	}()
-	if n.host, err = recordHost(); err != nil {
+	if err := n.prepare(); err != nil {
 		return n, err
 	}
-	if n.Dir, err = os.MkdirTemp("", "kontinuous-node-"); err != nil {
+	if err := n.makeBridge(); err != nil {
 		return n, err
+	}
+	if err := n.startContainerd(ctx); err != nil {
+		return n, err
+	}
+	if err := n.importImages(ctx); err != nil {
+		return n, err
+	}
+	if err := n.startKubelet(ctx, kubelet); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// lockNode takes nodeLockPath, waiting (up to ctx) for another test
+// binary's node to release it.
+func lockNode(ctx context.Context) (*os.File, error) {
+	lock, err := os.OpenFile(nodeLockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		select {
+		case <-ctx.Done():
+			lock.Close()
+			return nil, fmt.Errorf("another test binary's real node holds %s", nodeLockPath)
+		case <-time.After(time.Second):
+		}
+	}
+	return lock, nil
+}
+
+// prepare records the host's state, makes the node's directory and
+// records the leftover file that lets a later binary restore the host.
+func (n *Node) prepare() (err error) {
+	if n.host, err = recordHost(); err != nil {
+		return err
+	}
+	if n.Dir, err = os.MkdirTemp("", "kontinuous-node-"); err != nil {
+		return err
 	}
 	n.cgroupRoot = "/kontinuous-testenv-" + randomHex(4)
 	n.sock = filepath.Join(n.Dir, "containerd.sock")
 	if err := n.writeLeftover(); err != nil {
-		return n, err
+		return err
 	}
 	for _, d := range []string{"containerd/root", "containerd/state", "containerd/opt", "cni/net.d", "cni/ipam", "kubelet", "pods", "volume-plugins", "images"} {
 		if err := os.MkdirAll(filepath.Join(n.Dir, d), 0o755); err != nil {
-			return n, err
+			return err
 		}
 	}
+	return nil
+}
 
-	// The pods' bridge, made up front so that servers can listen on
-	// Gateway before the first pod; the CNI bridge plugin adopts it.
+// makeBridge makes the pods' bridge up front so that servers can listen
+// on Gateway before the first pod; the CNI bridge plugin adopts it.
+func (n *Node) makeBridge() error {
 	if err := exec.Command("ip", "link", "show", bridgeName).Run(); err == nil {
 		_ = exec.Command("ip", "link", "delete", bridgeName).Run() // a crashed run's leftover
 	}
@@ -203,40 +238,50 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 		{"link", "set", bridgeName, "up"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return n, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 		}
 		n.bridge = true
 	}
+	return nil
+}
 
-	// containerd, everything under Dir.
+// startContainerd starts containerd, everything under Dir, and waits for
+// its socket.
+func (n *Node) startContainerd(ctx context.Context) error {
 	if err := n.writeContainerdConfig(); err != nil {
-		return n, err
+		return err
 	}
 	if err := n.start("containerd", "containerd", "--config", filepath.Join(n.Dir, "containerd.toml")); err != nil {
-		return n, err
+		return err
 	}
-	if err := e.waitFor(ctx, "containerd's socket", 60*time.Second, func(ctx context.Context) (bool, error) {
+	return n.env.waitFor(ctx, "containerd's socket", 60*time.Second, func(ctx context.Context) (bool, error) {
 		if err := n.exited(); err != nil {
 			return false, err
 		}
 		return exec.CommandContext(ctx, "ctr", "--address", n.sock, "version").Run() == nil, nil
-	}); err != nil {
-		return n, err
-	}
+	})
+}
 
-	// Images, written here and imported: no registry is involved.
+// importImages writes the images and imports them: no registry is
+// involved.
+func (n *Node) importImages(ctx context.Context) error {
 	images, err := writeImages(filepath.Join(n.Dir, "images"))
 	if err != nil {
-		return n, err
+		return err
 	}
 	for _, tarball := range images {
 		out, err := exec.CommandContext(ctx, "ctr", "--address", n.sock, "-n", "k8s.io", "images", "import", tarball).CombinedOutput()
 		if err != nil {
-			return n, fmt.Errorf("ctr images import %s: %v: %s", filepath.Base(tarball), err, bytes.TrimSpace(out))
+			return fmt.Errorf("ctr images import %s: %v: %s", filepath.Base(tarball), err, bytes.TrimSpace(out))
 		}
 	}
+	return nil
+}
 
-	// The kubelet, in its own cgroup tree (removed on Stop).
+// startKubelet starts the kubelet in its own cgroup tree (removed on
+// Stop) and waits for the node to be Ready.
+func (n *Node) startKubelet(ctx context.Context, kubelet string) error {
+	e := n.env
 	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
 	for _, h := range hierarchies {
 		if fi, err := os.Stat(h); err == nil && fi.IsDir() {
@@ -245,10 +290,10 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 	}
 	ports, err := freePorts(1)
 	if err != nil {
-		return n, err
+		return err
 	}
 	if err := n.writeKubeletConfig(ports[0]); err != nil {
-		return n, err
+		return err
 	}
 	if err := n.start("kubelet", kubelet,
 		"--config="+filepath.Join(n.Dir, "kubelet.yaml"),
@@ -259,27 +304,33 @@ func (e *Env) StartNode(ctx context.Context) (n *Node, err error) {
 		"--node-labels="+NodePool,
 		"--v=1",
 	); err != nil {
-		return n, err
+		return err
 	}
 	admin := e.Admin()
 	if err := e.waitFor(ctx, "the real node to be Ready", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		if err := n.exited(); err != nil {
-			return false, err
-		}
-		nd, err := admin.CoreV1().Nodes().Get(ctx, RealNodeName, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		for _, c := range nd.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
+		return n.ready(ctx, admin)
 	}); err != nil {
-		return n, fmt.Errorf("%w\nkubelet: %s", err, n.LogTail("kubelet"))
+		return fmt.Errorf("%w\nkubelet: %s", err, n.LogTail("kubelet"))
 	}
-	return n, nil
+	return nil
+}
+
+// ready tells whether the kubelet is still running and RealNodeName is
+// Ready.
+func (n *Node) ready(ctx context.Context, admin kubernetes.Interface) (bool, error) {
+	if err := n.exited(); err != nil {
+		return false, err
+	}
+	nd, err := admin.CoreV1().Nodes().Get(ctx, RealNodeName, metav1.GetOptions{})
+	if err != nil {
+		return false, nil
+	}
+	for _, c := range nd.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (n *Node) writeContainerdConfig() error {

@@ -1,4 +1,4 @@
-package github
+package forgeutil
 
 import (
 	"fmt"
@@ -10,10 +10,10 @@ import (
 )
 
 func TestPermissionCacheKeepsNoToken(t *testing.T) {
-	c := newPermCache(time.Minute, 10, time.Now)
+	c := NewPermCache(time.Minute, 10, time.Now)
 	tok := pipeline.ForgeToken{AccessToken: "gho_supersecrettoken"}
-	c.put(tok, "Alice", "App", pipeline.PermPush)
-	if p, ok := c.get(tok, "alice", "app"); !ok || p != pipeline.PermPush {
+	c.Put(tok, "Alice", "App", pipeline.PermPush)
+	if p, ok := c.Get(tok, "alice", "app"); !ok || p != pipeline.PermPush {
 		t.Fatalf("get = %v, %v", p, ok)
 	}
 	for k := range c.m {
@@ -25,19 +25,19 @@ func TestPermissionCacheKeepsNoToken(t *testing.T) {
 
 func TestPermissionCacheEvictsOldestWhenFull(t *testing.T) {
 	now := time.Unix(0, 0)
-	c := newPermCache(time.Hour, 10, func() time.Time { return now })
+	c := NewPermCache(time.Hour, 10, func() time.Time { return now })
 	tok := pipeline.ForgeToken{AccessToken: "t"}
 	for i := range 25 {
 		now = now.Add(time.Second)
-		c.put(tok, "o", fmt.Sprint("r", i), pipeline.PermRead)
+		c.Put(tok, "o", fmt.Sprint("r", i), pipeline.PermRead)
 		if len(c.m) > 10 {
 			t.Fatalf("cache grew to %d entries", len(c.m))
 		}
 	}
-	if _, ok := c.get(tok, "o", "r24"); !ok {
+	if _, ok := c.Get(tok, "o", "r24"); !ok {
 		t.Fatal("newest entry evicted")
 	}
-	if _, ok := c.get(tok, "o", "r0"); ok {
+	if _, ok := c.Get(tok, "o", "r0"); ok {
 		t.Fatal("oldest entry kept")
 	}
 }

@@ -1,4 +1,4 @@
-package github
+package forgeutil
 
 import (
 	"crypto/sha256"
@@ -8,6 +8,13 @@ import (
 	"time"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+)
+
+// Permission cache defaults: a look-up is reused for PermissionTTL, and
+// the cache holds at most PermissionCacheSize entries.
+const (
+	PermissionTTL       = 30 * time.Second
+	PermissionCacheSize = 10000
 )
 
 // permKey identifies a cached permission: a hash of the token (never the
@@ -23,8 +30,11 @@ type permEntry struct {
 	expires time.Time
 }
 
-// permCache remembers permission look-ups for a TTL, bounded in size.
-type permCache struct {
+// PermCache remembers permission look-ups (a token's permission on a
+// repository, with the repository's id) for a TTL, bounded in size. It
+// keeps a hash of the token, never the token. It is safe for concurrent
+// use.
+type PermCache struct {
 	ttl time.Duration
 	max int
 	now func() time.Time
@@ -33,22 +43,35 @@ type permCache struct {
 	m  map[permKey]permEntry
 }
 
-func newPermCache(ttl time.Duration, max int, now func() time.Time) *permCache {
-	return &permCache{ttl: ttl, max: max, now: now, m: map[permKey]permEntry{}}
+// NewPermCache returns a cache whose entries last ttl (PermissionTTL when
+// ≤ 0), holding at most max (PermissionCacheSize when ≤ 0), on the clock
+// now (time.Now when nil).
+func NewPermCache(ttl time.Duration, max int, now func() time.Time) *PermCache {
+	if ttl <= 0 {
+		ttl = PermissionTTL
+	}
+	if max <= 0 {
+		max = PermissionCacheSize
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &PermCache{ttl: ttl, max: max, now: now, m: map[permKey]permEntry{}}
 }
 
 func keyOf(tok pipeline.ForgeToken, owner, name string) permKey {
 	return permKey{token: sha256.Sum256([]byte(tok.AccessToken)), repo: pipeline.Key(owner, name)}
 }
 
-func (c *permCache) get(tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, bool) {
-	p, _, ok := c.access(tok, owner, name)
+// Get returns tok's cached permission on owner/name.
+func (c *PermCache) Get(tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, bool) {
+	p, _, ok := c.Access(tok, owner, name)
 	return p, ok
 }
 
-// access returns a cached permission with the repository's id (0 when
+// Access returns a cached permission with the repository's id (0 when
 // the look-up that cached it did not give one).
-func (c *permCache) access(tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, int64, bool) {
+func (c *PermCache) Access(tok pipeline.ForgeToken, owner, name string) (pipeline.Permission, int64, bool) {
 	k := keyOf(tok, owner, name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -63,12 +86,14 @@ func (c *permCache) access(tok pipeline.ForgeToken, owner, name string) (pipelin
 	return e.perm, e.id, true
 }
 
-func (c *permCache) put(tok pipeline.ForgeToken, owner, name string, p pipeline.Permission) {
-	c.putAccess(tok, owner, name, p, 0)
+// Put caches tok's permission on owner/name.
+func (c *PermCache) Put(tok pipeline.ForgeToken, owner, name string, p pipeline.Permission) {
+	c.PutAccess(tok, owner, name, p, 0)
 }
 
-// putAccess caches a permission with the repository's id.
-func (c *permCache) putAccess(tok pipeline.ForgeToken, owner, name string, p pipeline.Permission, id int64) {
+// PutAccess caches a permission with the repository's id. An empty owner
+// or name is not cached.
+func (c *PermCache) PutAccess(tok pipeline.ForgeToken, owner, name string, p pipeline.Permission, id int64) {
 	if strings.TrimSpace(owner) == "" || strings.TrimSpace(name) == "" {
 		return
 	}
@@ -85,7 +110,7 @@ func (c *permCache) putAccess(tok pipeline.ForgeToken, owner, name string, p pip
 // evict drops expired entries, then, if the cache is still full, the
 // entries closest to expiry (the oldest) until a tenth of it is free. c.mu
 // must be held.
-func (c *permCache) evict(now time.Time) {
+func (c *PermCache) evict(now time.Time) {
 	for k, e := range c.m {
 		if !now.Before(e.expires) {
 			delete(c.m, k)
