@@ -1,14 +1,11 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -40,8 +37,9 @@ type EngineConfig struct {
 	InternalRegistry string
 	// Workers bounds builds running at once on this instance (default 4).
 	Workers int
-	// HTTPClient posts Slack notifications (default: 10 s timeout).
-	HTTPClient *http.Client
+	// Notifier posts commit statuses and Slack messages (default: none
+	// are sent).
+	Notifier Notifier
 	// StaleAfter: a running build whose runner has not beaten its heart
 	// for this long is taken over (default 45 s).
 	StaleAfter time.Duration
@@ -266,9 +264,6 @@ type Engine struct {
 	wg       sync.WaitGroup
 	ctx      context.Context
 	stop     context.CancelFunc
-
-	statusMu sync.Mutex
-	statusQ  map[string]*statusQueue
 }
 
 // NewEngine returns an engine; call Start to recover and run builds.
@@ -282,8 +277,8 @@ func NewEngine(cfg EngineConfig) *Engine {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	if cfg.Notifier == nil {
+		cfg.Notifier = noNotifier{}
 	}
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = 45 * time.Second
@@ -294,7 +289,7 @@ func NewEngine(cfg EngineConfig) *Engine {
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	id, _ := randomString(9) // crypto/rand does not fail on supported platforms
 	return &Engine{cfg: cfg, log: cfg.Logger, instance: id, sem: make(chan struct{}, cfg.Workers),
-		running: map[string]context.CancelFunc{}, cancels: map[string]context.CancelCauseFunc{}, statusQ: map[string]*statusQueue{}}
+		running: map[string]context.CancelFunc{}, cancels: map[string]context.CancelCauseFunc{}}
 }
 
 // Instance is this engine's runner id.
@@ -332,7 +327,8 @@ func (e *Engine) Stop(ctx context.Context) error {
 	go func() { e.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
+		// The status queues stop with the engine's context.
+		return e.cfg.Notifier.Wait(ctx)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -1109,14 +1105,8 @@ func (e *Engine) Trigger(ctx context.Context, p Pipeline, b Build) (Build, error
 	return nb, nil
 }
 
-// statusQueue posts a build's commit statuses in order, with retries.
-type statusQueue struct {
-	ch chan func(context.Context) error
-}
-
-// postStatus queues a commit status for stage st; it never blocks the
-// build: a slow or failing forge is retried with backoff in the
-// background (bounded).
+// postStatus has the notifier post a commit status for stage st, after
+// the build's earlier ones; it never blocks the build.
 func (e *Engine) postStatus(p Pipeline, b Build, st Stage, state, desc string) {
 	if b.Commit == "" {
 		return
@@ -1134,61 +1124,11 @@ func (e *Engine) postStatus(p Pipeline, b Build, st Stage, state, desc string) {
 		}
 		return e.scm(p).SetCommitStatus(ctx, tok, p.Owner, p.Repo, b.Commit, cs)
 	}
-	key := buildKey(p.Owner, p.Repo, b.Number)
-	e.statusMu.Lock()
-	q, ok := e.statusQ[key]
-	if !ok {
-		q = &statusQueue{ch: make(chan func(context.Context) error, 64)}
-		e.statusQ[key] = q
-		e.wg.Add(1)
-		go e.drainStatuses(key, q)
-	}
-	e.statusMu.Unlock()
-	select {
-	case q.ch <- post:
-	default:
-		e.log.Warn("commit status queue full; dropping a status", "pipeline", p.Key(), "build", b.Number)
-	}
-}
-
-func (e *Engine) drainStatuses(key string, q *statusQueue) {
-	defer e.wg.Done()
 	base := e.ctx
 	if base == nil {
 		base = context.Background()
 	}
-	for {
-		select {
-		case post := <-q.ch:
-			backoff := 500 * time.Millisecond
-			for attempt := 1; ; attempt++ {
-				ctx, cancel := context.WithTimeout(base, 10*time.Second)
-				err := post(ctx)
-				cancel()
-				if err == nil || attempt == 5 || base.Err() != nil {
-					if err != nil {
-						e.log.Warn("commit status not posted", "build", key, "error", err.Error())
-					}
-					break
-				}
-				select {
-				case <-time.After(backoff):
-				case <-base.Done():
-				}
-				backoff *= 2
-			}
-		case <-time.After(30 * time.Second):
-			e.statusMu.Lock()
-			if len(q.ch) == 0 {
-				delete(e.statusQ, key)
-				e.statusMu.Unlock()
-				return
-			}
-			e.statusMu.Unlock()
-		case <-base.Done():
-			return
-		}
-	}
+	e.cfg.Notifier.CommitStatus(base, buildKey(p.Owner, p.Repo, b.Number), post)
 }
 
 // notify sends the Slack notification a spec asks for at build end.
@@ -1235,32 +1175,12 @@ func (e *Engine) notify(ctx context.Context, p Pipeline, b Build) {
 			e.log.Warn("slack notification skipped: no slackurl secret", "pipeline", p.Key())
 			continue
 		}
-		msg := map[string]any{
-			"text": fmt.Sprintf("Build %d of %s/%s (%s, %.12s) ended: %s", b.Number, p.Owner, p.Repo, b.Branch, b.Commit, b.Status),
+		msg := SlackMessage{
+			Text:    fmt.Sprintf("Build %d of %s/%s (%s, %.12s) ended: %s", b.Number, p.Owner, p.Repo, b.Branch, b.Commit, b.Status),
+			Channel: vals[keys["channel"]], Username: vals[keys["username"]],
 		}
-		if c := vals[keys["channel"]]; c != "" {
-			msg["channel"] = c
-		}
-		if u := vals[keys["username"]]; u != "" {
-			msg["username"] = u
-		}
-		body, _ := json.Marshal(msg) // a map of strings always marshals
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			e.log.Warn("slack notification: bad slackurl", "pipeline", p.Key())
-			continue
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := e.cfg.HTTPClient.Do(req)
-		if err != nil {
-			// The URL is a secret: don't log the error text, which holds it.
-			e.log.Warn("slack notification failed", "pipeline", p.Key())
-			continue
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16)) // drain for reuse
-		resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			e.log.Warn("slack notification refused", "pipeline", p.Key(), "status", resp.StatusCode)
+		if err := e.cfg.Notifier.Slack(ctx, url, msg); err != nil {
+			e.log.Warn("slack notification failed", "pipeline", p.Key(), "error", err.Error())
 		}
 	}
 }

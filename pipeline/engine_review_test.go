@@ -19,6 +19,7 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
 	"github.com/kontinuous/kontinuous/pipeline/logstore"
+	"github.com/kontinuous/kontinuous/pipeline/notify"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
@@ -104,7 +105,10 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) engine(x pipeline.Executor, start bool, mod ...func(*pipeline.EngineConfig)) *pipeline.Engine {
 	f.t.Helper()
 	cfg := pipeline.EngineConfig{Store: f.store, SCM: f.scm, Logs: f.logs, Executor: x,
-		PublicURL: "http://kontinuous.test", StaleAfter: 3 * time.Second}
+		PublicURL: "http://kontinuous.test", StaleAfter: 3 * time.Second,
+		// Statuses and Slack go out as in the server; the stand-ins are
+		// plain HTTP on loopback.
+		Notifier: notify.New(notify.Config{Client: notify.Client(true)})}
 	for _, m := range mod {
 		m(&cfg)
 	}

@@ -125,6 +125,36 @@ type Hook struct {
 	Events []string
 }
 
+// Notifier carries a build's news out of the server (pipeline/notify
+// implements it). The engine calls it at transitions and never waits on
+// it.
+type Notifier interface {
+	// CommitStatus queues post, which sets one commit status of build (a
+	// build key), after those queued before it for the same build, and
+	// returns at once; post is retried with backoff (bounded). When base
+	// ends, what is still queued is dropped.
+	CommitStatus(base context.Context, build string, post func(context.Context) error)
+	// Slack posts msg to a Slack incoming-webhook URL. The URL is a
+	// secret: the error never contains it.
+	Slack(ctx context.Context, url string, msg SlackMessage) error
+	// Wait waits until the queues of ended bases have stopped, or ctx ends.
+	Wait(ctx context.Context) error
+}
+
+// SlackMessage is a Slack notification; empty Channel and Username take
+// the webhook's own.
+type SlackMessage struct {
+	Text, Channel, Username string
+}
+
+// noNotifier is the Notifier of an engine configured without one: builds
+// tell nobody.
+type noNotifier struct{}
+
+func (noNotifier) CommitStatus(context.Context, string, func(context.Context) error) {}
+func (noNotifier) Slack(context.Context, string, SlackMessage) error                 { return nil }
+func (noNotifier) Wait(context.Context) error                                        { return nil }
+
 // CommitStatus is a status posted on a commit.
 type CommitStatus struct {
 	// State: "pending", "success", "failure" or "error".

@@ -1,9 +1,10 @@
 // Package pipeline holds Kontinuous's domain: pipelines, builds, stages,
 // their state machine and use cases, and the small interfaces (ports) it
-// needs from storage, the forge and the executors. It names no forge, store
-// or executor (the adapters beneath it implement its ports; see
-// docs/architecture.md); its only HTTP is the Forge port's webhook headers
-// and the Slack notifier.
+// needs from storage, the forge, the executors and the notifier. It names
+// no forge, store, executor or notifier (the adapters beneath it implement
+// its ports; see docs/architecture.md); its only HTTP is the Forge port's
+// webhook request: commit statuses and Slack go out through the Notifier
+// port (pipeline/notify).
 package pipeline
 
 import (

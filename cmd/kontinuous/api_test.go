@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest"
 )
@@ -270,8 +271,8 @@ func TestSettingsFlagWinsOverEnvAndBadValuesNameTheSetting(t *testing.T) {
 		raw[i] = byte(250 - i)
 	}
 	for _, s := range []string{base64.StdEncoding.EncodeToString(raw), base64.RawStdEncoding.EncodeToString(raw), base64.URLEncoding.EncodeToString(raw), base64.RawURLEncoding.EncodeToString(raw)} {
-		if got, err := DecodeSecret(s); err != nil || string(got) != string(raw) {
-			t.Errorf("DecodeSecret(%q) = %v", s, err)
+		if got, err := auth.DecodeSecret(s); err != nil || string(got) != string(raw) {
+			t.Errorf("auth.DecodeSecret(%q) = %v", s, err)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 )
 
@@ -40,7 +41,7 @@ func loadOrCreateSecret(dataDir string, log *slog.Logger) ([]byte, error) {
 	path := filepath.Join(dataDir, secretFile)
 	b, err := os.ReadFile(path)
 	if err == nil {
-		s, err := DecodeSecret(strings.TrimSpace(string(b)))
+		s, err := auth.DecodeSecret(strings.TrimSpace(string(b)))
 		if err != nil {
 			return nil, fmt.Errorf("setting --auth-secret (AUTH_SECRET) is unset and the secret kept in %s is unusable: %w (set --auth-secret, or remove the file to generate a new one)", path, err)
 		}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
@@ -107,7 +108,7 @@ func tbToken(tb testing.TB, login string, id int, ghToken string) string {
 		"iat":        time.Now().Unix(),
 		"identities": []any{map[string]any{"provider": "github", "access_token": ghToken}},
 	}
-	secret, err := DecodeSecret(testSecret)
+	secret, err := auth.DecodeSecret(testSecret)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"strings"
-
 	"github.com/kontinuous/kontinuous/pipeline/forge/bitbucket"
 )
 
@@ -18,31 +16,17 @@ type BitbucketConfig struct {
 // Enabled reports whether the Bitbucket forge is on.
 func (b BitbucketConfig) Enabled() bool { return b.ClientID != "" && b.ClientSecret != "" }
 
-func init() {
-	settings = append(settings,
-		setting{"bitbucket-client-id", []string{"BITBUCKET_CLIENT_ID"}, "", "Bitbucket Cloud OAuth consumer key (enables Bitbucket with --bitbucket-client-secret)"},
-		setting{"bitbucket-client-secret", []string{"BITBUCKET_CLIENT_SECRET"}, "", "Bitbucket Cloud OAuth consumer secret"},
-		setting{"bitbucket-url", []string{"BITBUCKET_URL"}, "https://bitbucket.org", "Bitbucket web base: /site/oauth2/authorize and /site/oauth2/access_token"},
-		setting{"bitbucket-api-url", []string{"BITBUCKET_API_URL"}, "https://api.bitbucket.org/2.0", "Bitbucket REST base"},
-	)
-}
-
-// loadBitbucket reads the BitbucketConfig settings.
-func (c *Config) loadBitbucket(get func(string) string, bad func(name, format string, a ...any) error) error {
-	b := &c.Bitbucket
-	b.ClientID, b.ClientSecret = get("bitbucket-client-id"), get("bitbucket-client-secret")
-	if (b.ClientID == "") != (b.ClientSecret == "") {
-		return bad("bitbucket-client-id", "--bitbucket-client-id and --bitbucket-client-secret must be set together")
-	}
-	b.URL = strings.TrimSuffix(get("bitbucket-url"), "/")
-	if err := checkURL(b.URL, false); err != nil {
-		return bad("bitbucket-url", "%v", err)
-	}
-	b.APIURL = strings.TrimSuffix(get("bitbucket-api-url"), "/")
-	if err := checkURL(b.APIURL, false); err != nil {
-		return bad("bitbucket-api-url", "%v", err)
-	}
-	return nil
+// bitbucketSettings are the Bitbucket Cloud rows of the settings table.
+var bitbucketSettings = []setting{
+	{flag: "bitbucket-client-id", env: []string{"BITBUCKET_CLIENT_ID"}, help: "Bitbucket Cloud OAuth consumer key (enables Bitbucket with --bitbucket-client-secret)",
+		load: text(func(c *Config) *string { return &c.Bitbucket.ClientID })},
+	{flag: "bitbucket-client-secret", env: []string{"BITBUCKET_CLIENT_SECRET"}, help: "Bitbucket Cloud OAuth consumer secret",
+		load: text(func(c *Config) *string { return &c.Bitbucket.ClientSecret })},
+	{check: together("bitbucket-client-id", "bitbucket-client-secret", func(c *Config) (string, string) { return c.Bitbucket.ClientID, c.Bitbucket.ClientSecret })},
+	{flag: "bitbucket-url", env: []string{"BITBUCKET_URL"}, def: "https://bitbucket.org", help: "Bitbucket web base: /site/oauth2/authorize and /site/oauth2/access_token",
+		load: baseURL(func(c *Config) *string { return &c.Bitbucket.URL })},
+	{flag: "bitbucket-api-url", env: []string{"BITBUCKET_API_URL"}, def: "https://api.bitbucket.org/2.0", help: "Bitbucket REST base",
+		load: baseURL(func(c *Config) *string { return &c.Bitbucket.APIURL })},
 }
 
 // newBitbucket returns the Bitbucket forge, nil when it is not enabled.

@@ -7,14 +7,32 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/forge/bitbucketdc"
 )
 
-func init() {
-	settings = append(settings,
-		setting{"bitbucket-dc-url", []string{"BITBUCKET_DC_URL"}, "", "Bitbucket Data Center base URL, e.g. https://bitbucket.example.com (the forge is on when this, the client id and the secret are set)"},
-		setting{"bitbucket-dc-client-id", []string{"BITBUCKET_DC_CLIENT_ID"}, "", "client id of the incoming OAuth 2.0 application link in Bitbucket Data Center"},
-		setting{"bitbucket-dc-client-secret", []string{"BITBUCKET_DC_CLIENT_SECRET"}, "", "client secret of that application link"},
-		setting{"bitbucket-dc-clone-user", []string{"BITBUCKET_DC_CLONE_USER"}, "", "service account stages clone Bitbucket Data Center repositories as (OAuth tokens cannot clone on Data Center)"},
-		setting{"bitbucket-dc-clone-token", []string{"BITBUCKET_DC_CLONE_TOKEN"}, "", "that service account's HTTP access token (read access to the repositories)"},
-	)
+// bitbucketDCSettings are the Bitbucket Data Center rows of the settings
+// table.
+var bitbucketDCSettings = []setting{
+	{flag: "bitbucket-dc-url", env: []string{"BITBUCKET_DC_URL"}, help: "Bitbucket Data Center base URL, e.g. https://bitbucket.example.com (the forge is on when this, the client id and the secret are set)",
+		load: func(c *Config, v string) error {
+			if c.BitbucketDC.URL = strings.TrimSuffix(v, "/"); c.BitbucketDC.URL != "" {
+				return checkURL(c.BitbucketDC.URL, false)
+			}
+			return nil
+		}},
+	{flag: "bitbucket-dc-client-id", env: []string{"BITBUCKET_DC_CLIENT_ID"}, help: "client id of the incoming OAuth 2.0 application link in Bitbucket Data Center",
+		load: text(func(c *Config) *string { return &c.BitbucketDC.ClientID })},
+	{flag: "bitbucket-dc-client-secret", env: []string{"BITBUCKET_DC_CLIENT_SECRET"}, help: "client secret of that application link",
+		load: text(func(c *Config) *string { return &c.BitbucketDC.ClientSecret })},
+	{check: together("bitbucket-dc-client-id", "bitbucket-dc-client-secret", func(c *Config) (string, string) { return c.BitbucketDC.ClientID, c.BitbucketDC.ClientSecret })},
+	{check: func(c *Config) error {
+		if c.BitbucketDC.ClientID != "" && c.BitbucketDC.URL == "" {
+			return problemf("bitbucket-dc-url", "required when --bitbucket-dc-client-id is set")
+		}
+		return nil
+	}},
+	{flag: "bitbucket-dc-clone-user", env: []string{"BITBUCKET_DC_CLONE_USER"}, help: "service account stages clone Bitbucket Data Center repositories as (OAuth tokens cannot clone on Data Center)",
+		load: text(func(c *Config) *string { return &c.BitbucketDC.CloneUser })},
+	{flag: "bitbucket-dc-clone-token", env: []string{"BITBUCKET_DC_CLONE_TOKEN"}, help: "that service account's HTTP access token (read access to the repositories)",
+		load: text(func(c *Config) *string { return &c.BitbucketDC.CloneToken })},
+	{check: together("bitbucket-dc-clone-user", "bitbucket-dc-clone-token", func(c *Config) (string, string) { return c.BitbucketDC.CloneUser, c.BitbucketDC.CloneToken })},
 }
 
 // BitbucketDCConfig is the Bitbucket Data Center forge's settings.
@@ -26,30 +44,6 @@ type BitbucketDCConfig struct {
 // Enabled: the base URL and the OAuth client are set.
 func (b BitbucketDCConfig) Enabled() bool {
 	return b.URL != "" && b.ClientID != "" && b.ClientSecret != ""
-}
-
-// loadBitbucketDC reads the BitbucketDCConfig settings.
-func (c *Config) loadBitbucketDC(get func(string) string, bad func(name, format string, a ...any) error) error {
-	b := BitbucketDCConfig{
-		URL: strings.TrimSuffix(get("bitbucket-dc-url"), "/"), ClientID: get("bitbucket-dc-client-id"), ClientSecret: get("bitbucket-dc-client-secret"),
-		CloneUser: get("bitbucket-dc-clone-user"), CloneToken: get("bitbucket-dc-clone-token"),
-	}
-	if b.URL != "" {
-		if err := checkURL(b.URL, false); err != nil {
-			return bad("bitbucket-dc-url", "%v", err)
-		}
-	}
-	if (b.ClientID == "") != (b.ClientSecret == "") {
-		return bad("bitbucket-dc-client-id", "--bitbucket-dc-client-id and --bitbucket-dc-client-secret must be set together")
-	}
-	if b.ClientID != "" && b.URL == "" {
-		return bad("bitbucket-dc-url", "required when --bitbucket-dc-client-id is set")
-	}
-	if (b.CloneUser == "") != (b.CloneToken == "") {
-		return bad("bitbucket-dc-clone-user", "--bitbucket-dc-clone-user and --bitbucket-dc-clone-token must be set together")
-	}
-	c.BitbucketDC = b
-	return nil
 }
 
 // newBitbucketDCForge returns the Data Center forge, nil when it is off.

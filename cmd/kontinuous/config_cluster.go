@@ -29,68 +29,46 @@ type ClusterConfig struct {
 	EtcdQuotaBytes int64
 }
 
-func init() {
-	settings = append(settings,
-		setting{"log-store", []string{"KONTINUOUS_LOG_STORE"}, "etcd", "where stage logs live: etcd (readable and followable from every server, kept after the server that ran the stage is gone) or files (the data dir of that server: one server only)"},
-		setting{"max-streams-per-user", []string{"KONTINUOUS_MAX_STREAMS_PER_USER"}, "20", "live streams (followed logs and builds) one caller may hold open at once; more get 429"},
-		setting{"max-streams", []string{"KONTINUOUS_MAX_STREAMS"}, "1000", "live streams this server holds open at once in total; more get 429"},
-		setting{"keep-builds", []string{"KONTINUOUS_KEEP_BUILDS"}, "1000", "finished builds each pipeline keeps; older ones are pruned with their logs and workspaces (0 = keep all)"},
-		setting{"keep-logs", []string{"KONTINUOUS_KEEP_LOGS"}, "720h", "stage logs of a build are pruned this long after it finished; the build stays and its log answers \"log pruned\" (0 = keep)"},
-		setting{"retention-interval", []string{"KONTINUOUS_RETENTION_INTERVAL"}, "10m", "how often the server elected to prune runs a pass (--keep-builds, --keep-logs)"},
-		setting{"etcd-quota-bytes", []string{"KONTINUOUS_ETCD_QUOTA_BYTES"}, "", "embedded etcd's database quota, e.g. 8GiB (default etcd's 2GiB); with --etcd-endpoints, the quota /metrics reports when the members do not"},
-	)
-}
-
-// loadCluster reads the ClusterConfig settings.
-func (c *Config) loadCluster(get func(string) string, bad func(name, format string, a ...any) error) error {
-	c.Cluster.LogStore = get("log-store")
-	if c.Cluster.LogStore != "etcd" && c.Cluster.LogStore != "files" {
-		return bad("log-store", "%q: use etcd or files", c.Cluster.LogStore)
-	}
-	for _, n := range []struct {
-		name string
-		to   *int
-		max  int
-	}{
-		{"max-streams-per-user", &c.Cluster.MaxStreamsPerUser, 100000},
-		{"max-streams", &c.Cluster.MaxStreams, 1000000},
-	} {
-		v, err := strconv.Atoi(get(n.name))
-		if err != nil || v < 1 || v > n.max {
-			return bad(n.name, "%q must be a whole number between 1 and %s", get(n.name), fmt.Sprint(n.max))
+// clusterSettings are the rows of the settings table for more than one
+// server, live streams and retention.
+var clusterSettings = []setting{
+	{flag: "log-store", env: []string{"KONTINUOUS_LOG_STORE"}, def: "etcd", help: "where stage logs live: etcd (readable and followable from every server, kept after the server that ran the stage is gone) or files (the data dir of that server: one server only)",
+		load: oneOf(func(c *Config) *string { return &c.Cluster.LogStore }, "etcd", "files")},
+	{flag: "max-streams-per-user", env: []string{"KONTINUOUS_MAX_STREAMS_PER_USER"}, def: "20", help: "live streams (followed logs and builds) one caller may hold open at once; more get 429",
+		load: wholeIn(func(c *Config) *int { return &c.Cluster.MaxStreamsPerUser }, 1, 100000, "1 and 100000")},
+	{flag: "max-streams", env: []string{"KONTINUOUS_MAX_STREAMS"}, def: "1000", help: "live streams this server holds open at once in total; more get 429",
+		load: wholeIn(func(c *Config) *int { return &c.Cluster.MaxStreams }, 1, 1000000, "1 and 1000000")},
+	{flag: "keep-builds", env: []string{"KONTINUOUS_KEEP_BUILDS"}, def: "1000", help: "finished builds each pipeline keeps; older ones are pruned with their logs and workspaces (0 = keep all)",
+		load: wholeIn(func(c *Config) *int { return &c.Cluster.KeepBuilds }, 0, 1000000, "0 (keep all) and 1000000")},
+	{flag: "keep-logs", env: []string{"KONTINUOUS_KEEP_LOGS"}, def: "720h", help: "stage logs of a build are pruned this long after it finished; the build stays and its log answers \"log pruned\" (0 = keep)",
+		load: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || (d > 0 && d < time.Minute) {
+				return fmt.Errorf("%q must be a duration of at least 1m, like 720h (0 = keep)", v)
+			}
+			c.Cluster.KeepLogs = d
+			return nil
+		}},
+	{flag: "retention-interval", env: []string{"KONTINUOUS_RETENTION_INTERVAL"}, def: "10m", help: "how often the server elected to prune runs a pass (--keep-builds, --keep-logs)",
+		load: durationIn(func(c *Config) *time.Duration { return &c.Cluster.RetentionInterval }, 10*time.Millisecond, 24*time.Hour, "10ms and 24h")},
+	{flag: "etcd-quota-bytes", env: []string{"KONTINUOUS_ETCD_QUOTA_BYTES"}, help: "embedded etcd's database quota, e.g. 8GiB (default etcd's 2GiB); with --etcd-endpoints, the quota /metrics reports when the members do not",
+		load: func(c *Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			n, ok := parseBytes(v)
+			if !ok || n < 1<<20 || n > 100<<30 {
+				return fmt.Errorf("%q must be a size between 1MiB and 100GiB, in bytes or with KiB, MiB or GiB", v)
+			}
+			c.Cluster.EtcdQuotaBytes = n
+			return nil
+		}},
+	{check: func(c *Config) error {
+		if c.Cluster.MaxStreamsPerUser > c.Cluster.MaxStreams {
+			return problemf("max-streams-per-user", "%d is more than --max-streams (%d)", c.Cluster.MaxStreamsPerUser, c.Cluster.MaxStreams)
 		}
-		*n.to = v
-	}
-	if err := c.loadRetention(get, bad); err != nil {
-		return err
-	}
-	if c.Cluster.MaxStreamsPerUser > c.Cluster.MaxStreams {
-		return bad("max-streams-per-user", "%d is more than --max-streams (%d)", c.Cluster.MaxStreamsPerUser, c.Cluster.MaxStreams)
-	}
-	return nil
-}
-
-// loadRetention reads the retention and etcd space settings.
-func (c *Config) loadRetention(get func(string) string, bad func(name, format string, a ...any) error) error {
-	v, err := strconv.Atoi(get("keep-builds"))
-	if err != nil || v < 0 || v > 1000000 {
-		return bad("keep-builds", "%q must be a whole number between 0 (keep all) and 1000000", get("keep-builds"))
-	}
-	c.Cluster.KeepBuilds = v
-	if c.Cluster.KeepLogs, err = time.ParseDuration(get("keep-logs")); err != nil || c.Cluster.KeepLogs < 0 || (c.Cluster.KeepLogs > 0 && c.Cluster.KeepLogs < time.Minute) {
-		return bad("keep-logs", "%q must be a duration of at least 1m, like 720h (0 = keep)", get("keep-logs"))
-	}
-	if c.Cluster.RetentionInterval, err = time.ParseDuration(get("retention-interval")); err != nil || c.Cluster.RetentionInterval < 10*time.Millisecond || c.Cluster.RetentionInterval > 24*time.Hour {
-		return bad("retention-interval", "%q must be a duration between 10ms and 24h", get("retention-interval"))
-	}
-	if q := get("etcd-quota-bytes"); q != "" {
-		n, ok := parseBytes(q)
-		if !ok || n < 1<<20 || n > 100<<30 {
-			return bad("etcd-quota-bytes", "%q must be a size between 1MiB and 100GiB, in bytes or with KiB, MiB or GiB", q)
-		}
-		c.Cluster.EtcdQuotaBytes = n
-	}
-	return nil
+		return nil
+	}},
 }
 
 // parseBytes reads "1048576", "512KiB", "64MiB" or "8GiB".

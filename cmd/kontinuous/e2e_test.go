@@ -17,6 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 )
@@ -97,7 +98,7 @@ func token(t *testing.T, login string, id int, ghToken string) string {
 		"iat":        time.Now().Unix(),
 		"identities": []any{map[string]any{"provider": "github", "access_token": ghToken}},
 	}
-	secret, _ := DecodeSecret(testSecret)
+	secret, _ := auth.DecodeSecret(testSecret)
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ func TestLogoutRevokesTheTokenOnThisAndEveryServerOfTheSameEtcd(t *testing.T) {
 	a := newWorld(t, "--etcd-endpoints", endpoints)
 	b := newWorld(t, "--etcd-endpoints", endpoints)
 
-	secret, err := DecodeSecret(testSecret)
+	secret, err := auth.DecodeSecret(testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}

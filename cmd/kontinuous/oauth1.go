@@ -13,16 +13,15 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 )
 
-func init() {
-	settings = append(settings,
-		setting{"oauth1-consumers", []string{"KONTINUOUS_OAUTH1_CONSUMERS"}, "", `JSON file of the OAuth 1.0a consumers (Bitbucket Data Center Application Links): [{"key", "name", "public_key" (PEM), "callback" (URL prefix)}]; empty = off. Removing a consumer (and restarting) revokes its tokens`},
-	)
+// oauth1Settings is the OAuth 1.0a provider's row of the settings table.
+var oauth1Settings = []setting{
+	{flag: "oauth1-consumers", env: []string{"KONTINUOUS_OAUTH1_CONSUMERS"}, help: `JSON file of the OAuth 1.0a consumers (Bitbucket Data Center Application Links): [{"key", "name", "public_key" (PEM), "callback" (URL prefix)}]; empty = off. Removing a consumer (and restarting) revokes its tokens`,
+		load: loadOAuth1},
 }
 
 // loadOAuth1 reads and checks the consumers file: every problem is
 // reported, one line each.
-func (c *Config) loadOAuth1(get func(string) string, bad func(name, format string, a ...any) error) error {
-	path := get("oauth1-consumers")
+func loadOAuth1(c *Config, path string) error {
 	if path == "" {
 		return nil
 	}
@@ -30,7 +29,7 @@ func (c *Config) loadOAuth1(get func(string) string, bad func(name, format strin
 	if err != nil {
 		var lines []error
 		for _, line := range strings.Split(err.Error(), "\n") {
-			lines = append(lines, bad("oauth1-consumers", "%s: %s", path, line))
+			lines = append(lines, fmt.Errorf("%s: %s", path, line))
 		}
 		return errors.Join(lines...)
 	}

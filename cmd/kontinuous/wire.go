@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,12 +12,17 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kontinuous/kontinuous/api"
 	"github.com/kontinuous/kontinuous/auth"
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 	"github.com/kontinuous/kontinuous/pipeline/executor/local"
+	"github.com/kontinuous/kontinuous/pipeline/forge/bitbucket"
+	"github.com/kontinuous/kontinuous/pipeline/forge/bitbucketdc"
 	githubscm "github.com/kontinuous/kontinuous/pipeline/forge/github"
+	"github.com/kontinuous/kontinuous/pipeline/notify"
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
 	swaggerui "github.com/kontinuous/kontinuous/swagger-ui"
 	"github.com/kontinuous/kontinuous/web"
@@ -68,11 +74,50 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 			_ = app.Shutdown(context.Background())
 		}
 	}()
-	// The listen address first: an occupied port is reported before
-	// anything is written to the data dir.
-	ln, tlsCfg, err := listen(cfg)
+	ln, tlsCfg, secret, err := app.listenAndPrepare()
 	if err != nil {
 		return nil, err
+	}
+	cfg = app.cfg // the URL may now carry the listening port
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	store, err := app.openStore(sctx, secret)
+	if err != nil {
+		return nil, err
+	}
+	fs, err := newForgeSet(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	d, err := newDomain(cfg, log, store, fs)
+	if err != nil {
+		return nil, err
+	}
+	server, builds, err := app.newAPI(ctx, sctx, secret, store, fs, d)
+	if err != nil {
+		return nil, err
+	}
+	d.engine.Start(ctx)
+	app.closers = append(app.closers, d.engine.Stop)
+	stopRetention, err := startRetention(cfg, store, d.logs, d.exec, builds.registry, log)
+	if err != nil {
+		return nil, err
+	}
+	app.closers = append(app.closers, stopRetention)
+	app.serve(ln, tlsCfg, server, builds.resources)
+	log.Info("kontinuous serving", "listen", ln.Addr().String(), "url", cfg.URL, "apidocs", cfg.URL+"/apidocs/", "executor", d.exec.Name(), "version", buildVersion())
+	return app, nil
+}
+
+// listenAndPrepare takes the listen address first (an occupied port is
+// reported before anything is written to the data dir), creates the data
+// dir, finds the auth secret and resolves a URL derived from the listen
+// address to the port actually taken.
+func (app *App) listenAndPrepare() (net.Listener, *tls.Config, []byte, error) {
+	cfg, log := app.cfg, app.log
+	ln, tlsCfg, err := listen(cfg)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	app.closers = append(app.closers, func(context.Context) error {
 		// Closed by Shutdown already when serving; a second close is harmless.
@@ -80,12 +125,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		return nil
 	})
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("setting --data-dir (KONTINUOUS_DATA_DIR): %w", err)
+		return nil, nil, nil, fmt.Errorf("setting --data-dir (KONTINUOUS_DATA_DIR): %w", err)
 	}
 	secret := cfg.AuthSecret
 	if secret == nil {
 		if secret, err = loadOrCreateSecret(cfg.DataDir, log); err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 	}
 	if cfg.urlDerived {
@@ -95,13 +140,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		}
 		host, _, _ := net.SplitHostPort(cfg.URL[len(scheme)+3:]) // built by LoadConfig
 		_, port, _ := net.SplitHostPort(ln.Addr().String())      // a TCP address
-		cfg.URL = scheme + "://" + net.JoinHostPort(host, port)
-		app.cfg = cfg
+		app.cfg.URL = scheme + "://" + net.JoinHostPort(host, port)
 	}
+	return ln, tlsCfg, secret, nil
+}
 
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cli, closeEtcd, err := openEtcd(sctx, cfg, log)
+// openStore connects to etcd (embedded or external) and starts the store
+// with its secrets sealed by a key from secret.
+func (app *App) openStore(ctx context.Context, secret []byte) (*etcdstore.Store, error) {
+	cfg, log := app.cfg, app.log
+	cli, closeEtcd, err := openEtcd(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -111,54 +159,90 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		return nil, fmt.Errorf("setting --auth-secret (AUTH_SECRET): %w", err)
 	}
 	store := etcdstore.New(cli, box, etcdstore.Options{Logger: log, LinearizableReads: cfg.LinearizableReads})
-	if err := store.Start(sctx); err != nil {
+	if err := store.Start(ctx); err != nil {
 		return nil, fmt.Errorf("etcd store: %w", err)
 	}
 	app.closers = append(app.closers, func(context.Context) error { store.Close(); return nil })
+	return store, nil
+}
 
+// forgeSet is the forges this server talks to: GitHub always, the
+// Bitbucket ones when configured (nil otherwise).
+type forgeSet struct {
+	scm *githubscm.SCM
+	bb  *bitbucket.Forge
+	dc  *bitbucketdc.Forge
+	reg *pipeline.Forges
+}
+
+func newForgeSet(cfg Config, log *slog.Logger) (forgeSet, error) {
 	oauth, err := githubscm.NewOAuth(githubscm.OAuthConfig{ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubSecret, WebURL: cfg.GitHubURL})
 	if err != nil {
-		return nil, fmt.Errorf("setting --github-url (GITHUB_URL): %w", err)
+		return forgeSet{}, fmt.Errorf("setting --github-url (GITHUB_URL): %w", err)
 	}
-	scm, err := githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log, OAuth: oauth, PermissionTTL: cfg.PermissionTTL})
+	var fs forgeSet
+	fs.scm, err = githubscm.New(githubscm.Config{APIURL: cfg.GitHubAPIURL, Logger: log, OAuth: oauth, PermissionTTL: cfg.PermissionTTL})
 	if err != nil {
-		return nil, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
+		return forgeSet{}, fmt.Errorf("setting --github-api-url (GITHUB_API_URL): %w", err)
 	}
-	bb, err := newBitbucket(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("Bitbucket settings: %w", err)
+	if fs.bb, err = newBitbucket(cfg); err != nil {
+		return forgeSet{}, fmt.Errorf("Bitbucket settings: %w", err)
 	}
-	dc, err := newBitbucketDCForge(cfg, log)
-	if err != nil {
-		return nil, fmt.Errorf("setting --bitbucket-dc-url (BITBUCKET_DC_URL): %w", err)
+	if fs.dc, err = newBitbucketDCForge(cfg, log); err != nil {
+		return forgeSet{}, fmt.Errorf("setting --bitbucket-dc-url (BITBUCKET_DC_URL): %w", err)
 	}
-	forgeReg := pipeline.NewForges(scm)
-	if bb != nil {
-		forgeReg.Register(bb)
+	fs.reg = pipeline.NewForges(fs.scm)
+	if fs.bb != nil {
+		fs.reg.Register(fs.bb)
 	}
-	if dc != nil {
-		forgeReg.Register(dc)
+	if fs.dc != nil {
+		fs.reg.Register(fs.dc)
 	}
+	return fs, nil
+}
+
+// domain is the pipeline side: logs, executor, engine and service.
+type domain struct {
+	logs   pipeline.LogStore
+	exec   pipeline.Executor
+	engine *pipeline.Engine
+	svc    *pipeline.Service
+}
+
+func newDomain(cfg Config, log *slog.Logger, store *etcdstore.Store, fs forgeSet) (domain, error) {
 	logs, err := openLogs(cfg, store)
 	if err != nil {
-		return nil, err
+		return domain{}, err
 	}
 	exec, err := newExecutor(cfg, log)
 	if err != nil {
-		return nil, err
+		return domain{}, err
 	}
 	engine := pipeline.NewEngine(pipeline.EngineConfig{
-		Store: store, SCM: scm, Forges: forgeReg, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
+		Store: store, SCM: fs.scm, Forges: fs.reg, Logs: logs, Executor: exec, PublicURL: cfg.URL, Logger: log,
 		StageTimeout: cfg.StageTimeout, Namespace: namespacePolicy(cfg), StaleAfter: cfg.StaleAfter,
-		HTTPClient: notifyClient(cfg.NotifyAllowPrivate), AllowForkBuilds: cfg.AllowForkBuilds,
+		Notifier:         notify.New(notify.Config{Client: notify.Client(cfg.NotifyAllowPrivate), Logger: log}),
+		AllowForkBuilds:  cfg.AllowForkBuilds,
 		InternalRegistry: cfg.InternalRegistry,
 	})
 	refusal := webhookURLProblem(cfg.URL, cfg.GitHubAPIURL)
 	if refusal != "" {
 		log.Warn("pipelines cannot be created: " + refusal)
 	}
-	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Forges: forgeReg, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine, CreateRefusal: refusal})
+	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: fs.scm, Forges: fs.reg, Logs: logs, PublicURL: cfg.URL, Logger: log, Engine: engine, CreateRefusal: refusal})
+	return domain{logs: logs, exec: exec, engine: engine, svc: svc}, nil
+}
 
+// buildAPI is what the server keeps of the API besides its handler.
+type buildAPI struct {
+	resources *api.BuildResources
+	registry  *prometheus.Registry
+}
+
+// newAPI builds the authentication (tokens, logins of every forge, OAuth
+// 1.0a) and the HTTP API over the domain.
+func (app *App) newAPI(ctx, sctx context.Context, secret []byte, store *etcdstore.Store, fs forgeSet, d domain) (http.Handler, buildAPI, error) {
+	cfg, log := app.cfg, app.log
 	vctx, vcancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.closers = append(app.closers, func(context.Context) error { vcancel(); return nil })
 	verifier, err := auth.NewVerifier(vctx, auth.VerifierConfig{
@@ -166,49 +250,26 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		JWKSURL: cfg.Auth0JWKSURL, Revocations: store, Logger: log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("setting --auth0-issuer (AUTH0_ISSUER): %w", err)
+		return nil, buildAPI{}, fmt.Errorf("setting --auth0-issuer (AUTH0_ISSUER): %w", err)
 	}
-	issuer, err := auth.NewIssuer(auth.IssuerConfig{Secret: secret, TTL: cfg.TokenTTL})
+	login, others, err := newLogins(secret, store, fs, cfg.TokenTTL)
 	if err != nil {
-		return nil, err
-	}
-	states, err := auth.NewStates(auth.StatesConfig{Secret: secret, Once: store})
-	if err != nil {
-		return nil, err
-	}
-	login, err := auth.NewLogin(auth.LoginConfig{OAuth: scm, Users: store, Forge: scm, Issuer: issuer, States: states.ForForge(scm.Name())})
-	if err != nil {
-		return nil, err
-	}
-	others := map[string]api.LoginService{}
-	if bb != nil {
-		bbLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: bb, Users: store, Forge: bb, Issuer: issuer, States: states.ForForge(bb.Name())})
-		if err != nil {
-			return nil, err
-		}
-		others[bb.Name()] = bbLogin
-	}
-	if dc != nil {
-		dcLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: dc, Users: store, Forge: dc, Issuer: issuer, States: states.ForForge(dc.Name())})
-		if err != nil {
-			return nil, err
-		}
-		others[dc.Name()] = dcLogin
+		return nil, buildAPI{}, err
 	}
 	op, err := newOAuth1(sctx, cfg, store, log)
 	if err != nil {
-		return nil, err
+		return nil, buildAPI{}, err
 	}
-	cl := callers{users: store, forge: scm, forges: forgeReg}
-	builds := api.NewBuildResources(svc, cl, op.Or(verifier))
+	cl := callers{users: store, forge: fs.scm, forges: fs.reg}
+	builds := api.NewBuildResources(d.svc, cl, op.Or(verifier))
 	ui, err := web.New()
 	if err != nil {
-		return nil, err
+		return nil, buildAPI{}, err
 	}
 	builds.SetStreamLimits(cfg.Cluster.MaxStreamsPerUser, cfg.Cluster.MaxStreams)
 	reg, err := newRegistry(cfg, store)
 	if err != nil {
-		return nil, err
+		return nil, buildAPI{}, err
 	}
 	server, err := api.New(api.Config{
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
@@ -217,37 +278,60 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies}),
 			api.NewUserResources(store, verifier),
 			api.NewForgeResources(forges(cfg)),
-			api.NewPipelineResources(svc, cl),
+			api.NewPipelineResources(d.svc, cl),
 			builds,
 			api.NewLintResources(),
-			api.NewBadgeResources(pipeline.NewBadges(svc)),
+			api.NewBadgeResources(pipeline.NewBadges(d.svc)),
 			oauth1Resources(op),
 		},
 		SwaggerUI: swaggerui.Handler(api.SpecPath),
 		UI:        ui,
 	})
 	if err != nil {
-		return nil, err
+		return nil, buildAPI{}, err
 	}
-	engine.Start(ctx)
-	app.closers = append(app.closers, engine.Stop)
-	stopRetention, err := startRetention(cfg, store, logs, exec, reg, log)
-	if err != nil {
-		return nil, err
-	}
-	app.closers = append(app.closers, stopRetention)
+	return server, buildAPI{resources: builds, registry: reg}, nil
+}
 
+// newLogins returns GitHub's login and those of the other forges on, by
+// forge name; each signs its login states with its own name.
+func newLogins(secret []byte, store *etcdstore.Store, fs forgeSet, ttl time.Duration) (*auth.Login, map[string]api.LoginService, error) {
+	issuer, err := auth.NewIssuer(auth.IssuerConfig{Secret: secret, TTL: ttl})
+	if err != nil {
+		return nil, nil, err
+	}
+	states, err := auth.NewStates(auth.StatesConfig{Secret: secret, Once: store})
+	if err != nil {
+		return nil, nil, err
+	}
+	login, err := auth.NewLogin(auth.LoginConfig{OAuth: fs.scm, Users: store, Forge: fs.scm, Issuer: issuer, States: states.ForForge(fs.scm.Name())})
+	if err != nil {
+		return nil, nil, err
+	}
+	others := map[string]api.LoginService{}
+	for _, f := range fs.others() {
+		l, err := auth.NewLogin(auth.LoginConfig{OAuth: f, Users: store, Forge: f, Issuer: issuer, States: states.ForForge(f.Name())})
+		if err != nil {
+			return nil, nil, err
+		}
+		others[f.Name()] = l
+	}
+	return login, others, nil
+}
+
+// serve starts serving on ln in the background.
+func (app *App) serve(ln net.Listener, tlsCfg *tls.Config, handler http.Handler, builds *api.BuildResources) {
 	app.srv = &http.Server{
-		Handler:           server,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		TLSConfig:         tlsCfg,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(app.log.Handler(), slog.LevelWarn),
 	}
 	// Followed log streams end when shutdown begins instead of holding it.
 	app.srv.RegisterOnShutdown(builds.CloseStreams)
 	app.Addr = ln.Addr()
-	app.URL = cfg.URL
+	app.URL = app.cfg.URL
 	app.serveErr = make(chan error, 1)
 	go func() {
 		var err error
@@ -261,8 +345,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		}
 		close(app.serveErr)
 	}()
-	log.Info("kontinuous serving", "listen", ln.Addr().String(), "url", cfg.URL, "apidocs", cfg.URL+"/apidocs/", "executor", exec.Name(), "version", buildVersion())
-	return app, nil
 }
 
 func newExecutor(cfg Config, log *slog.Logger) (pipeline.Executor, error) {
@@ -305,6 +387,24 @@ func allowedList(def string, extra []string) string {
 	out := def
 	for _, e := range extra {
 		out += ", " + e
+	}
+	return out
+}
+
+// otherForge is a forge besides GitHub with its own login.
+type otherForge interface {
+	pipeline.ForgeOAuth
+	auth.ForgeUsers
+}
+
+// others are the forges besides GitHub that are on, in a fixed order.
+func (fs forgeSet) others() []otherForge {
+	var out []otherForge
+	if fs.bb != nil {
+		out = append(out, fs.bb)
+	}
+	if fs.dc != nil {
+		out = append(out, fs.dc)
 	}
 	return out
 }

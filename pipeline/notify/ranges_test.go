@@ -1,4 +1,4 @@
-package main
+package notify
 
 import (
 	"net/netip"
@@ -89,7 +89,7 @@ func TestNotifyRefusesEverySpecialPurposeRange(t *testing.T) {
 }
 
 func TestNotifyDialRefusalNamesTheRange(t *testing.T) {
-	c := notifyClient(false)
+	c := Client(false)
 	c.Timeout = 30 * time.Second
 	for addr, want := range map[string]string{
 		"198.18.0.1":       "198.18.0.0/15 (Benchmarking)",

@@ -1,4 +1,4 @@
-package main
+package notify
 
 import (
 	"net/http"
@@ -15,7 +15,7 @@ func TestNotifyClientRefusesPrivateAndPlainHTTPByDefault(t *testing.T) {
 	tls := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits++ }))
 	defer tls.Close()
 
-	strict := notifyClient(false)
+	strict := Client(false)
 	if _, err := strict.Post(srv.URL, "application/json", strings.NewReader("{}")); err == nil || !strings.Contains(err.Error(), "use https") {
 		t.Fatalf("plain http: %v", err)
 	}
@@ -29,7 +29,7 @@ func TestNotifyClientRefusesPrivateAndPlainHTTPByDefault(t *testing.T) {
 		t.Fatalf("%d requests got through", hits)
 	}
 
-	open := notifyClient(true)
+	open := Client(true)
 	r, err := open.Post(srv.URL, "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestNotifyClientFollowsNoRedirects(t *testing.T) {
 	defer target.Close()
 	redir := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusFound))
 	defer redir.Close()
-	if _, err := notifyClient(true).Get(redir.URL); err == nil || !strings.Contains(err.Error(), "redirects are not followed") {
+	if _, err := Client(true).Get(redir.URL); err == nil || !strings.Contains(err.Error(), "redirects are not followed") {
 		t.Fatalf("redirect: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package notify
 
 import (
 	"errors"
@@ -10,14 +10,14 @@ import (
 	"time"
 )
 
-// notifyClient is the HTTP client Slack notifications go out through. A
+// Client is the HTTP client Slack notifications go out through. A
 // Slack URL comes from a pipeline secret that anyone with push access can
 // set, so unless allowPrivate is set the client only speaks HTTPS, follows
 // no redirects, and refuses to connect to any special-purpose address
 // (loopback, private, link-local and cloud metadata, documentation,
 // benchmarking, multicast... see specialPurpose) — checked on the address
 // actually dialled, so DNS tricks do not get around it.
-func notifyClient(allowPrivate bool) *http.Client {
+func Client(allowPrivate bool) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	if !allowPrivate {
 		dialer.Control = func(_, address string, _ syscall.RawConn) error {
