@@ -64,6 +64,8 @@ type accessWorld struct {
 	store  *etcdstore.Store
 	logs   *logstore.Files
 	tokens map[string]string // login → Bearer token
+	repo   *fakegithub.Repo  // acme/app on the stand-in GitHub
+	fake   *fakegithub.Server
 }
 
 var accessSecret = []byte("0123456789abcdef0123456789abcdef")
@@ -111,7 +113,7 @@ func newAccessWorld(t *testing.T) *accessWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &accessWorld{store: store, logs: logs, tokens: map[string]string{}}
+	w := &accessWorld{store: store, logs: logs, tokens: map[string]string{}, repo: repo, fake: gh}
 	ctx := t.Context()
 	for _, u := range users {
 		pu := pipeline.User{ID: fmt.Sprintf("github|%d", u.id), Login: u.login, Token: pipeline.ForgeToken{AccessToken: "tok-" + u.login}}
@@ -213,9 +215,22 @@ type accessReply struct {
 
 func (w *accessWorld) do(t *testing.T, method, path, login string, accept string) accessReply {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, w.url+path, nil)
+	return w.doBody(t, method, path, login, accept, "")
+}
+
+// doBody is do with a JSON body ("" for none).
+func (w *accessWorld) doBody(t *testing.T, method, path, login, accept, body string) accessReply {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, w.url+path, rd)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if login != "" {
 		req.Header.Set("Authorization", "Bearer "+w.tokens[login])
@@ -335,5 +350,142 @@ func TestAgentStatusUpdatesRefused(t *testing.T) {
 	}
 	if w.snapshot(t) != before {
 		t.Error("a refused status update changed what is stored")
+	}
+}
+
+// pipelineSnapshot is everything stored about acme/app outside its
+// builds: the pipeline, its secret sets (names and keys; values are
+// encrypted) and the repository's default branch head on the stand-in
+// GitHub, with its pull requests (a definition update commits there).
+func (w *accessWorld) pipelineSnapshot(t *testing.T, gh func() string) string {
+	t.Helper()
+	var out strings.Builder
+	p, err := w.store.GetPipeline(t.Context(), "acme", "app")
+	raw, _ := json.Marshal(p)
+	fmt.Fprintf(&out, "pipeline %s %v\n", raw, err)
+	sets, err := w.store.ListSecrets(t.Context(), "acme", "app")
+	for _, s := range sets {
+		raw, _ := json.Marshal(s)
+		fmt.Fprintf(&out, "secret %s\n", raw)
+	}
+	fmt.Fprintf(&out, "secrets err %v\nmain %s\n%s", err, w.repo.Head("main"), gh())
+	return out.String()
+}
+
+// TestPipelineRoutesAccessMatrix is TestBuildRoutesAccessMatrix for the
+// pipeline's own routes (show, definition, secrets, delete): no token
+// 401, no access 404 revealing nothing, read access 403 on everything that
+// needs admin, nothing stored or committed by any of them; the admin gets
+// through on every route.
+func TestPipelineRoutesAccessMatrix(t *testing.T) {
+	w := newAccessWorld(t)
+	w.repo.Commit("main", map[string]string{".pipeline.yml": "stages:\n- name: one\n  type: command\n  command: [\"true\"]\n"}, "definition")
+	if err := w.store.PutSecret(t.Context(), "acme", "app", pipeline.SecretSet{Name: "deploy", Data: map[string]string{"TOKEN": "s3cr3t-value"}}); err != nil {
+		t.Fatal(err)
+	}
+	def := w.do(t, "GET", "/api/v1/pipelines/acme/app/definition", "alice", "")
+	var d pipeline.Definition
+	if def.status != http.StatusOK || json.Unmarshal([]byte(def.body), &d) != nil || d.SHA == "" {
+		t.Fatalf("the admin's definition: %d %s", def.status, def.body)
+	}
+	update := fmt.Sprintf(`{"definition": {"content": %q, "sha": %q}, "commit": {"message": "m", "option": "commit"}}`,
+		base64.StdEncoding.EncodeToString([]byte("stages:\n- name: two\n  type: command\n  command: [\"true\"]\n")), d.SHA)
+	const pp = "/api/v1/pipelines/acme/app"
+	routes := []struct {
+		name, method, path, body string
+		need                     pipeline.Permission
+		ok                       int
+	}{
+		{"show", "GET", pp, "", pipeline.PermRead, 200},
+		{"definition", "GET", pp + "/definition", "", pipeline.PermRead, 200},
+		{"definition at a ref", "GET", pp + "/definition/main", "", pipeline.PermRead, 200},
+		{"secrets", "GET", pp + "/secrets", "", pipeline.PermAdmin, 200},
+		{"one secret", "GET", pp + "/secrets/deploy", "", pipeline.PermAdmin, 200},
+		{"put a secret", "PUT", pp + "/secrets/other", `{"data": {"K": "v"}}`, pipeline.PermAdmin, 200},
+		{"delete a secret", "DELETE", pp + "/secrets/deploy", "", pipeline.PermAdmin, 204},
+		{"update the definition", "POST", pp + "/definition", update, pipeline.PermAdmin, 200},
+		{"delete", "DELETE", pp, "", pipeline.PermAdmin, 204},
+	}
+	prs := func() string { return fmt.Sprint(len(w.fake.PullRequests("acme", "app"))) }
+	before := w.pipelineSnapshot(t, prs)
+	unchanged := func(t *testing.T, what string) {
+		t.Helper()
+		if after := w.pipelineSnapshot(t, prs); after != before {
+			t.Fatalf("%s changed what is stored:\nbefore:\n%s\nafter:\n%s", what, before, after)
+		}
+	}
+	for _, r := range routes {
+		t.Run(r.name, func(t *testing.T) {
+			if got := w.doBody(t, r.method, r.path, "", "", r.body); got.status != http.StatusUnauthorized {
+				t.Errorf("%s %s without a token: %d %s", r.method, r.path, got.status, got.body)
+			}
+			unchanged(t, "an anonymous "+r.name)
+			got := w.doBody(t, r.method, r.path, "bob", "", r.body)
+			if got.status != http.StatusNotFound {
+				t.Errorf("%s %s by a user without access: %d %s", r.method, r.path, got.status, got.body)
+			}
+			for _, secret := range []string{"hook-secret", "TOKEN", "deploy", `"owner"`, "content"} {
+				if strings.Contains(got.body, secret) {
+					t.Errorf("%s by a user without access reveals %q: %s", r.name, secret, got.body)
+				}
+			}
+			unchanged(t, "a stranger's "+r.name)
+			got = w.doBody(t, r.method, r.path, "dave", "", r.body)
+			want := r.ok
+			if r.need > pipeline.PermRead {
+				want = http.StatusForbidden
+			}
+			if got.status != want {
+				t.Errorf("%s %s with read access: %d %s, want %d", r.method, r.path, got.status, got.body, want)
+			}
+			if strings.Contains(got.body, "s3cr3t-value") || strings.Contains(got.body, "hook-secret") {
+				t.Errorf("%s with read access shows a secret value: %s", r.name, got.body)
+			}
+			unchanged(t, "a reader's "+r.name)
+		})
+	}
+	for _, r := range routes {
+		if got := w.doBody(t, r.method, r.path, "alice", "", r.body); got.status != r.ok {
+			t.Errorf("%s %s by an admin: %d %s, want %d", r.method, r.path, got.status, got.body, r.ok)
+		}
+	}
+	if w.pipelineSnapshot(t, prs) == before {
+		t.Error("the admin's writes changed nothing: the matrix proves nothing")
+	}
+}
+
+// TestEveryPipelineRouteDeclaresItsPermission: each route under
+// /api/v1/pipelines/{owner}/{repo} declares the permission it needs (the
+// filter checks it before the handler runs), except the two public
+// routes whose handlers authorize what they take from users themselves
+// (manual triggers and approvals) and leave webhook deliveries and agent
+// updates unauthenticated.
+func TestEveryPipelineRouteDeclaresItsPermission(t *testing.T) {
+	svc := specService(t)
+	selfChecked := map[string]bool{
+		"POST /api/v1/pipelines/{owner}/{repo}/builds":                                   true,
+		"POST /api/v1/pipelines/{owner}/{repo}/builds/{buildNumber}/stages/{stageIndex}": true,
+	}
+	n := 0
+	for _, res := range []Resource{NewPipelineResources(svc, nil), NewBuildResources(svc, nil, nil)} {
+		for _, ws := range res.WebServices() {
+			for _, r := range ws.Routes() {
+				if !strings.HasPrefix(r.Path, "/api/v1/pipelines/{owner}/{repo}") {
+					continue
+				}
+				n++
+				key := r.Method + " " + strings.TrimSuffix(r.Path, "/")
+				_, declared := r.Metadata[metaNeed].(pipeline.Permission)
+				switch {
+				case selfChecked[key] && (declared || !isPublic(r.Metadata)):
+					t.Errorf("%s: a public route whose handler authorizes users itself, yet it declares %v / public %v", key, declared, isPublic(r.Metadata))
+				case !selfChecked[key] && !declared:
+					t.Errorf("%s declares no permission (use needs)", key)
+				}
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d pipeline routes found", n)
 	}
 }

@@ -62,9 +62,10 @@ type LogFile struct {
 func (r *BuildResources) WebServices() []*restful.WebService {
 	ws := new(restful.WebService)
 	ws.Path("/api/v1/pipelines/{owner}/{repo}/builds").Produces(restful.MIME_JSON)
+	ws.Filter(r.requirePermission)
 	o, rp, bn, si := ownerParam(ws), repoParam(ws), buildParam(ws), stageParam(ws)
 
-	ws.Route(doc(ws.GET("").To(r.listBuilds).
+	ws.Route(doc(needs(ws.GET("").To(r.listBuilds), pipeline.PermRead).
 		Produces(restful.MIME_JSON, "text/event-stream").
 		Doc("List build summaries, newest first; ?follow=true with Accept: text/event-stream streams them live: each event's data is one build in the list's JSON, the newest `limit` first, then each build that changes (event \"delete\" with {number} when one is deleted; event \"end\" when the server shuts down). Streams are capped per user and per server (429 with Retry-After beyond)").
 		Param(o).Param(rp).
@@ -88,33 +89,33 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Returns(http.StatusOK, "ping, or a repeated delivery (the original build)", pipeline.WebhookResult{}).
 		Returns(http.StatusAccepted, "valid delivery that makes no build", pipeline.WebhookResult{}).
 		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true).Metadata(metaOptionalBody, true), tagBuilds, 400, 401, 403, 404, 413, 502, 503))
-	ws.Route(doc(ws.GET("/{buildNumber}").To(r.getBuild).
+	ws.Route(doc(needs(ws.GET("/{buildNumber}").To(r.getBuild), pipeline.PermRead).
 		Produces(restful.MIME_JSON, "text/event-stream").
 		Doc("Show a build with its stages; ?follow=true with Accept: text/event-stream streams it: the build JSON now and on every change (event \"delete\" if it is deleted, \"end\" when the server shuts down; capped per user and per server, 429 beyond)").
 		Param(o).Param(rp).Param(bn).
 		Param(ws.QueryParameter("follow", "true to stream (with Accept: text/event-stream)").DataType("boolean")).
 		Writes(pipeline.Build{}).
 		Returns(http.StatusOK, "build", pipeline.Build{}), tagBuilds, 400, 401, 404, 429, 502, 503))
-	ws.Route(doc(ws.DELETE("/{buildNumber}").To(r.deleteBuild).
+	ws.Route(doc(needs(ws.DELETE("/{buildNumber}").To(answer(r.deleteBuild)).Operation("deleteBuild"), pipeline.PermAdmin).
 		Doc("Delete a finished build and its logs (admin)").
 		Param(o).Param(rp).Param(bn).
 		Returns(http.StatusNoContent, "deleted", nil), tagBuilds, 400, 401, 403, 404, 409, 502, 503))
-	ws.Route(doc(ws.POST("/{buildNumber}/cancel").To(r.cancel).
+	ws.Route(doc(needs(ws.POST("/{buildNumber}/cancel").To(answer(r.onBuild(http.StatusOK, r.svc.CancelBuild))).Operation("cancel"), pipeline.PermPush).
 		Doc("Cancel a build: running stages are stopped (push)").
 		Param(o).Param(rp).Param(bn).
 		Writes(pipeline.Build{}).
 		Returns(http.StatusOK, "canceled", pipeline.Build{}), tagBuilds, 400, 401, 403, 404, 409, 502, 503))
-	ws.Route(doc(ws.POST("/{buildNumber}/restart").To(r.restart).
+	ws.Route(doc(needs(ws.POST("/{buildNumber}/restart").To(answer(r.onBuild(http.StatusCreated, r.svc.RestartBuild))).Operation("restart"), pipeline.PermPush).
 		Doc("Start a new build of the same commit (push)").
 		Param(o).Param(rp).Param(bn).
 		Writes(pipeline.Build{}).
 		Returns(http.StatusCreated, "new build", pipeline.Build{}), tagBuilds, 400, 401, 403, 404, 502, 503))
-	ws.Route(doc(ws.GET("/{buildNumber}/stages").To(r.listStages).
+	ws.Route(doc(needs(ws.GET("/{buildNumber}/stages").To(answer(r.listStages)).Operation("listStages"), pipeline.PermRead).
 		Doc("List a build's stages").
 		Param(o).Param(rp).Param(bn).
 		Writes([]pipeline.Stage{}).
 		Returns(http.StatusOK, "stages", []pipeline.Stage{}), tagStages, 400, 401, 404, 502, 503))
-	ws.Route(doc(ws.GET("/{buildNumber}/stages/{stageIndex}").To(r.getStage).
+	ws.Route(doc(needs(ws.GET("/{buildNumber}/stages/{stageIndex}").To(answer(r.getStage)).Operation("getStage"), pipeline.PermRead).
 		Doc("Show one stage").
 		Param(o).Param(rp).Param(bn).Param(si).
 		Writes(pipeline.Stage{}).
@@ -126,12 +127,12 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 		Writes(pipeline.Stage{}).
 		Returns(http.StatusOK, "updated", pipeline.Stage{}).
 		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true).Metadata(metaOptionalBody, true), tagStages, 400, 401, 403, 404, 409, 502, 503))
-	ws.Route(doc(ws.POST("/{buildNumber}/stages/{stageIndex}/run").To(r.runFrom).
+	ws.Route(doc(needs(ws.POST("/{buildNumber}/stages/{stageIndex}/run").To(answer(r.onStage(http.StatusOK, r.svc.RunFromStage))).Operation("runFrom"), pipeline.PermPush).
 		Doc("Re-run a finished build from this stage (push)").
 		Param(o).Param(rp).Param(bn).Param(si).
 		Writes(pipeline.Build{}).
 		Returns(http.StatusOK, "re-running", pipeline.Build{}), tagStages, 400, 401, 403, 404, 409, 502, 503))
-	ws.Route(doc(ws.GET("/{buildNumber}/stages/{stageIndex}/logs").To(r.logs).
+	ws.Route(doc(needs(ws.GET("/{buildNumber}/stages/{stageIndex}/logs").To(r.logs), pipeline.PermRead).
 		Produces(restful.MIME_JSON, "text/plain", "text/event-stream").
 		Doc("A stage's log").
 		Notes("Two shapes: by default JSON `[{\"filename\": \"1-build.log\", \"content\": \"<base64 of the log text>\"}]` (the original Kontinuous's); "+
@@ -146,7 +147,8 @@ func (r *BuildResources) WebServices() []*restful.WebService {
 	return []*restful.WebService{ws}
 }
 
-// target reads owner, repo and the build number.
+// target reads owner, repo and the build number (validated by
+// requirePermission on the routes that declare a permission).
 func target(req *restful.Request) (owner, repo string, n int, err error) {
 	if owner, repo, err = repoPath(req); err != nil {
 		return
@@ -155,27 +157,35 @@ func target(req *restful.Request) (owner, repo string, n int, err error) {
 	return
 }
 
+// stageTarget reads owner, repo, the build number and the stage index.
+func stageTarget(req *restful.Request) (owner, repo string, n, idx int, err error) {
+	if owner, repo, n, err = target(req); err != nil {
+		return
+	}
+	idx, err = positive(req, pStage)
+	return
+}
+
+// listBuilds answers the build list, or streams it (?follow=true).
 func (r *BuildResources) listBuilds(req *restful.Request, resp *restful.Response) {
 	if wantsStream(req) {
 		r.followBuilds(req, resp, 0)
 		return
 	}
-	owner, repo, err := repoPath(req)
-	limit, before := 50, 0
-	if err == nil {
-		limit, before, err = paging(req)
+	answer(r.buildList)(req, resp)
+}
+
+func (r *BuildResources) buildList(req *restful.Request, _ *restful.Response) (int, any, error) {
+	limit, before, err := paging(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var bs []pipeline.Build
-			if bs, err = r.svc.ListBuilds(req.Request.Context(), c, owner, repo, limit, before); err == nil {
-				writeJSONWith(resp, http.StatusOK, func(buf *bytes.Buffer) error { return r.lists.encodeList(buf, bs) })
-				return
-			}
-		}
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	bs, err := r.svc.ListBuilds(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo), limit, before)
+	return http.StatusOK, jsonEncoder(func(buf *bytes.Buffer) error { return r.lists.encodeList(buf, bs) }), err
 }
 
 func paging(req *restful.Request) (limit, before int, err error) {
@@ -193,34 +203,54 @@ func paging(req *restful.Request) (limit, before int, err error) {
 	return limit, before, nil
 }
 
-// postBuilds takes webhook deliveries and manual triggers.
+// postBuilds is the route webhook deliveries and manual triggers share:
+// X-Custom-Event makes it a manual trigger, anything else a delivery.
 func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response) {
+	if req.HeaderParameter("X-Custom-Event") != "" {
+		answer(r.trigger)(req, resp)
+		return
+	}
+	r.delivery(req, resp)
+}
+
+// trigger starts a build from the UI or CLI: a Bearer token with push
+// access (the route is public for the deliveries it shares).
+func (r *BuildResources) trigger(req *restful.Request, _ *restful.Response) (int, any, error) {
+	owner, repo, err := repoPath(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := r.svc.ValidateRepoName(owner, repo); err != nil {
+		return 0, nil, err
+	}
+	ctx, err := r.authn.Authenticate(req.Request)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Request = req.Request.WithContext(ctx)
+	var body pipeline.ManualTrigger
+	if err := decodeJSON(req, &body); err != nil {
+		return 0, nil, err
+	}
+	if err := r.authorize(req, pipeline.PermPush); err != nil {
+		return 0, nil, err
+	}
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	b, err := r.svc.TriggerBuild(ctx, c, owner, repo, req.HeaderParameter("X-Custom-Event"), body)
+	return http.StatusCreated, b, err
+}
+
+// delivery takes a forge's webhook delivery: no Bearer token; the forge
+// verifies its signature against the pipeline's webhook secret.
+func (r *BuildResources) delivery(req *restful.Request, resp *restful.Response) {
 	owner, repo, err := repoPath(req)
 	if err == nil {
 		err = r.svc.ValidateRepoName(owner, repo)
 	}
 	if err != nil {
-		writeError(req, resp, err)
-		return
-	}
-	if ev := req.HeaderParameter("X-Custom-Event"); ev != "" {
-		ctx, err := r.authn.Authenticate(req.Request)
-		if err != nil {
-			writeError(req, resp, err)
-			return
-		}
-		req.Request = req.Request.WithContext(ctx)
-		var body pipeline.ManualTrigger
-		if err = decodeJSON(req, &body); err == nil {
-			var c pipeline.Caller
-			if c, err = r.caller(req); err == nil {
-				var b pipeline.Build
-				if b, err = r.svc.TriggerBuild(req.Request.Context(), c, owner, repo, ev, body); err == nil {
-					writeJSON(resp, http.StatusCreated, b)
-					return
-				}
-			}
-		}
 		writeError(req, resp, err)
 		return
 	}
@@ -258,24 +288,42 @@ func (r *BuildResources) postBuilds(req *restful.Request, resp *restful.Response
 	}
 }
 
-// onBuild answers status and the build that call returns for the build
-// the path names, or the error in the contract's shape.
-func (r *BuildResources) onBuild(req *restful.Request, resp *restful.Response, status int,
-	call func(ctx context.Context, c pipeline.Caller, owner, repo string, n int) (pipeline.Build, error)) {
-	owner, repo, n, err := target(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var b pipeline.Build
-			if b, err = call(req.Request.Context(), c, owner, repo, n); err == nil {
-				writeJSON(resp, status, b)
-				return
-			}
+// onBuild is a handler answering status and the build that call returns
+// for the build the path names.
+func (r *BuildResources) onBuild(status int,
+	call func(ctx context.Context, c pipeline.Caller, owner, repo string, n int) (pipeline.Build, error)) handler {
+	return func(req *restful.Request, _ *restful.Response) (int, any, error) {
+		owner, repo, n, err := target(req)
+		if err != nil {
+			return 0, nil, err
 		}
+		c, err := r.caller(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		b, err := call(req.Request.Context(), c, owner, repo, n)
+		return status, b, err
 	}
-	writeError(req, resp, err)
 }
 
+// onStage is onBuild for the stage the path names.
+func (r *BuildResources) onStage(status int,
+	call func(ctx context.Context, c pipeline.Caller, owner, repo string, n, idx int) (pipeline.Build, error)) handler {
+	return func(req *restful.Request, _ *restful.Response) (int, any, error) {
+		owner, repo, n, idx, err := stageTarget(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		c, err := r.caller(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		b, err := call(req.Request.Context(), c, owner, repo, n, idx)
+		return status, b, err
+	}
+}
+
+// getBuild answers a build, or streams it (?follow=true).
 func (r *BuildResources) getBuild(req *restful.Request, resp *restful.Response) {
 	if wantsStream(req) {
 		n, err := positive(req, pBuild)
@@ -286,239 +334,187 @@ func (r *BuildResources) getBuild(req *restful.Request, resp *restful.Response) 
 		r.followBuilds(req, resp, n)
 		return
 	}
-	r.onBuild(req, resp, http.StatusOK, r.svc.GetBuild)
+	answer(r.onBuild(http.StatusOK, r.svc.GetBuild))(req, resp)
 }
 
-func (r *BuildResources) deleteBuild(req *restful.Request, resp *restful.Response) {
+func (r *BuildResources) deleteBuild(req *restful.Request, _ *restful.Response) (int, any, error) {
 	owner, repo, n, err := target(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			if err = r.svc.DeleteBuild(req.Request.Context(), c, owner, repo, n); err == nil {
-				resp.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, r.svc.DeleteBuild(req.Request.Context(), c, owner, repo, n)
 }
 
-func (r *BuildResources) cancel(req *restful.Request, resp *restful.Response) {
-	r.onBuild(req, resp, http.StatusOK, r.svc.CancelBuild)
-}
-
-func (r *BuildResources) restart(req *restful.Request, resp *restful.Response) {
-	r.onBuild(req, resp, http.StatusCreated, r.svc.RestartBuild)
-}
-
-func (r *BuildResources) listStages(req *restful.Request, resp *restful.Response) {
+func (r *BuildResources) listStages(req *restful.Request, _ *restful.Response) (int, any, error) {
 	owner, repo, n, err := target(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var b pipeline.Build
-			if b, err = r.svc.GetBuild(req.Request.Context(), c, owner, repo, n); err == nil {
-				st := b.Stages
-				if st == nil {
-					st = []pipeline.Stage{}
-				}
-				writeJSON(resp, http.StatusOK, st)
-				return
-			}
-		}
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	b, err := r.svc.GetBuild(req.Request.Context(), c, owner, repo, n)
+	if b.Stages == nil {
+		b.Stages = []pipeline.Stage{}
+	}
+	return http.StatusOK, b.Stages, err
 }
 
-func (r *BuildResources) getStage(req *restful.Request, resp *restful.Response) {
-	owner, repo, n, err := target(req)
-	var idx int
-	if err == nil {
-		idx, err = positive(req, pStage)
+func (r *BuildResources) getStage(req *restful.Request, _ *restful.Response) (int, any, error) {
+	owner, repo, n, idx, err := stageTarget(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var st pipeline.Stage
-			if st, err = r.svc.GetStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
-				writeJSON(resp, http.StatusOK, st)
-				return
-			}
-		}
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	st, err := r.svc.GetStage(req.Request.Context(), c, owner, repo, n, idx)
+	return http.StatusOK, st, err
 }
 
 // errAgentUpdate answers a stage status update: no executor posts them,
 // so the server issues no stage tokens and accepts no update.
 var errAgentUpdate = pipeline.Errorf(pipeline.ErrUnauthorized, "stage status updates are not accepted (no executor posts them); approve a waiting wait stage with ?continue=yes")
 
-// postStage approves a wait stage (?continue=yes, user token with push);
-// anything else is a build agent's status update, refused.
+// postStage is the route approvals and build agents' status updates
+// share: ?continue=yes is an approval, anything else an agent's update.
 func (r *BuildResources) postStage(req *restful.Request, resp *restful.Response) {
-	owner, repo, n, err := target(req)
-	var idx int
-	if err == nil {
-		idx, err = positive(req, pStage)
-	}
-	if err != nil {
-		writeError(req, resp, err)
+	if req.QueryParameter("continue") == "" {
+		answer(r.agentUpdate)(req, resp)
 		return
 	}
-	cont := req.QueryParameter("continue")
-	switch {
-	case cont == "":
-		writeError(req, resp, errAgentUpdate)
-		return
-	case cont != "yes" && cont != "true":
-		writeError(req, resp, pipeline.Invalid("continue", "use continue=yes"))
-		return
+	answer(r.approve)(req, resp)
+}
+
+// agentUpdate refuses a build agent's stage status update (after the
+// path is validated, as before): no executor posts them.
+func (r *BuildResources) agentUpdate(req *restful.Request, _ *restful.Response) (int, any, error) {
+	if _, _, _, _, err := stageTarget(req); err != nil {
+		return 0, nil, err
+	}
+	return 0, nil, errAgentUpdate
+}
+
+// approve continues a WAITING wait stage: a Bearer user token with push
+// access (the route is public for the agents' updates it shares).
+func (r *BuildResources) approve(req *restful.Request, resp *restful.Response) (int, any, error) {
+	if _, _, _, _, err := stageTarget(req); err != nil {
+		return 0, nil, err
+	}
+	if cont := req.QueryParameter("continue"); cont != "yes" && cont != "true" {
+		return 0, nil, pipeline.Invalid("continue", "use continue=yes")
 	}
 	ctx, err := r.authn.Authenticate(req.Request)
-	if err == nil {
-		req.Request = req.Request.WithContext(ctx)
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var b pipeline.Build
-			if b, err = r.svc.ContinueStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
-				writeJSON(resp, http.StatusOK, b)
-				return
-			}
-		}
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	req.Request = req.Request.WithContext(ctx)
+	if err := r.authorize(req, pipeline.PermPush); err != nil {
+		return 0, nil, err
+	}
+	return r.onStage(http.StatusOK, r.svc.ContinueStage)(req, resp)
 }
 
-func (r *BuildResources) runFrom(req *restful.Request, resp *restful.Response) {
-	owner, repo, n, err := target(req)
-	var idx int
-	if err == nil {
-		idx, err = positive(req, pStage)
-	}
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var b pipeline.Build
-			if b, err = r.svc.RunFromStage(req.Request.Context(), c, owner, repo, n, idx); err == nil {
-				writeJSON(resp, http.StatusOK, b)
-				return
-			}
-		}
-	}
-	writeError(req, resp, err)
-}
-
+// logs answers a stage's log, or streams it (?follow=true with Accept:
+// text/event-stream).
 func (r *BuildResources) logs(req *restful.Request, resp *restful.Response) {
-	owner, repo, n, err := target(req)
-	var idx int
-	if err == nil {
-		idx, err = positive(req, pStage)
+	follow := req.QueryParameter("follow") == "true" || req.QueryParameter("follow") == "yes"
+	if follow && strings.Contains(req.HeaderParameter("Accept"), "text/event-stream") {
+		r.followLog(req, resp)
+		return
 	}
+	answer(r.stageLog)(req, resp)
+}
+
+// logFormat reads ?format=.
+func logFormat(req *restful.Request) (string, error) {
 	format := req.QueryParameter("format")
-	if err == nil && format != "" && format != "text" && format != "json" {
-		err = pipeline.Invalid("format", "%q: use text (the raw log) or json ([{filename, content}], the default)", format)
+	if format != "" && format != "text" && format != "json" {
+		return "", pipeline.Invalid("format", "%q: use text (the raw log) or json ([{filename, content}], the default)", format)
+	}
+	return format, nil
+}
+
+// stageLog answers a stage's stored log: raw text (?format=text or
+// Accept: text/plain) or the original JSON shape.
+func (r *BuildResources) stageLog(req *restful.Request, _ *restful.Response) (int, any, error) {
+	owner, repo, n, idx, err := stageTarget(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	format, err := logFormat(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	st, data, err := r.svc.StageLog(req.Request.Context(), c, owner, repo, n, idx)
+	if err != nil {
+		return 0, nil, err
+	}
+	accept := req.HeaderParameter("Accept")
+	if format == "text" || (format == "" && strings.Contains(accept, "text/plain") && !strings.Contains(accept, "application/json")) {
+		return http.StatusOK, plainText(data), nil
+	}
+	name := fmt.Sprintf("%d-%s.log", st.Index, safeName(st.Name))
+	return http.StatusOK, []LogFile{{Filename: name, Content: base64.StdEncoding.EncodeToString(data)}}, nil
+}
+
+// followLog streams a stage's log as server-sent events, one data line
+// per log line, until the stage ends.
+func (r *BuildResources) followLog(req *restful.Request, resp *restful.Response) {
+	owner, repo, n, idx, err := stageTarget(req)
+	if err == nil {
+		_, err = logFormat(req)
 	}
 	var c pipeline.Caller
 	if err == nil {
 		c, err = r.caller(req)
 	}
-	if err != nil {
-		writeError(req, resp, err)
-		return
-	}
 	ctx := req.Request.Context()
-	accept := req.HeaderParameter("Accept")
-	follow := req.QueryParameter("follow") == "true" || req.QueryParameter("follow") == "yes"
-	if follow && strings.Contains(accept, "text/event-stream") {
-		// Check access before committing to a stream.
-		if _, err := r.svc.GetBuild(ctx, c, owner, repo, n); err != nil {
-			writeError(req, resp, err)
-			return
-		}
-		release, ok := r.openStream(req, resp, c)
-		if !ok {
-			return
-		}
-		defer release()
-		h := resp.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no")
-		resp.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(resp.ResponseWriter)
-		_ = rc.Flush() // best effort: a writer that cannot flush still works
-		w := bufio.NewWriter(resp)
-		// The stream ends with the request or when the server shuts down.
-		sctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stopOnShutdown := context.AfterFunc(r.streams, cancel)
-		defer stopOnShutdown()
-		// Lines and keep-alive comments come from two goroutines.
-		var mu sync.Mutex
-		var pinger sync.WaitGroup
-		stop := make(chan struct{})
-		stopPinger := sync.OnceFunc(func() { close(stop); pinger.Wait() })
-		// The pinger must be gone before the last write and before the
-		// handler returns: the writer is not usable after that.
-		defer stopPinger()
-		pinger.Add(1)
-		go func() {
-			defer pinger.Done()
-			// A comment line every 15 s keeps proxies from closing a
-			// quiet stream.
-			t := time.NewTicker(sseKeepAlive)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-sctx.Done():
-					return
-				case <-t.C:
-					mu.Lock()
-					w.WriteString(": keep-alive\n\n")
-					if w.Flush() == nil {
-						_ = rc.Flush()
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-		err := r.svc.FollowStageLog(sctx, c, owner, repo, n, idx, func(line []byte) error {
-			mu.Lock()
-			defer mu.Unlock()
-			writeSSEData(w, line)
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			return rc.Flush()
-		})
-		stopPinger()
-		switch {
-		case ctx.Err() == nil && r.streams.Err() != nil:
-			fmt.Fprint(w, "event: end\ndata: server shutting down; reconnect to follow on\n\n")
-		case err != nil && ctx.Err() == nil:
-			fmt.Fprintf(w, "event: error\ndata: %s\n\n", pipeline.PublicMessage(err))
-		default:
-			fmt.Fprint(w, "event: end\ndata: stage log ended\n\n")
-		}
-		_ = w.Flush() // the client may be gone
-		return
+	if err == nil {
+		// Check the build exists before committing to a stream.
+		_, err = r.svc.GetBuild(ctx, c, owner, repo, n)
 	}
-	st, data, err := r.svc.StageLog(ctx, c, owner, repo, n, idx)
 	if err != nil {
 		writeError(req, resp, err)
 		return
 	}
-	if format == "text" || (format == "" && strings.Contains(accept, "text/plain") && !strings.Contains(accept, "application/json")) {
-		resp.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		resp.WriteHeader(http.StatusOK)
-		_, _ = resp.Write(data) // the client may be gone
+	release, ok := r.openStream(req, resp, c)
+	if !ok {
 		return
 	}
-	name := fmt.Sprintf("%d-%s.log", st.Index, safeName(st.Name))
-	files := []LogFile{{Filename: name, Content: base64.StdEncoding.EncodeToString(data)}}
-	writeJSON(resp, http.StatusOK, files)
+	defer release()
+	// The stream ends with the request or when the server shuts down.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopOnShutdown := context.AfterFunc(r.streams, cancel)
+	defer stopOnShutdown()
+	s := startSSE(sctx, resp)
+	var line bytes.Buffer
+	err = r.svc.FollowStageLog(sctx, c, owner, repo, n, idx, func(l []byte) error {
+		line.Reset()
+		w := bufio.NewWriter(&line)
+		writeSSEData(w, l)
+		_ = w.Flush() // a bytes.Buffer does not fail
+		return s.send("", nil, line.String())
+	})
+	switch {
+	case ctx.Err() == nil && r.streams.Err() != nil:
+		s.end("end", "server shutting down; reconnect to follow on")
+	case err != nil && ctx.Err() == nil:
+		s.end("error", pipeline.PublicMessage(err))
+	default:
+		s.end("end", "stage log ended")
+	}
 }
 
 func safeName(s string) string {

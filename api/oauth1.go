@@ -75,13 +75,13 @@ func (o *OAuth1Resources) WebServices() []*restful.WebService {
 
 	ws := new(restful.WebService)
 	ws.Path("/api/v1/oauth1").Produces(restful.MIME_JSON)
-	ws.Route(doc(ws.GET("/authorize").To(o.describe).
+	ws.Route(doc(ws.GET("/authorize").To(answer(o.describe)).Operation("describe").
 		Doc("Who asks: the application behind a request token awaiting your decision (what the consent page at /oauth/1.0a/authorize shows)").
 		Param(ws.QueryParameter("oauth_token", "the request token").DataType("string").Required(true)).
 		Writes(oauth1.Pending{}).
 		Returns(http.StatusOK, "the pending request", oauth1.Pending{}).
 		Returns(http.StatusNotImplemented, notOn, Error{}), tagOAuth1, 400, 401, 403, 404, 409, 503))
-	ws.Route(doc(ws.POST("/authorize").To(o.decide).Consumes(restful.MIME_JSON).
+	ws.Route(doc(ws.POST("/authorize").To(answer(o.decide)).Operation("decide").Consumes(restful.MIME_JSON).
 		Doc("Allow or deny an application's request token; answers where to send the browser (the callback, with oauth_verifier when allowed). Needs a Bearer token: applications cannot authorize applications").
 		Reads(OAuth1Decision{}).
 		Writes(OAuth1Redirect{}).
@@ -89,12 +89,12 @@ func (o *OAuth1Resources) WebServices() []*restful.WebService {
 		Returns(http.StatusNotImplemented, notOn, Error{}), tagOAuth1, 400, 401, 403, 404, 409, 413, 503))
 	apps := new(restful.WebService)
 	apps.Path("/api/v1/user/applications").Produces(restful.MIME_JSON)
-	apps.Route(doc(apps.GET("").To(o.applications).
+	apps.Route(doc(apps.GET("").To(answer(o.applications)).Operation("applications").
 		Doc("The applications (OAuth 1.0a consumers, e.g. Bitbucket Data Center) you allowed to act as you").
 		Writes([]oauth1.Application{}).
 		Returns(http.StatusOK, "authorized applications", []oauth1.Application{}).
 		Returns(http.StatusNotImplemented, notOn, Error{}), tagOAuth1, 401, 403, 503))
-	apps.Route(doc(apps.DELETE("/{key}").To(o.revoke).
+	apps.Route(doc(apps.DELETE("/{key}").To(answer(o.revoke)).Operation("revoke").
 		Doc("Revoke an application's access at once: every access token it holds for you stops working").
 		Param(apps.PathParameter("key", "the application's consumer key").DataType("string")).
 		Returns(http.StatusNoContent, "revoked", nil).
@@ -104,7 +104,7 @@ func (o *OAuth1Resources) WebServices() []*restful.WebService {
 
 func (o *OAuth1Resources) off(req *restful.Request, resp *restful.Response) bool {
 	if o.p == nil {
-		writeError(req, resp, pipeline.Errorf(pipeline.ErrNotImplemented, "the OAuth 1.0a provider is not configured on this server (--oauth1-consumers)"))
+		writeError(req, resp, errOAuth1Off)
 		return true
 	}
 	return false
@@ -143,79 +143,58 @@ func (o *OAuth1Resources) writeForm(req *restful.Request, resp *restful.Response
 	}
 }
 
-func (o *OAuth1Resources) describe(req *restful.Request, resp *restful.Response) {
-	if o.off(req, resp) {
-		return
+// user is the authenticated user of a JSON route, once the provider is
+// known to be configured.
+func (o *OAuth1Resources) user(req *restful.Request) (auth.Identity, error) {
+	if o.p == nil {
+		return auth.Identity{}, errOAuth1Off
 	}
-	ctx := req.Request.Context()
-	id, err := auth.FromContext(ctx)
-	if err != nil {
-		writeError(req, resp, err)
-		return
-	}
-	p, err := o.p.Describe(ctx, id, req.QueryParameter("oauth_token"))
-	if err != nil {
-		writeError(req, resp, err)
-		return
-	}
-	writeJSON(resp, http.StatusOK, p)
+	return auth.FromContext(req.Request.Context())
 }
 
-func (o *OAuth1Resources) decide(req *restful.Request, resp *restful.Response) {
-	if o.off(req, resp) {
-		return
-	}
-	ctx := req.Request.Context()
-	id, err := auth.FromContext(ctx)
+// errOAuth1Off answers every OAuth 1.0a route of a server without
+// consumers.
+var errOAuth1Off = pipeline.Errorf(pipeline.ErrNotImplemented, "the OAuth 1.0a provider is not configured on this server (--oauth1-consumers)")
+
+func (o *OAuth1Resources) describe(req *restful.Request, _ *restful.Response) (int, any, error) {
+	id, err := o.user(req)
 	if err != nil {
-		writeError(req, resp, err)
-		return
+		return 0, nil, err
+	}
+	p, err := o.p.Describe(req.Request.Context(), id, req.QueryParameter("oauth_token"))
+	return http.StatusOK, p, err
+}
+
+func (o *OAuth1Resources) decide(req *restful.Request, resp *restful.Response) (int, any, error) {
+	id, err := o.user(req)
+	if err != nil {
+		return 0, nil, err
 	}
 	var in OAuth1Decision
 	if err := decodeJSON(req, &in); err != nil {
-		writeError(req, resp, err)
-		return
+		return 0, nil, err
 	}
-	to, err := o.p.Decide(ctx, id, in.Token, in.Allow)
+	to, err := o.p.Decide(req.Request.Context(), id, in.Token, in.Allow)
 	if err != nil {
-		writeError(req, resp, err)
-		return
+		return 0, nil, err
 	}
 	resp.Header().Set("Cache-Control", "no-store")
-	writeJSON(resp, http.StatusOK, OAuth1Redirect{Redirect: to})
+	return http.StatusOK, OAuth1Redirect{Redirect: to}, nil
 }
 
-func (o *OAuth1Resources) applications(req *restful.Request, resp *restful.Response) {
-	if o.off(req, resp) {
-		return
-	}
-	ctx := req.Request.Context()
-	id, err := auth.FromContext(ctx)
+func (o *OAuth1Resources) applications(req *restful.Request, _ *restful.Response) (int, any, error) {
+	id, err := o.user(req)
 	if err != nil {
-		writeError(req, resp, err)
-		return
+		return 0, nil, err
 	}
-	apps, err := o.p.Applications(ctx, id)
-	if err != nil {
-		writeError(req, resp, err)
-		return
-	}
-	writeJSON(resp, http.StatusOK, apps)
+	apps, err := o.p.Applications(req.Request.Context(), id)
+	return http.StatusOK, apps, err
 }
 
-func (o *OAuth1Resources) revoke(req *restful.Request, resp *restful.Response) {
-	if o.off(req, resp) {
-		return
-	}
-	ctx := req.Request.Context()
-	id, err := auth.FromContext(ctx)
+func (o *OAuth1Resources) revoke(req *restful.Request, _ *restful.Response) (int, any, error) {
+	id, err := o.user(req)
 	if err != nil {
-		writeError(req, resp, err)
-		return
+		return 0, nil, err
 	}
-	if err := o.p.Revoke(ctx, id, req.PathParameter("key")); err != nil {
-		writeError(req, resp, err)
-		return
-	}
-	resp.WriteHeader(http.StatusNoContent)
+	return http.StatusNoContent, nil, o.p.Revoke(req.Request.Context(), id, req.PathParameter("key"))
 }

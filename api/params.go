@@ -95,11 +95,6 @@ func decodeJSON(req *restful.Request, v any) error {
 	return nil
 }
 
-// caller resolves the acting user of an authenticated request.
-func (r *routes) caller(req *restful.Request) (pipeline.Caller, error) {
-	return r.callers.Caller(req.Request.Context())
-}
-
 // routes is shared by the pipeline resources.
 type routes struct {
 	svc     *pipeline.Service

@@ -33,11 +33,11 @@ func NewPipelineResources(svc *pipeline.Service, callers Callers) *PipelineResou
 func (r *PipelineResources) WebServices() []*restful.WebService {
 	repos := new(restful.WebService)
 	repos.Path("/api/v1/repositories").Produces(restful.MIME_JSON)
-	repos.Route(doc(repos.GET("").To(r.listRepos).
+	repos.Route(doc(repos.GET("").To(answer(r.listRepos)).Operation("listRepos").
 		Doc("List the caller's GitHub repositories").
 		Writes([]pipeline.Repository{}).
 		Returns(http.StatusOK, "repositories", []pipeline.Repository{}), tagRepos, 401, 429, 502))
-	repos.Route(doc(repos.GET("/{owner}/{repo}").To(r.getRepo).
+	repos.Route(doc(repos.GET("/{owner}/{repo}").To(answer(r.getRepo)).Operation("getRepo").
 		Doc("Show one of the caller's GitHub repositories").
 		Param(ownerParam(repos)).Param(repoParam(repos)).
 		Writes(pipeline.Repository{}).
@@ -45,62 +45,63 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 
 	ws := new(restful.WebService)
 	ws.Path("/api/v1/pipelines").Consumes(restful.MIME_JSON).Produces(restful.MIME_JSON)
-	ws.Route(doc(ws.GET("").To(r.listPipelines).
+	ws.Filter(r.requirePermission)
+	ws.Route(doc(ws.GET("").To(answer(r.listPipelines)).Operation("listPipelines").
 		Doc("List the pipelines the caller can see").
 		Writes([]pipeline.Pipeline{}).
 		Returns(http.StatusOK, "pipelines", []pipeline.Pipeline{}), tagPipelines, 401, 502, 503))
-	ws.Route(doc(ws.POST("").To(r.createPipeline).
+	ws.Route(doc(ws.POST("").To(answer(r.createPipeline)).Operation("createPipeline").
 		Doc("Create a pipeline: needs admin on the repository; installs a webhook and a read-only deploy key").
 		Reads(pipeline.NewPipeline{}).
 		Writes(pipeline.Pipeline{}).
 		Returns(http.StatusCreated, "created", pipeline.Pipeline{}), tagPipelines, 400, 401, 403, 404, 409, 413, 502, 503))
-	ws.Route(doc(ws.GET("/{owner}/{repo}").To(r.getPipeline).
+	ws.Route(doc(needs(ws.GET("/{owner}/{repo}").To(answer(r.getPipeline)).Operation("getPipeline"), pipeline.PermRead).Metadata(metaShowsOrphans, true).
 		Doc("Show a pipeline, with the caller's permissions on it: \"permissions\": {\"read\", \"push\", \"admin\"} (booleans)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		// PipelineView is documented as the pipeline: go-restful-openapi
 		// lists an embedded struct's required fields in random order.
 		Writes(pipeline.Pipeline{}).
 		Returns(http.StatusOK, "pipeline with permissions", pipeline.Pipeline{}), tagPipelines, 400, 401, 404, 502, 503))
-	ws.Route(doc(ws.DELETE("/{owner}/{repo}").To(r.deletePipeline).
+	ws.Route(doc(needs(ws.DELETE("/{owner}/{repo}").To(answer(r.deletePipeline)).Operation("deletePipeline"), pipeline.PermAdmin).Metadata(metaShowsOrphans, true).
 		Doc("Delete a pipeline with its webhook, deploy key, builds, logs and secrets (admin)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Returns(http.StatusNoContent, "deleted", nil), tagPipelines, 400, 401, 403, 404, 502, 503))
-	ws.Route(doc(ws.GET("/{owner}/{repo}/definition").To(r.getDefinition).
+	ws.Route(doc(needs(ws.GET("/{owner}/{repo}/definition").To(answer(r.getDefinition)).Operation("getDefinition"), pipeline.PermRead).
 		Doc("Read .pipeline.yml on the default branch").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Writes(pipeline.Definition{}).
 		Returns(http.StatusOK, "definition", pipeline.Definition{}), tagPipelines, 400, 401, 404, 502, 503))
-	ws.Route(doc(ws.GET("/{owner}/{repo}/definition/{ref:*}").To(r.getDefinition).
+	ws.Route(doc(needs(ws.GET("/{owner}/{repo}/definition/{ref:*}").To(answer(r.getDefinition)).Operation("getDefinition"), pipeline.PermRead).
 		Doc("Read .pipeline.yml at a branch, tag or commit").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Param(ws.PathParameter(pRef, "branch, tag or commit SHA; may contain slashes (feature/x)").DataType("string")).
 		Writes(pipeline.Definition{}).
 		Returns(http.StatusOK, "definition", pipeline.Definition{}), tagPipelines, 400, 401, 404, 502, 503))
-	ws.Route(doc(ws.POST("/{owner}/{repo}/definition").To(r.updateDefinition).
+	ws.Route(doc(needs(ws.POST("/{owner}/{repo}/definition").To(answer(r.updateDefinition)).Operation("updateDefinition"), pipeline.PermAdmin).
 		Doc("Commit a new .pipeline.yml, directly or through a pull request (admin)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Reads(pipeline.DefinitionUpdate{}).
 		Writes(pipeline.DefinitionResult{}).
 		Returns(http.StatusOK, "committed", pipeline.DefinitionResult{}), tagPipelines, 400, 401, 403, 404, 409, 413, 502, 503))
-	ws.Route(doc(ws.GET("/{owner}/{repo}/secrets").To(r.listSecrets).
+	ws.Route(doc(needs(ws.GET("/{owner}/{repo}/secrets").To(answer(r.listSecrets)).Operation("listSecrets"), pipeline.PermAdmin).
 		Doc("List secret sets: names and keys, never values (admin)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Writes([]pipeline.SecretSet{}).
 		Returns(http.StatusOK, "secret sets", []pipeline.SecretSet{}), tagPipelines, 400, 401, 403, 404, 503))
-	ws.Route(doc(ws.GET("/{owner}/{repo}/secrets/{name}").To(r.getSecret).
+	ws.Route(doc(needs(ws.GET("/{owner}/{repo}/secrets/{name}").To(answer(r.getSecret)).Operation("getSecret"), pipeline.PermAdmin).
 		Doc("Show a secret set's keys, never values (admin)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Param(ws.PathParameter(pSecret, "secret set name").DataType("string")).
 		Writes(pipeline.SecretSet{}).
 		Returns(http.StatusOK, "secret set", pipeline.SecretSet{}), tagPipelines, 400, 401, 403, 404, 503))
-	ws.Route(doc(ws.PUT("/{owner}/{repo}/secrets/{name}").To(r.putSecret).
+	ws.Route(doc(needs(ws.PUT("/{owner}/{repo}/secrets/{name}").To(answer(r.putSecret)).Operation("putSecret"), pipeline.PermAdmin).
 		Doc("Create or replace a secret set; each key becomes an environment variable of stages naming it (admin)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Param(ws.PathParameter(pSecret, "secret set name").DataType("string")).
 		Reads(pipeline.SecretsBody{}).
 		Writes(pipeline.SecretSet{}).
 		Returns(http.StatusOK, "stored", pipeline.SecretSet{}), tagPipelines, 400, 401, 403, 404, 413, 503))
-	ws.Route(doc(ws.DELETE("/{owner}/{repo}/secrets/{name}").To(r.deleteSecret).
+	ws.Route(doc(needs(ws.DELETE("/{owner}/{repo}/secrets/{name}").To(answer(r.deleteSecret)).Operation("deleteSecret"), pipeline.PermAdmin).
 		Doc("Delete a secret set (admin)").
 		Param(ownerParam(ws)).Param(repoParam(ws)).
 		Param(ws.PathParameter(pSecret, "secret set name").DataType("string")).
@@ -108,190 +109,139 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 	return []*restful.WebService{repos, ws}
 }
 
-func (r *PipelineResources) listRepos(req *restful.Request, resp *restful.Response) {
+func (r *PipelineResources) listRepos(req *restful.Request, _ *restful.Response) (int, any, error) {
 	c, err := r.caller(req)
-	if err == nil {
-		var repos []pipeline.Repository
-		if repos, err = r.svc.Repositories(req.Request.Context(), c); err == nil {
-			if repos == nil {
-				repos = []pipeline.Repository{}
-			}
-			writeJSON(resp, http.StatusOK, repos)
-			return
-		}
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	repos, err := r.svc.Repositories(req.Request.Context(), c)
+	if repos == nil {
+		repos = []pipeline.Repository{}
+	}
+	return http.StatusOK, repos, err
 }
 
-func (r *PipelineResources) getRepo(req *restful.Request, resp *restful.Response) {
+func (r *PipelineResources) getRepo(req *restful.Request, _ *restful.Response) (int, any, error) {
 	owner, repo, err := repoPath(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var rp pipeline.Repository
-			if rp, err = r.svc.Repository(req.Request.Context(), c, owner, repo); err == nil {
-				writeJSON(resp, http.StatusOK, rp)
-				return
-			}
-		}
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
-}
-
-func (r *PipelineResources) listPipelines(req *restful.Request, resp *restful.Response) {
 	c, err := r.caller(req)
-	if err == nil {
-		var ps []pipeline.Pipeline
-		if ps, err = r.svc.ListPipelines(req.Request.Context(), c); err == nil {
-			writeJSON(resp, http.StatusOK, ps)
-			return
-		}
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	rp, err := r.svc.Repository(req.Request.Context(), c, owner, repo)
+	return http.StatusOK, rp, err
 }
 
-func (r *PipelineResources) createPipeline(req *restful.Request, resp *restful.Response) {
+func (r *PipelineResources) listPipelines(req *restful.Request, _ *restful.Response) (int, any, error) {
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	ps, err := r.svc.ListPipelines(req.Request.Context(), c)
+	return http.StatusOK, ps, err
+}
+
+func (r *PipelineResources) createPipeline(req *restful.Request, resp *restful.Response) (int, any, error) {
 	var body pipeline.NewPipeline
-	err := decodeJSON(req, &body)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var p pipeline.Pipeline
-			if p, err = r.svc.CreatePipeline(req.Request.Context(), c, body); err == nil {
-				resp.Header().Set("Location", "/api/v1/pipelines/"+p.Owner+"/"+p.Repo)
-				writeJSON(resp, http.StatusCreated, p)
-				return
-			}
-		}
+	if err := decodeJSON(req, &body); err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := r.svc.CreatePipeline(req.Request.Context(), c, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp.Header().Set("Location", "/api/v1/pipelines/"+p.Owner+"/"+p.Repo)
+	return http.StatusCreated, p, nil
 }
 
-func (r *PipelineResources) getPipeline(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var p pipeline.Pipeline
-			if p, err = r.svc.GetPipeline(req.Request.Context(), c, owner, repo); err == nil {
-				var a pipeline.Access
-				if a, err = r.svc.AccessOf(req.Request.Context(), c, owner, repo); err == nil {
-					writeJSON(resp, http.StatusOK, PipelineView{Pipeline: p, Permissions: a})
-					return
-				}
-			}
-		}
+// The handlers below run after requirePermission: the path is valid and
+// the caller holds the route's permission.
+
+func (r *PipelineResources) getPipeline(req *restful.Request, _ *restful.Response) (int, any, error) {
+	ctx, owner, repo := req.Request.Context(), req.PathParameter(pOwner), req.PathParameter(pRepo)
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	p, err := r.svc.GetPipeline(ctx, c, owner, repo)
+	if err != nil {
+		return 0, nil, err
+	}
+	a, err := r.svc.AccessOf(ctx, c, owner, repo)
+	return http.StatusOK, PipelineView{Pipeline: p, Permissions: a}, err
 }
 
-func (r *PipelineResources) deletePipeline(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			if err = r.svc.DeletePipeline(req.Request.Context(), c, owner, repo); err == nil {
-				resp.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
+func (r *PipelineResources) deletePipeline(req *restful.Request, _ *restful.Response) (int, any, error) {
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	return http.StatusNoContent, nil, r.svc.DeletePipeline(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo))
 }
 
-func (r *PipelineResources) getDefinition(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var d pipeline.Definition
-			if d, err = r.svc.GetDefinition(req.Request.Context(), c, owner, repo, req.PathParameter(pRef)); err == nil {
-				writeJSON(resp, http.StatusOK, d)
-				return
-			}
-		}
+func (r *PipelineResources) getDefinition(req *restful.Request, _ *restful.Response) (int, any, error) {
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	d, err := r.svc.GetDefinition(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo), req.PathParameter(pRef))
+	return http.StatusOK, d, err
 }
 
-func (r *PipelineResources) updateDefinition(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
+func (r *PipelineResources) updateDefinition(req *restful.Request, _ *restful.Response) (int, any, error) {
 	var body pipeline.DefinitionUpdate
-	if err == nil {
-		err = decodeJSON(req, &body)
+	if err := decodeJSON(req, &body); err != nil {
+		return 0, nil, err
 	}
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var res pipeline.DefinitionResult
-			if res, err = r.svc.UpdateDefinition(req.Request.Context(), c, owner, repo, body); err == nil {
-				writeJSON(resp, http.StatusOK, res)
-				return
-			}
-		}
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	res, err := r.svc.UpdateDefinition(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo), body)
+	return http.StatusOK, res, err
 }
 
-func (r *PipelineResources) listSecrets(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var sets []pipeline.SecretSet
-			if sets, err = r.svc.ListSecrets(req.Request.Context(), c, owner, repo); err == nil {
-				writeJSON(resp, http.StatusOK, sets)
-				return
-			}
-		}
+func (r *PipelineResources) listSecrets(req *restful.Request, _ *restful.Response) (int, any, error) {
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	sets, err := r.svc.ListSecrets(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo))
+	return http.StatusOK, sets, err
 }
 
-func (r *PipelineResources) getSecret(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var set pipeline.SecretSet
-			if set, err = r.svc.GetSecret(req.Request.Context(), c, owner, repo, req.PathParameter(pSecret)); err == nil {
-				writeJSON(resp, http.StatusOK, set)
-				return
-			}
-		}
+func (r *PipelineResources) getSecret(req *restful.Request, _ *restful.Response) (int, any, error) {
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	set, err := r.svc.GetSecret(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo), req.PathParameter(pSecret))
+	return http.StatusOK, set, err
 }
 
-func (r *PipelineResources) putSecret(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
+func (r *PipelineResources) putSecret(req *restful.Request, _ *restful.Response) (int, any, error) {
 	var body pipeline.SecretsBody
-	if err == nil {
-		err = decodeJSON(req, &body)
+	if err := decodeJSON(req, &body); err != nil {
+		return 0, nil, err
 	}
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			var set pipeline.SecretSet
-			if set, err = r.svc.PutSecret(req.Request.Context(), c, owner, repo, req.PathParameter(pSecret), body.Data); err == nil {
-				writeJSON(resp, http.StatusOK, set)
-				return
-			}
-		}
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	set, err := r.svc.PutSecret(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo), req.PathParameter(pSecret), body.Data)
+	return http.StatusOK, set, err
 }
 
-func (r *PipelineResources) deleteSecret(req *restful.Request, resp *restful.Response) {
-	owner, repo, err := repoPath(req)
-	if err == nil {
-		var c pipeline.Caller
-		if c, err = r.caller(req); err == nil {
-			if err = r.svc.DeleteSecret(req.Request.Context(), c, owner, repo, req.PathParameter(pSecret)); err == nil {
-				resp.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
+func (r *PipelineResources) deleteSecret(req *restful.Request, _ *restful.Response) (int, any, error) {
+	c, err := r.caller(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	writeError(req, resp, err)
+	return http.StatusNoContent, nil, r.svc.DeleteSecret(req.Request.Context(), c, req.PathParameter(pOwner), req.PathParameter(pRepo), req.PathParameter(pSecret))
 }

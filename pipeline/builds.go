@@ -59,44 +59,13 @@ func (s *Service) WebhookTarget(ctx context.Context, owner, repo string) error {
 // delivery window), so replaying a signed body under a new or empty
 // delivery id makes no new build.
 func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req WebhookRequest) (WebhookResult, error) {
-	if err := s.ValidateRepoName(owner, repo); err != nil {
-		return WebhookResult{}, err
-	}
-	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	p, f, err := s.deliveryTarget(ctx, owner, repo, req)
 	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			// Same answer as a bad signature: don't reveal which exist.
-			return WebhookResult{}, errBadSignature()
-		}
 		return WebhookResult{}, err
 	}
-	f := s.forges.Default()
-	if req.Forge != "" {
-		var ok bool
-		if f, ok = s.forges.Get(req.Forge); !ok {
-			return WebhookResult{}, errBadSignature()
-		}
-	}
-	if ForgeOf(s.forges, p.OwnerUserID) != f.Name() {
-		// A delivery in another forge's format than the pipeline's.
-		return WebhookResult{}, errBadSignature()
-	}
-	var more []WebhookEvent
-	ev, err := f.ParseWebhook(req, p.WebhookSecret)
-	if mp, ok := f.(WebhookEventsParser); ok && err == nil {
-		var evs []WebhookEvent
-		if evs, err = mp.ParseWebhookEvents(req, p.WebhookSecret); err == nil {
-			ev, more = evs[0], evs[1:]
-		}
-	}
+	ev, more, err := parseDelivery(f, req, p.WebhookSecret)
 	if err != nil {
-		if errors.Is(err, ErrUnauthorized) {
-			return WebhookResult{}, errBadSignature()
-		}
 		return WebhookResult{}, err
-	}
-	if strings.TrimSpace(req.Delivery) == "" {
-		return WebhookResult{}, Invalid("delivery", "a delivery id is required")
 	}
 	if ev.Kind == "ping" {
 		return WebhookResult{Outcome: WebhookPong}, nil
@@ -107,45 +76,12 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 	if !slices.Contains(p.Events, ev.Kind) {
 		return WebhookResult{Outcome: WebhookIgnored, Reason: "the pipeline is not subscribed to " + ev.Kind}, nil
 	}
-	// The delivery id is not signed: the signed body is what identifies
-	// a delivery (a redelivery carries the same body).
-	sum := sha256.Sum256(req.Body)
-	b := Build{Event: ev.Kind, Branch: ev.Branch, Commit: ev.Commit, Author: ev.Author, DeliveryID: "sha256-" + hex.EncodeToString(sum[:]), Fork: ev.Fork}
-	switch ev.Kind {
-	case EventPush:
-		if ev.Deleted {
-			return WebhookResult{Outcome: WebhookIgnored, Reason: "branch deletion"}, nil
-		}
-		if ev.Tag {
-			return WebhookResult{Outcome: WebhookIgnored, Reason: "tag push"}, nil
-		}
-	case EventPullRequest:
-		if ev.Action != "opened" && ev.Action != "synchronize" && ev.Action != "reopened" {
-			return WebhookResult{Outcome: WebhookIgnored, Reason: "pull_request action " + ev.Action}, nil
-		}
-	case EventDeployment:
-	default:
-		return WebhookResult{Outcome: WebhookIgnored, Reason: "event " + ev.Kind}, nil
+	if reason, ignored := ignoredEvent(ev); ignored {
+		return WebhookResult{Outcome: WebhookIgnored, Reason: reason}, nil
 	}
-	if b.Commit == "" || strings.Trim(b.Commit, "0") == "" {
-		return WebhookResult{}, Invalid("after", "the payload names no commit")
-	}
-	if len(b.Commit) < 40 {
-		// A forge that sends short hashes (Bitbucket's pull requests):
-		// the build records the full SHA.
-		full, err := s.expandCommit(ctx, f, p, b.Commit)
-		if err != nil {
-			return WebhookResult{}, err
-		}
-		b.Commit = full
-	}
-	if err := ValidateRef("commit", b.Commit); err != nil {
+	b, err := s.deliveryBuild(ctx, f, p, ev, req.Body)
+	if err != nil {
 		return WebhookResult{}, err
-	}
-	if b.Branch != "" {
-		if err := ValidateRef("branch", b.Branch); err != nil {
-			return WebhookResult{}, err
-		}
 	}
 	nb, err := s.cfg.Engine.Trigger(ctx, p, b)
 	if errors.Is(err, ErrConflict) && nb.Number > 0 {
@@ -154,8 +90,119 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 	if err != nil {
 		return WebhookResult{}, err
 	}
-	// Further builds of the same delivery (a push naming several
-	// branches), each remembered by the body and its branch.
+	s.triggerFurther(ctx, p, b, more)
+	return WebhookResult{Outcome: WebhookCreated, Build: &nb}, nil
+}
+
+// deliveryTarget returns the pipeline a delivery is for and the forge that
+// must verify it. Every way of not finding one answers as a bad signature:
+// a delivery does not learn which pipelines exist.
+func (s *Service) deliveryTarget(ctx context.Context, owner, repo string, req WebhookRequest) (Pipeline, Forge, error) {
+	if err := s.ValidateRepoName(owner, repo); err != nil {
+		return Pipeline{}, nil, err
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			// Same answer as a bad signature: don't reveal which exist.
+			return Pipeline{}, nil, errBadSignature()
+		}
+		return Pipeline{}, nil, err
+	}
+	f := s.forges.Default()
+	if req.Forge != "" {
+		var ok bool
+		if f, ok = s.forges.Get(req.Forge); !ok {
+			return Pipeline{}, nil, errBadSignature()
+		}
+	}
+	if ForgeOf(s.forges, p.OwnerUserID) != f.Name() {
+		// A delivery in another forge's format than the pipeline's.
+		return Pipeline{}, nil, errBadSignature()
+	}
+	return p, f, nil
+}
+
+// parseDelivery verifies and parses a delivery: its first event, and the
+// further ones of a forge that sends several in one (a push naming
+// several branches). A delivery id is required.
+func parseDelivery(f Forge, req WebhookRequest, secret string) (WebhookEvent, []WebhookEvent, error) {
+	var more []WebhookEvent
+	ev, err := f.ParseWebhook(req, secret)
+	if mp, ok := f.(WebhookEventsParser); ok && err == nil {
+		var evs []WebhookEvent
+		if evs, err = mp.ParseWebhookEvents(req, secret); err == nil {
+			ev, more = evs[0], evs[1:]
+		}
+	}
+	if err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			return WebhookEvent{}, nil, errBadSignature()
+		}
+		return WebhookEvent{}, nil, err
+	}
+	if strings.TrimSpace(req.Delivery) == "" {
+		return WebhookEvent{}, nil, Invalid("delivery", "a delivery id is required")
+	}
+	return ev, more, nil
+}
+
+// ignoredEvent says why a verified event of a subscribed kind makes no
+// build (ignored=true), if it does not.
+func ignoredEvent(ev WebhookEvent) (reason string, ignored bool) {
+	switch ev.Kind {
+	case EventPush:
+		if ev.Deleted {
+			return "branch deletion", true
+		}
+		if ev.Tag {
+			return "tag push", true
+		}
+	case EventPullRequest:
+		if ev.Action != "opened" && ev.Action != "synchronize" && ev.Action != "reopened" {
+			return "pull_request action " + ev.Action, true
+		}
+	case EventDeployment:
+	default:
+		return "event " + ev.Kind, true
+	}
+	return "", false
+}
+
+// deliveryBuild is the build a delivery's event asks for, with its commit
+// (expanded to the full SHA where the forge sends short ones) and branch
+// checked. The delivery id is not signed: the signed body is what
+// identifies a delivery (a redelivery carries the same body).
+func (s *Service) deliveryBuild(ctx context.Context, f Forge, p Pipeline, ev WebhookEvent, body []byte) (Build, error) {
+	sum := sha256.Sum256(body)
+	b := Build{Event: ev.Kind, Branch: ev.Branch, Commit: ev.Commit, Author: ev.Author, DeliveryID: "sha256-" + hex.EncodeToString(sum[:]), Fork: ev.Fork}
+	if b.Commit == "" || strings.Trim(b.Commit, "0") == "" {
+		return Build{}, Invalid("after", "the payload names no commit")
+	}
+	if len(b.Commit) < 40 {
+		// A forge that sends short hashes (Bitbucket's pull requests):
+		// the build records the full SHA.
+		full, err := s.expandCommit(ctx, f, p, b.Commit)
+		if err != nil {
+			return Build{}, err
+		}
+		b.Commit = full
+	}
+	if err := ValidateRef("commit", b.Commit); err != nil {
+		return Build{}, err
+	}
+	if b.Branch != "" {
+		if err := ValidateRef("branch", b.Branch); err != nil {
+			return Build{}, err
+		}
+	}
+	return b, nil
+}
+
+// triggerFurther starts the further builds of a delivery (a push naming
+// several branches), each remembered by the body and its branch. Their
+// failures are logged: the delivery's first build answers it.
+func (s *Service) triggerFurther(ctx context.Context, p Pipeline, b Build, more []WebhookEvent) {
 	for _, m := range more {
 		if m.Branch == "" || ValidateRef("branch", m.Branch) != nil || ValidateRef("commit", m.Commit) != nil || len(m.Commit) != 40 {
 			continue
@@ -166,7 +213,6 @@ func (s *Service) HandleWebhook(ctx context.Context, owner, repo string, req Web
 			s.log.Warn("webhook: a further build of the delivery failed", "pipeline", p.Key(), "branch", m.Branch, "err", err)
 		}
 	}
-	return WebhookResult{Outcome: WebhookCreated, Build: &nb}, nil
 }
 
 // CommitExpander is implemented by a forge whose webhooks carry shortened

@@ -28,6 +28,22 @@ type Caller struct {
 	UserID string
 	Login  string
 	Token  ForgeToken
+	// granted is the access Authorize found; nil until it is called.
+	granted *grant
+}
+
+// grant records that a caller was found to hold perm on owner/repo's
+// pipeline. Only Authorize makes one, so a Caller built by anyone else
+// carries none and gets the full check.
+type grant struct {
+	owner, repo string
+	perm        Permission
+}
+
+// covers reports whether g allows need on owner/repo (names match
+// case-insensitively, as on the forges).
+func (g *grant) covers(owner, repo string, need Permission) bool {
+	return g != nil && g.perm >= need && strings.EqualFold(g.owner, owner) && strings.EqualFold(g.repo, repo)
 }
 
 // ServiceConfig wires the use cases.
@@ -122,10 +138,28 @@ func ValidateRef(field, ref string) error {
 	return nil
 }
 
+// Authorize checks once that the caller may act with need on the pipeline
+// owner/repo (the permission a route declares; the API checks it in a
+// filter before the handler runs) and returns the caller carrying that
+// grant. The Service's methods take a grant that covers what they need
+// without asking the forge again; a caller without one (any other user of
+// the Service) gets the full check there, so nothing is reachable
+// unchecked. Errors as authorize's.
+func (s *Service) Authorize(ctx context.Context, c Caller, owner, repo string, need Permission) (Caller, error) {
+	if err := s.authorizeAccess(ctx, c, owner, repo, need, true); err != nil {
+		return c, err
+	}
+	c.granted = &grant{owner: owner, repo: repo, perm: need}
+	return c, nil
+}
+
 // authorize returns ErrNotFound when the caller cannot see the repository
 // (never revealing it exists) and ErrForbidden when they can see it but
-// lack need.
+// lack need. A grant from Authorize that covers need answers at once.
 func (s *Service) authorize(ctx context.Context, c Caller, owner, repo string, need Permission) error {
+	if c.granted.covers(owner, repo, need) {
+		return nil
+	}
 	return s.authorizeAccess(ctx, c, owner, repo, need, true)
 }
 

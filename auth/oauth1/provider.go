@@ -157,48 +157,74 @@ type signed struct {
 // base string of every parameter. It stores nothing; the caller records
 // the nonce (useNonce) once everything else passed.
 func (p *Provider) verify(r *http.Request, headerOnly bool) (signed, error) {
+	all, err := requestParams(r, headerOnly)
+	if err != nil {
+		return signed{}, err
+	}
+	oauth, sig, params, err := splitOAuth(all)
+	if err != nil {
+		return signed{}, err
+	}
+	c, err := p.checkProtocol(oauth)
+	if err != nil {
+		return signed{}, err
+	}
+	uri := BaseURI(p.public, r.URL.EscapedPath())
+	if err := VerifyRSASHA1(c.PublicKey, BaseString(r.Method, uri, params), sig); err != nil {
+		return signed{}, unauthorized("bad signature: %v (checked against %s %s with the consumer's public key)", err, strings.ToUpper(r.Method), uri)
+	}
+	return signed{consumer: c, oauth: oauth}, nil
+}
+
+// requestParams gathers every parameter of r: the Authorization header's
+// (exactly one header; required when headerOnly), the query's and a form
+// body's.
+func requestParams(r *http.Request, headerOnly bool) ([]Param, error) {
 	var all []Param
 	hs := r.Header.Values("Authorization")
 	if len(hs) > 1 {
-		return signed{}, unauthorized("more than one Authorization header")
+		return nil, unauthorized("more than one Authorization header")
 	}
 	if len(hs) == 1 {
 		hp, err := ParseAuthorization(hs[0])
 		if err != nil {
-			return signed{}, unauthorized("%v", err)
+			return nil, unauthorized("%v", err)
 		}
 		all = hp
 	} else if headerOnly {
-		return signed{}, unauthorized("missing Authorization: OAuth header")
+		return nil, unauthorized("missing Authorization: OAuth header")
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return signed{}, unauthorized("the query string is malformed")
-	}
-	for n, vs := range q {
-		for _, v := range vs {
-			all = append(all, Param{n, v})
-		}
+		return nil, unauthorized("the query string is malformed")
 	}
 	form, err := readForm(r)
 	if err != nil {
-		return signed{}, err
+		return nil, err
 	}
-	for n, vs := range form {
-		for _, v := range vs {
-			all = append(all, Param{n, v})
+	for _, vals := range []url.Values{q, form} {
+		for n, vs := range vals {
+			for _, v := range vs {
+				all = append(all, Param{n, v})
+			}
 		}
 	}
-	oauth := map[string]string{}
-	var sig string
-	var params []Param
+	return all, nil
+}
+
+// splitOAuth separates the oauth_* protocol parameters (each at most
+// once) and the signature from the parameters the signature covers
+// (everything but oauth_signature), and checks the required ones are
+// there.
+func splitOAuth(all []Param) (oauth map[string]string, sig string, params []Param, err error) {
+	oauth = map[string]string{}
 	for _, prm := range all {
 		if !strings.HasPrefix(prm.Name, "oauth_") {
 			params = append(params, prm)
 			continue
 		}
 		if _, dup := oauth[prm.Name]; dup || (prm.Name == "oauth_signature" && sig != "") {
-			return signed{}, unauthorized("%s is given more than once", prm.Name)
+			return nil, "", nil, unauthorized("%s is given more than once", prm.Name)
 		}
 		if prm.Name == "oauth_signature" {
 			sig = prm.Value
@@ -209,37 +235,39 @@ func (p *Provider) verify(r *http.Request, headerOnly bool) (signed, error) {
 	}
 	for _, n := range []string{"oauth_consumer_key", "oauth_signature_method", "oauth_timestamp", "oauth_nonce"} {
 		if oauth[n] == "" {
-			return signed{}, unauthorized("%s is missing", n)
+			return nil, "", nil, unauthorized("%s is missing", n)
 		}
 	}
 	if sig == "" {
-		return signed{}, unauthorized("oauth_signature is missing")
+		return nil, "", nil, unauthorized("oauth_signature is missing")
 	}
+	return oauth, sig, params, nil
+}
+
+// checkProtocol checks the signature method, the version, the consumer,
+// the timestamp window and the nonce's length, and returns the consumer.
+func (p *Provider) checkProtocol(oauth map[string]string) (*Consumer, error) {
 	if m := oauth["oauth_signature_method"]; m != SignatureMethod {
-		return signed{}, unauthorized("oauth_signature_method %q is not accepted; use %s", m, SignatureMethod)
+		return nil, unauthorized("oauth_signature_method %q is not accepted; use %s", m, SignatureMethod)
 	}
 	if v, ok := oauth["oauth_version"]; ok && v != "1.0" {
-		return signed{}, unauthorized("oauth_version must be 1.0")
+		return nil, unauthorized("oauth_version must be 1.0")
 	}
 	c := p.consumers[oauth["oauth_consumer_key"]]
 	if c == nil {
-		return signed{}, unauthorized("unknown consumer %q", oauth["oauth_consumer_key"])
+		return nil, unauthorized("unknown consumer %q", oauth["oauth_consumer_key"])
 	}
 	ts, err := strconv.ParseInt(oauth["oauth_timestamp"], 10, 64)
 	if err != nil || ts <= 0 {
-		return signed{}, unauthorized("oauth_timestamp is not a number of seconds")
+		return nil, unauthorized("oauth_timestamp is not a number of seconds")
 	}
 	if d := p.now().Sub(time.Unix(ts, 0)); d > TimestampWindow || d < -TimestampWindow {
-		return signed{}, unauthorized("oauth_timestamp is more than %s from the server's clock", TimestampWindow)
+		return nil, unauthorized("oauth_timestamp is more than %s from the server's clock", TimestampWindow)
 	}
 	if len(oauth["oauth_nonce"]) > maxNonceLen {
-		return signed{}, unauthorized("oauth_nonce is longer than %d characters", maxNonceLen)
+		return nil, unauthorized("oauth_nonce is longer than %d characters", maxNonceLen)
 	}
-	uri := BaseURI(p.public, r.URL.EscapedPath())
-	if err := VerifyRSASHA1(c.PublicKey, BaseString(r.Method, uri, params), sig); err != nil {
-		return signed{}, unauthorized("bad signature: %v (checked against %s %s with the consumer's public key)", err, strings.ToUpper(r.Method), uri)
-	}
-	return signed{consumer: c, oauth: oauth}, nil
+	return c, nil
 }
 
 // readForm reads a form-encoded body (its parameters are signed, RFC 5849

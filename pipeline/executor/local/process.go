@@ -100,34 +100,8 @@ func (x *Executor) runProcess(ctx context.Context, p process, log io.Writer) err
 		copyLines(log, pr)
 	}()
 
-	// exited is closed when the command has exited but is not reaped yet,
-	// so its process group id stays ours until every member is killed.
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		var info unix.Siginfo
-		for {
-			if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != unix.EINTR {
-				return
-			}
-		}
-	}()
-
-	var stop error
-	select {
-	case <-exited:
-	case <-ctx.Done():
-		stop = stopped(ctx)
-		if sb != nil {
-			sb.term(exited, x.cfg.KillGrace)
-		} else {
-			_ = syscall.Kill(-pid, syscall.SIGTERM) // the group may be gone already
-		}
-		select {
-		case <-exited:
-		case <-time.After(x.cfg.KillGrace):
-		}
-	}
+	exited := exitedUnreaped(pid)
+	stop := x.awaitExit(ctx, pid, sb, exited)
 	// Whatever is left of the group goes now, children included.
 	_ = syscall.Kill(-pid, syscall.SIGKILL) // nothing left is fine
 	if sb != nil {
@@ -146,6 +120,51 @@ func (x *Executor) runProcess(ctx context.Context, p process, log io.Writer) err
 	if stop != nil {
 		return stop
 	}
+	return waitOutcome(p, sb, werr)
+}
+
+// exitedUnreaped returns a channel closed when process pid has exited but
+// is not reaped yet, so its process group id stays ours until every
+// member is killed.
+func exitedUnreaped(pid int) <-chan struct{} {
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		var info unix.Siginfo
+		for {
+			if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != unix.EINTR {
+				return
+			}
+		}
+	}()
+	return exited
+}
+
+// awaitExit waits for the command to exit; when ctx ends first it asks the
+// group (or the sandbox's session) to stop with SIGTERM, waits at most the
+// grace period, and returns the stopped(ctx) error (nil otherwise).
+func (x *Executor) awaitExit(ctx context.Context, pid int, sb *sandboxed, exited <-chan struct{}) error {
+	select {
+	case <-exited:
+		return nil
+	case <-ctx.Done():
+	}
+	stop := stopped(ctx)
+	if sb != nil {
+		sb.term(exited, x.cfg.KillGrace)
+	} else {
+		_ = syscall.Kill(-pid, syscall.SIGTERM) // the group may be gone already
+	}
+	select {
+	case <-exited:
+	case <-time.After(x.cfg.KillGrace):
+	}
+	return stop
+}
+
+// waitOutcome turns what cmd.Wait returned into runProcess's answer: nil,
+// an *exitError, or why the sandbox or the wait failed.
+func waitOutcome(p process, sb *sandboxed, werr error) error {
 	if sb != nil && !sb.ran() && werr != nil {
 		return fmt.Errorf("local executor: the stage's sandbox (bwrap) did not start: %v (bwrap's message is in the stage's log)", werr)
 	}
