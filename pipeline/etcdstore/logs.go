@@ -152,13 +152,15 @@ func (l *Logs) Create(ctx context.Context, ref pipeline.LogRef) (io.WriteCloser,
 	}
 	wctx, wcancel := context.WithCancel(context.Background())
 	w := &logWriter{l: l, base: base, run: run, ctx: wctx, cancel: wcancel,
-		kick: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+		kickAt: int(min(int64(logChunksPerTxn*l.opts.ChunkBytes), l.opts.MaxBytes)),
+		kick:   make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
 	go w.flusher()
 	return w, nil
 }
 
 type storedChunk struct {
 	seq  int64
+	off  int64 // of its first byte in the whole output
 	size int64
 }
 
@@ -170,10 +172,12 @@ type logWriter struct {
 	run    string
 	ctx    context.Context
 	cancel context.CancelFunc
+	kickAt int // pending bytes that wake the flusher: one transaction's worth
 
 	mu      sync.Mutex
-	pending []byte
-	written int64 // bytes written so far: pending ends there
+	pending []byte // output not taken by the flusher yet; ends at written
+	spare   []byte // the flusher's previous buffer, handed back for reuse
+	written int64  // bytes written so far
 	closed  bool
 
 	kick    chan struct{}
@@ -182,12 +186,11 @@ type logWriter struct {
 	err     error // the flusher's last error, read after done
 
 	// owned by the flusher
-	seq       int64
-	stored    []storedChunk
-	total     int64
-	gone      bool  // m no longer names this run: the log was replaced or deleted
-	deletedTo int64 // chunks below this seq are deleted
-	off       int64 // offset of the next byte to store
+	seq       int64         // of the next chunk
+	stored    []storedChunk // the chunks in etcd, oldest first, contiguous
+	total     int64         // their bytes
+	gone      bool          // m no longer names this run: the log was replaced or deleted
+	deletedTo int64         // chunks below this seq are deleted
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -199,16 +202,18 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	w.written += int64(n)
 	max := int(w.l.opts.MaxBytes)
-	if len(p) > max {
-		w.pending = w.pending[:0]
-		p = p[len(p)-max:]
+	if len(p) >= max {
+		w.pending = append(w.pending[:0], p[len(p)-max:]...)
+	} else {
+		if len(w.pending)+len(p) > 2*max {
+			// Amortized (once per MaxBytes written): keep only what stays
+			// in the tail, so the buffer never grows past 2*MaxBytes.
+			keep := max - len(p)
+			w.pending = w.pending[:copy(w.pending, w.pending[len(w.pending)-keep:])]
+		}
+		w.pending = append(w.pending, p...)
 	}
-	w.pending = append(w.pending, p...)
-	if len(w.pending) > 2*max { // amortized: keep the newest max bytes
-		k := copy(w.pending, w.pending[len(w.pending)-max:])
-		w.pending = w.pending[:k]
-	}
-	if len(w.pending) >= w.l.opts.ChunkBytes {
+	if len(w.pending) >= w.kickAt {
 		select {
 		case w.kick <- struct{}{}:
 		default:
@@ -217,17 +222,35 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// take returns the output to flush, the offset of its first byte, and
-// whether the writer is closed.
-func (w *logWriter) take() ([]byte, int64, bool) {
+// take hands the pending output to the flusher: the whole buffer (to give
+// back when done with it), the part of it to store (its last MaxBytes),
+// the offset of that part's first byte, and whether the writer is closed.
+// The writer goes on in the spare buffer.
+func (w *logWriter) take() (buf, data []byte, off int64, closed bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	data, closed := w.pending, w.closed
+	buf, closed = w.pending, w.closed
+	data = buf
 	if max := int(w.l.opts.MaxBytes); len(data) > max {
 		data = data[len(data)-max:]
 	}
-	w.pending = nil
-	return data, w.written - int64(len(data)), closed
+	w.pending, w.spare = w.spare[:0], nil
+	return buf, data, w.written - int64(len(data)), closed
+}
+
+// giveBack makes buf, taken earlier, the spare buffer.
+func (w *logWriter) giveBack(buf []byte) {
+	w.mu.Lock()
+	w.spare = buf[:0]
+	w.mu.Unlock()
+}
+
+// state says how many bytes were written so far and whether the writer is
+// closed.
+func (w *logWriter) state() (int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.written, w.closed
 }
 
 func (w *logWriter) flusher() {
@@ -242,47 +265,94 @@ func (w *logWriter) flusher() {
 		case <-closing:
 			closing = nil
 		}
-		data, off, closed := w.take()
-		if err := w.flush(data, off); err != nil {
-			w.err = err
-		}
-		if closed {
-			if err := w.finish(); err != nil {
+		buf, data, off, closed := w.take()
+		if !closed {
+			rest, restOff, err := w.flush(data, off)
+			if err != nil {
 				w.err = err
 			}
-			return
+			if len(rest) == 0 {
+				w.giveBack(buf)
+				continue
+			}
+			// The writer closed during the flush: what was not stored
+			// yet goes, with the last output, straight into the parts.
+			_, last, lastOff, _ := w.take()
+			data, off = joinTail(rest, restOff, last, lastOff, int(w.l.opts.MaxBytes))
 		}
+		if err := w.finish(data, off); err != nil {
+			w.err = err
+		}
+		return
 	}
 }
 
-// flush writes data as chunks, retrying while etcd is unavailable (until
-// the writer's context ends).
-func (w *logWriter) flush(data []byte, off int64) error {
-	if w.gone || len(data) == 0 {
-		return nil
+// joinTail returns the last max bytes of a followed by b (b starts at
+// bOff, a at aOff), and the offset of the first. a's buffer may be
+// appended to.
+func joinTail(a []byte, aOff int64, b []byte, bOff int64, max int) ([]byte, int64) {
+	if bOff != aOff+int64(len(a)) || len(b) >= max {
+		return b, bOff // b alone fills the tail (or output between was dropped)
 	}
-	if off > w.off {
-		// Output was dropped: the new output alone fills the cap, so every
-		// stored chunk goes.
-		w.stored, w.total = w.stored[:0], 0
+	d := append(a, b...)
+	if len(d) > max {
+		d = d[len(d)-max:]
 	}
-	cb := w.l.opts.ChunkBytes
-	for len(data) > 0 {
+	return d, bOff + int64(len(b)) - int64(len(d))
+}
+
+// end is the offset after the last stored chunk.
+func (w *logWriter) end() int64 {
+	if len(w.stored) == 0 {
+		return -1
+	}
+	c := w.stored[len(w.stored)-1]
+	return c.off + c.size
+}
+
+// flush writes data (starting at offset off) as chunks, a transaction of
+// logChunksPerTxn chunks at a time, retrying while etcd is unavailable
+// (until the writer's context ends). Before each transaction it skips what
+// newer output has already pushed out of the kept tail (it would be
+// deleted right away), and it stops when the writer closes, returning
+// what it did not store for the final parts.
+func (w *logWriter) flush(data []byte, off int64) ([]byte, int64, error) {
+	cb, max := w.l.opts.ChunkBytes, w.l.opts.MaxBytes
+	for len(data) > 0 && !w.gone {
+		written, closed := w.state()
+		if closed {
+			return data, off, nil
+		}
+		if from := written - max; off < from {
+			skip := min(from-off, int64(len(data)))
+			data, off = data[skip:], off+skip
+			if len(data) == 0 {
+				break
+			}
+		}
+		if off != w.end() {
+			// Output between was dropped: the stored chunks go (the
+			// trim below deletes them in this transaction).
+			w.stored, w.total = w.stored[:0], 0
+		}
 		var ops []clientv3.Op
 		for k := 0; k < logChunksPerTxn && len(data) > 0; k++ {
 			n := min(cb, len(data))
-			v := binary.BigEndian.AppendUint64(make([]byte, 0, n+8), uint64(off))
-			v = append(v, data[:n]...)
-			ops = append(ops, clientv3.OpPut(chunkKey(w.base, w.seq), string(v)))
-			w.stored = append(w.stored, storedChunk{seq: w.seq, size: int64(n)})
+			var v strings.Builder
+			v.Grow(8 + n)
+			var ob [8]byte
+			binary.BigEndian.PutUint64(ob[:], uint64(off))
+			v.Write(ob[:])
+			v.Write(data[:n])
+			ops = append(ops, clientv3.OpPut(chunkKey(w.base, w.seq), v.String()))
+			w.stored = append(w.stored, storedChunk{seq: w.seq, off: off, size: int64(n)})
 			w.total += int64(n)
 			w.seq++
 			data, off = data[n:], off+int64(n)
-			w.off = off
 		}
 		// Trim: keep the newest chunks that hold MaxBytes.
 		drop := 0
-		for drop < len(w.stored)-1 && w.total-w.stored[drop].size >= w.l.opts.MaxBytes {
+		for drop < len(w.stored)-1 && w.total-w.stored[drop].size >= max {
 			w.total -= w.stored[drop].size
 			drop++
 		}
@@ -294,32 +364,43 @@ func (w *logWriter) flush(data []byte, off int64) error {
 		}
 		ok, err := w.commit(ops)
 		if err != nil {
-			return err
+			// Stored or not, unknown: forget every chunk, so that the next
+			// transaction deletes them all and the log goes on after a
+			// gap (shown as the truncation notice), never with a hole.
+			w.stored, w.total = w.stored[:0], 0
+			return nil, 0, err
 		}
 		if !ok {
 			w.gone = true
-			return nil
 		}
 	}
-	return nil
+	return nil, 0, nil
 }
 
 // commit runs ops if the log is still this run's; retried while etcd is
 // unavailable.
 func (w *logWriter) commit(ops []clientv3.Op) (bool, error) {
+	resp, err := w.txn(ops)
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+func (w *logWriter) txn(ops []clientv3.Op) (*clientv3.TxnResponse, error) {
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := w.l.s.opCtx(w.ctx)
 		resp, err := w.l.s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(w.base+"m"), "=", w.run)).Then(ops...).Commit()
 		cancel()
 		if err == nil {
 			w.l.s.wrote(resp.Header.Revision)
-			return resp.Succeeded, nil
+			return resp, nil
 		}
 		if !isUnavailable(err) || w.ctx.Err() != nil {
-			return false, w.l.s.wrap(err, "write log")
+			return nil, w.l.s.wrap(err, "write log")
 		}
 		if backoff(w.ctx, attempt) != nil {
-			return false, w.l.s.wrap(err, "write log")
+			return nil, w.l.s.wrap(err, "write log")
 		}
 	}
 }
@@ -329,55 +410,87 @@ type logDone struct {
 	Start int64 `json:"start"`
 }
 
-// finish marks the log finished (ending every Follow), then compacts it.
-func (w *logWriter) finish() error {
+// finish writes the finished log: its kept tail as parts of at most 1 MiB,
+// then, in the transaction of the last part, d (which ends every Follow)
+// and the deletion of the chunks, so that a reader sees either the chunks
+// or the parts. data (from offset off) is the output not stored as chunks;
+// the stored chunks still in the tail are read back, and when none is
+// (a stage printing fast), the parts come straight from memory.
+func (w *logWriter) finish(data []byte, off int64) error {
 	if w.gone {
 		return nil
 	}
-	ok, err := w.commit([]clientv3.Op{clientv3.OpPut(w.base+"d", "")})
-	if err != nil || !ok {
+	end := off + int64(len(data))
+	from := max(0, end-w.l.opts.MaxBytes) // where the kept tail starts
+	head, start := []byte(nil), off
+	if from < off && w.end() == off {
+		i := 0
+		for i < len(w.stored) && w.stored[i].off+w.stored[i].size <= from {
+			i++
+		}
+		if i < len(w.stored) {
+			resp, err := w.txn([]clientv3.Op{clientv3.OpGet(chunkKey(w.base, w.stored[i].seq), clientv3.WithRange(chunkKey(w.base, w.seq)))})
+			if err != nil {
+				return err
+			}
+			if !resp.Succeeded {
+				return nil // replaced or deleted meanwhile
+			}
+			var chunks []logChunk
+			for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+				if c, ok := parseChunk(strings.TrimPrefix(string(kv.Key), w.base), kv.Value); ok {
+					chunks = append(chunks, c)
+				}
+			}
+			head, start = contiguous(chunks)
+			if start+int64(len(head)) != off {
+				head, start = nil, off // not what was stored: keep the notice honest
+			}
+		}
+	}
+	if start < from {
+		head, start = head[from-start:], from
+	}
+	size := len(head) + len(data)
+	if size == 0 {
+		_, err := w.commit([]clientv3.Op{clientv3.OpPut(w.base+"d", "")})
 		return err
 	}
-	return w.compact()
-}
-
-// compact rewrites the chunks as parts of at most 1 MiB, then switches d
-// to them and deletes the chunks in one transaction: a reader sees either
-// the chunks or the parts.
-func (w *logWriter) compact() error {
-	if len(w.stored) <= 1 {
-		return nil
-	}
-	ctx, cancel := w.l.s.opCtx(w.ctx)
-	resp, err := w.l.s.cli.Get(ctx, w.base+"c/", clientv3.WithPrefix())
-	cancel()
-	if err != nil {
-		return w.l.s.wrap(err, "compact log")
-	}
-	snap := parseLog(w.base, resp.Kvs)
-	data, start := snap.content()
-	n := 0
-	for off := 0; off < len(data) || n == 0; off += logPartBytes {
-		part := data[off:min(off+logPartBytes, len(data))]
-		ok, err := w.commit([]clientv3.Op{clientv3.OpPut(fmt.Sprintf("%sp/%04d", w.base, n), string(part))})
-		if err != nil || !ok {
-			return err
-		}
-		n++
-	}
+	n := (size + logPartBytes - 1) / logPartBytes
 	v, err := json.Marshal(logDone{Parts: n, Start: start})
 	if err != nil {
 		return err
 	}
-	_, err = w.commit([]clientv3.Op{
-		clientv3.OpDelete(w.base+"c/", clientv3.WithPrefix()),
-		clientv3.OpPut(w.base+"d", string(v)),
-	})
-	return err
+	for i := range n {
+		ops := []clientv3.Op{clientv3.OpPut(fmt.Sprintf("%sp/%04d", w.base, i), slice2(head, data, i*logPartBytes, min((i+1)*logPartBytes, size)))}
+		if i == n-1 {
+			ops = append(ops,
+				clientv3.OpDelete(w.base+"c/", clientv3.WithPrefix()),
+				clientv3.OpPut(w.base+"d", string(v)))
+		}
+		ok, err := w.commit(ops)
+		if err != nil || !ok {
+			return err
+		}
+	}
+	return nil
 }
 
-// Close flushes what is pending, marks the log finished and compacts it,
-// giving up after a bounded time if etcd stays away.
+// slice2 is bytes [i, j) of a followed by b, as a string.
+func slice2(a, b []byte, i, j int) string {
+	var s strings.Builder
+	s.Grow(j - i)
+	if i < len(a) {
+		s.Write(a[i:min(j, len(a))])
+	}
+	if j > len(a) {
+		s.Write(b[max(i, len(a))-len(a) : j-len(a)])
+	}
+	return s.String()
+}
+
+// Close flushes what is pending and writes the finished log, giving up
+// after a bounded time if etcd stays away.
 func (w *logWriter) Close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -454,14 +567,26 @@ func (s *logSnap) content() ([]byte, int64) {
 	if s.compact != nil && len(s.parts) >= s.compact.Parts {
 		return bytes.Join(s.parts[:s.compact.Parts], nil), s.compact.Start
 	}
-	var b []byte
-	for _, c := range s.chunks {
-		b = append(b, c.data...)
-	}
-	if len(s.chunks) == 0 {
+	return contiguous(s.chunks)
+}
+
+// contiguous joins the last run of chunks that follow each other without a
+// gap, and gives the offset of its first byte: output lost between two
+// chunks reads as a truncation (with the notice), never as a hole.
+func contiguous(cs []logChunk) ([]byte, int64) {
+	if len(cs) == 0 {
 		return nil, 0
 	}
-	return b, s.chunks[0].off
+	i, n := len(cs)-1, len(cs[len(cs)-1].data)
+	for i > 0 && cs[i-1].off+int64(len(cs[i-1].data)) == cs[i].off {
+		i--
+		n += len(cs[i].data)
+	}
+	b := make([]byte, 0, n)
+	for _, c := range cs[i:] {
+		b = append(b, c.data...)
+	}
+	return b, cs[i].off
 }
 
 // shown is what readers get of data: the last max bytes from a line
@@ -616,11 +741,13 @@ func (l *Logs) Follow(ctx context.Context, ref pipeline.LogRef, fn func(line []b
 			if ev.kv.ModRevision <= rev {
 				continue
 			}
-			end, err := f.event(ev)
+			end, reread, err := f.event(ev)
 			if end || err != nil {
 				return err
 			}
-			continue
+			if !reread {
+				continue
+			}
 		case <-lost:
 			sub.close()
 			sub, _ = l.s.hub.subscribe(base)
@@ -630,8 +757,8 @@ func (l *Logs) Follow(ctx context.Context, ref pipeline.LogRef, fn func(line []b
 			}
 			sub, _ = l.s.hub.subscribe(base)
 		}
-		// Read again (the watch broke, this follower fell behind, or
-		// polling) and go on from the next chunk.
+		// Read again (the watch broke, this follower fell behind, missed
+		// a part, or polls) and go on from the next chunk.
 		snap, rev, err = l.snapshot(ctx, base)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -654,25 +781,58 @@ type logFollower struct {
 	fn   func([]byte) error
 	off  int64  // offset of the next byte expected
 	line []byte // partial line
+	// parts seen written since the follower's read, by name ("p/0000"):
+	// a writer that closes writes its last output straight into parts
+	parts map[string][]byte
 }
 
-// event applies one watched event; end says Follow is over.
-func (f *logFollower) event(ev hubEvent) (bool, error) {
+// event applies one watched event: end says Follow is over, reread that
+// the log must be read again to go on.
+func (f *logFollower) event(ev hubEvent) (end, reread bool, err error) {
 	name := strings.TrimPrefix(string(ev.kv.Key), f.base)
 	switch {
 	case name == "m" && ev.del:
-		return true, fmt.Errorf("etcdstore: log deleted: %w", pipeline.ErrNotFound)
+		return true, false, fmt.Errorf("etcdstore: log deleted: %w", pipeline.ErrNotFound)
 	case name == "m" && string(ev.kv.Value) != f.run:
-		return true, f.flush() // a new run of the stage replaced it
+		return true, false, f.flush() // a new run of the stage replaced it
 	case name == "d" && !ev.del:
-		return true, f.flush()
+		if len(ev.kv.Value) == 0 {
+			return true, false, f.flush() // finished as it stands
+		}
+		// Finished with parts: go on from them, or read them if some
+		// were written before this follower's read.
+		var d logDone
+		if json.Unmarshal(ev.kv.Value, &d) != nil {
+			return true, false, f.flush()
+		}
+		parts := make([][]byte, d.Parts)
+		for i := range parts {
+			p, ok := f.parts[fmt.Sprintf("p/%04d", i)]
+			if !ok {
+				return false, true, nil
+			}
+			parts[i] = p
+		}
+		off := d.Start
+		for _, p := range parts {
+			if err := f.chunk(logChunk{off: off, data: p}); err != nil {
+				return true, false, err
+			}
+			off += int64(len(p))
+		}
+		return true, false, f.flush()
+	case strings.HasPrefix(name, "p/") && !ev.del:
+		if f.parts == nil {
+			f.parts = map[string][]byte{}
+		}
+		f.parts[name] = ev.kv.Value
 	case strings.HasPrefix(name, "c/") && !ev.del:
 		c, ok := parseChunk(name, ev.kv.Value)
 		if ok {
-			return false, f.chunk(c)
+			return false, false, f.chunk(c)
 		}
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // resync goes on from a fresh read.
