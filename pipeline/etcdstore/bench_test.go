@@ -16,6 +16,7 @@ import (
 
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
+	"github.com/kontinuous/kontinuous/pipeline/logstore"
 )
 
 // benchRun numbers benchmark invocations: the testing package calls a
@@ -169,4 +170,53 @@ func BenchmarkStoreWrites(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkLogWrite: a stage printing 50 MiB of "y\n" in 32 KiB writes as
+// fast as it can, then closing its log, against the file store in the same
+// run (as cmd/kontinuous's BenchmarkLogWriteThroughput, which builds much
+// slower). write-ms and close-ms split the time between the writes (which
+// never wait for etcd) and Close (the last flush and the parts).
+func BenchmarkLogWrite(b *testing.B) {
+	const total = 50 << 20
+	chunk := bytes.Repeat([]byte("y\n"), 16<<10)
+	files, err := logstore.New(b.TempDir(), logstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		logs func() pipeline.LogStore
+	}{
+		{"files", func() pipeline.LogStore { return files }},
+		{"etcd", func() pipeline.LogStore { return benchStore(b).Logs(etcdstore.LogOptions{}) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			logs := c.logs()
+			b.SetBytes(total)
+			n := 0
+			var writing, closing time.Duration
+			for b.Loop() {
+				n++
+				w, err := logs.Create(b.Context(), pipeline.LogRef{Pipeline: "acme/bench", Build: n})
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				for written := 0; written < total; written += len(chunk) {
+					if _, err := w.Write(chunk); err != nil {
+						b.Fatal(err)
+					}
+				}
+				wrote := time.Now()
+				if err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+				writing += wrote.Sub(start)
+				closing += time.Since(wrote)
+			}
+			b.ReportMetric(float64(writing.Milliseconds())/float64(n), "write-ms/op")
+			b.ReportMetric(float64(closing.Milliseconds())/float64(n), "close-ms/op")
+		})
+	}
 }
