@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -64,9 +65,11 @@ type LogOptions struct {
 }
 
 const (
-	logPartBytes    = 1 << 20 // compacted part size: under etcd's 1.5 MiB request limit
-	logChunksPerTxn = 8       // chunk puts per transaction (≤ 512 KiB by default)
-	logMaxLine      = 64 << 10
+	logPartBytes     = 1 << 20 // compacted part size: under etcd's 1.5 MiB request limit
+	logChunksPerTxn  = 8       // chunk puts per transaction (≤ 512 KiB by default)
+	logMaxLine       = 64 << 10
+	logPartsInFlight = 4 // part transactions sent at once when a log finishes
+	logPartEnc       = "s2"
 )
 
 // Logs is a pipeline.LogStore in etcd. Get it with Store.Logs.
@@ -152,8 +155,7 @@ func (l *Logs) Create(ctx context.Context, ref pipeline.LogRef) (io.WriteCloser,
 	}
 	wctx, wcancel := context.WithCancel(context.Background())
 	w := &logWriter{l: l, base: base, run: run, ctx: wctx, cancel: wcancel,
-		kickAt: int(min(int64(logChunksPerTxn*l.opts.ChunkBytes), l.opts.MaxBytes)),
-		kick:   make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+		closing: make(chan struct{}), done: make(chan struct{})}
 	go w.flusher()
 	return w, nil
 }
@@ -172,15 +174,12 @@ type logWriter struct {
 	run    string
 	ctx    context.Context
 	cancel context.CancelFunc
-	kickAt int // pending bytes that wake the flusher: one transaction's worth
 
 	mu      sync.Mutex
-	pending []byte // output not taken by the flusher yet; ends at written
-	spare   []byte // the flusher's previous buffer, handed back for reuse
+	pending logBuf // output not taken by the flusher yet (its newest MaxBytes); ends at written
 	written int64  // bytes written so far
 	closed  bool
 
-	kick    chan struct{}
 	closing chan struct{}
 	done    chan struct{}
 	err     error // the flusher's last error, read after done
@@ -202,47 +201,22 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	w.written += int64(n)
 	max := int(w.l.opts.MaxBytes)
-	if len(p) >= max {
-		w.pending = append(w.pending[:0], p[len(p)-max:]...)
-	} else {
-		if len(w.pending)+len(p) > 2*max {
-			// Amortized (once per MaxBytes written): keep only what stays
-			// in the tail, so the buffer never grows past 2*MaxBytes.
-			keep := max - len(p)
-			w.pending = w.pending[:copy(w.pending, w.pending[len(w.pending)-keep:])]
-		}
-		w.pending = append(w.pending, p...)
+	if len(p) > max {
+		p = p[len(p)-max:]
 	}
-	if len(w.pending) >= w.kickAt {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
-	}
+	w.pending.keep(max - len(p))
+	w.pending.write(p)
 	return n, nil
 }
 
-// take hands the pending output to the flusher: the whole buffer (to give
-// back when done with it), the part of it to store (its last MaxBytes),
-// the offset of that part's first byte, and whether the writer is closed.
-// The writer goes on in the spare buffer.
-func (w *logWriter) take() (buf, data []byte, off int64, closed bool) {
+// take hands the pending output to the flusher, with the offset of its
+// first byte and whether the writer is closed.
+func (w *logWriter) take() (logBuf, int64, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	buf, closed = w.pending, w.closed
-	data = buf
-	if max := int(w.l.opts.MaxBytes); len(data) > max {
-		data = data[len(data)-max:]
-	}
-	w.pending, w.spare = w.spare[:0], nil
-	return buf, data, w.written - int64(len(data)), closed
-}
-
-// giveBack makes buf, taken earlier, the spare buffer.
-func (w *logWriter) giveBack(buf []byte) {
-	w.mu.Lock()
-	w.spare = buf[:0]
-	w.mu.Unlock()
+	data := w.pending
+	w.pending = logBuf{}
+	return data, w.written - int64(data.size), w.closed
 }
 
 // state says how many bytes were written so far and whether the writer is
@@ -260,45 +234,39 @@ func (w *logWriter) flusher() {
 	closing := w.closing
 	for {
 		select {
-		case <-w.kick:
 		case <-t.C:
 		case <-closing:
 			closing = nil
 		}
-		buf, data, off, closed := w.take()
+		data, off, closed := w.take()
 		if !closed {
-			rest, restOff, err := w.flush(data, off)
-			if err != nil {
+			var err error
+			if off, err = w.flush(&data, off); err != nil {
 				w.err = err
 			}
-			if len(rest) == 0 {
-				w.giveBack(buf)
+			if data.size == 0 {
+				data.release()
 				continue
 			}
 			// The writer closed during the flush: what was not stored
 			// yet goes, with the last output, straight into the parts.
-			_, last, lastOff, _ := w.take()
-			data, off = joinTail(rest, restOff, last, lastOff, int(w.l.opts.MaxBytes))
+			last, lastOff, _ := w.take()
+			if lastOff != off+int64(data.size) || last.skip > 0 {
+				data.release() // the last output alone fills the tail
+				data, off = last, lastOff
+			} else {
+				data.appendBuf(&last)
+				n := data.size
+				data.keep(int(w.l.opts.MaxBytes))
+				off += int64(n - data.size)
+			}
 		}
-		if err := w.finish(data, off); err != nil {
+		if err := w.finish(&data, off); err != nil {
 			w.err = err
 		}
+		data.release()
 		return
 	}
-}
-
-// joinTail returns the last max bytes of a followed by b (b starts at
-// bOff, a at aOff), and the offset of the first. a's buffer may be
-// appended to.
-func joinTail(a []byte, aOff int64, b []byte, bOff int64, max int) ([]byte, int64) {
-	if bOff != aOff+int64(len(a)) || len(b) >= max {
-		return b, bOff // b alone fills the tail (or output between was dropped)
-	}
-	d := append(a, b...)
-	if len(d) > max {
-		d = d[len(d)-max:]
-	}
-	return d, bOff + int64(len(b)) - int64(len(d))
 }
 
 // end is the offset after the last stored chunk.
@@ -311,22 +279,24 @@ func (w *logWriter) end() int64 {
 }
 
 // flush writes data (starting at offset off) as chunks, a transaction of
-// logChunksPerTxn chunks at a time, retrying while etcd is unavailable
-// (until the writer's context ends). Before each transaction it skips what
-// newer output has already pushed out of the kept tail (it would be
-// deleted right away), and it stops when the writer closes, returning
-// what it did not store for the final parts.
-func (w *logWriter) flush(data []byte, off int64) ([]byte, int64, error) {
+// logChunksPerTxn chunks at a time, dropping what it stored, and retrying
+// while etcd is unavailable (until the writer's context ends). Before each
+// transaction it skips what newer output has already pushed out of the
+// kept tail (it would be deleted right away), and it stops when the writer
+// closes, leaving in data what it did not store for the final parts. It
+// returns the offset of what is left.
+func (w *logWriter) flush(data *logBuf, off int64) (int64, error) {
 	cb, max := w.l.opts.ChunkBytes, w.l.opts.MaxBytes
-	for len(data) > 0 && !w.gone {
+	for data.size > 0 && !w.gone {
 		written, closed := w.state()
 		if closed {
-			return data, off, nil
+			return off, nil
 		}
 		if from := written - max; off < from {
-			skip := min(from-off, int64(len(data)))
-			data, off = data[skip:], off+skip
-			if len(data) == 0 {
+			skip := min(from-off, int64(data.size))
+			data.drop(int(skip))
+			off += skip
+			if data.size == 0 {
 				break
 			}
 		}
@@ -336,20 +306,19 @@ func (w *logWriter) flush(data []byte, off int64) ([]byte, int64, error) {
 			w.stored, w.total = w.stored[:0], 0
 		}
 		var ops []clientv3.Op
-		for k := 0; k < logChunksPerTxn && len(data) > 0; k++ {
-			n := min(cb, len(data))
-			var v strings.Builder
-			v.Grow(8 + n)
-			var ob [8]byte
-			binary.BigEndian.PutUint64(ob[:], uint64(off))
-			v.Write(ob[:])
-			v.Write(data[:n])
-			ops = append(ops, clientv3.OpPut(chunkKey(w.base, w.seq), v.String()))
+		sent := 0
+		for k := 0; k < logChunksPerTxn && sent < data.size; k++ {
+			n := min(cb, data.size-sent)
+			v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+n), uint64(off))
+			v = data.appendTo(v, sent, sent+n)
+			ops = append(ops, clientv3.OpPut(chunkKey(w.base, w.seq), string(v)))
 			w.stored = append(w.stored, storedChunk{seq: w.seq, off: off, size: int64(n)})
 			w.total += int64(n)
 			w.seq++
-			data, off = data[n:], off+int64(n)
+			sent += n
+			off += int64(n)
 		}
+		data.drop(sent)
 		// Trim: keep the newest chunks that hold MaxBytes.
 		drop := 0
 		for drop < len(w.stored)-1 && w.total-w.stored[drop].size >= max {
@@ -368,13 +337,15 @@ func (w *logWriter) flush(data []byte, off int64) ([]byte, int64, error) {
 			// transaction deletes them all and the log goes on after a
 			// gap (shown as the truncation notice), never with a hole.
 			w.stored, w.total = w.stored[:0], 0
-			return nil, 0, err
+			data.release()
+			return off, err
 		}
 		if !ok {
 			w.gone = true
 		}
 	}
-	return nil, 0, nil
+	data.release()
+	return off, nil
 }
 
 // commit runs ops if the log is still this run's; retried while etcd is
@@ -406,8 +377,9 @@ func (w *logWriter) txn(ops []clientv3.Op) (*clientv3.TxnResponse, error) {
 }
 
 type logDone struct {
-	Parts int   `json:"parts"`
-	Start int64 `json:"start"`
+	Parts int    `json:"parts"`
+	Start int64  `json:"start"`
+	Enc   string `json:"enc,omitempty"` // "s2": each part is compressed (older logs: none)
 }
 
 // finish writes the finished log: its kept tail as parts of at most 1 MiB,
@@ -416,11 +388,11 @@ type logDone struct {
 // or the parts. data (from offset off) is the output not stored as chunks;
 // the stored chunks still in the tail are read back, and when none is
 // (a stage printing fast), the parts come straight from memory.
-func (w *logWriter) finish(data []byte, off int64) error {
+func (w *logWriter) finish(data *logBuf, off int64) error {
 	if w.gone {
 		return nil
 	}
-	end := off + int64(len(data))
+	end := off + int64(data.size)
 	from := max(0, end-w.l.opts.MaxBytes) // where the kept tail starts
 	head, start := []byte(nil), off
 	if from < off && w.end() == off {
@@ -451,42 +423,58 @@ func (w *logWriter) finish(data []byte, off int64) error {
 	if start < from {
 		head, start = head[from-start:], from
 	}
-	size := len(head) + len(data)
+	size := len(head) + data.size
 	if size == 0 {
 		_, err := w.commit([]clientv3.Op{clientv3.OpPut(w.base+"d", "")})
 		return err
 	}
 	n := (size + logPartBytes - 1) / logPartBytes
-	v, err := json.Marshal(logDone{Parts: n, Start: start})
+	v, err := json.Marshal(logDone{Parts: n, Start: start, Enc: logPartEnc})
 	if err != nil {
 		return err
 	}
-	for i := range n {
-		ops := []clientv3.Op{clientv3.OpPut(fmt.Sprintf("%sp/%04d", w.base, i), slice2(head, data, i*logPartBytes, min((i+1)*logPartBytes, size)))}
-		if i == n-1 {
-			ops = append(ops,
-				clientv3.OpDelete(w.base+"c/", clientv3.WithPrefix()),
-				clientv3.OpPut(w.base+"d", string(v)))
+	put := func(k int) clientv3.Op {
+		i, j := k*logPartBytes, min((k+1)*logPartBytes, size)
+		part := make([]byte, 0, j-i)
+		if i < len(head) {
+			part = append(part, head[i:min(j, len(head))]...)
 		}
-		ok, err := w.commit(ops)
-		if err != nil || !ok {
-			return err
+		if j > len(head) {
+			part = data.appendTo(part, max(i, len(head))-len(head), j-len(head))
 		}
+		return clientv3.OpPut(fmt.Sprintf("%sp/%04d", w.base, k), string(s2.Encode(nil, part)))
 	}
-	return nil
-}
-
-// slice2 is bytes [i, j) of a followed by b, as a string.
-func slice2(a, b []byte, i, j int) string {
-	var s strings.Builder
-	s.Grow(j - i)
-	if i < len(a) {
-		s.Write(a[i:min(j, len(a))])
+	// Every part but the last at once (a few transactions in flight,
+	// each under the request limit), then the last with d.
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed error
+		lost   bool
+		slots  = make(chan struct{}, logPartsInFlight)
+	)
+	for k := range n - 1 {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			ok, err := w.commit([]clientv3.Op{put(k)})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = err
+			}
+			lost = lost || !ok
+		}()
 	}
-	if j > len(a) {
-		s.Write(b[max(i, len(a))-len(a) : j-len(a)])
+	wg.Wait()
+	if failed != nil || lost {
+		return failed
 	}
-	return s.String()
+	_, err = w.commit([]clientv3.Op{put(n - 1),
+		clientv3.OpDelete(w.base+"c/", clientv3.WithPrefix()),
+		clientv3.OpPut(w.base+"d", string(v))})
+	return err
 }
 
 // Close flushes what is pending and writes the finished log, giving up
@@ -511,6 +499,83 @@ func (w *logWriter) Close() error {
 	w.cancel()
 	w.l.s.logWriters.Delete(w.base)
 	return w.err
+}
+
+// logBlockBytes is the size of the blocks output is buffered in.
+const logBlockBytes = 64 << 10
+
+// logBlocks recycles buffer blocks between writers: a stage printing fast
+// fills and drops many, and fresh ones would each be zeroed.
+var logBlocks = sync.Pool{New: func() any { return new([logBlockBytes]byte) }}
+
+// logBuf is output held in memory: blocks of logBlockBytes, the first
+// one's leading skip bytes dropped. Dropping old output frees whole
+// blocks and never copies.
+type logBuf struct {
+	blocks [][]byte // each a *[logBlockBytes]byte from logBlocks, sliced to its content
+	skip   int
+	size   int // bytes held
+}
+
+func (b *logBuf) write(p []byte) {
+	b.size += len(p)
+	for len(p) > 0 {
+		n := len(b.blocks)
+		if n == 0 || len(b.blocks[n-1]) == logBlockBytes {
+			b.blocks = append(b.blocks, logBlocks.Get().(*[logBlockBytes]byte)[:0])
+			n++
+		}
+		k := min(len(p), logBlockBytes-len(b.blocks[n-1]))
+		b.blocks[n-1] = append(b.blocks[n-1], p[:k]...)
+		p = p[k:]
+	}
+}
+
+// drop forgets the oldest n bytes.
+func (b *logBuf) drop(n int) {
+	n = min(n, b.size)
+	b.size -= n
+	b.skip += n
+	for len(b.blocks) > 0 && b.skip >= len(b.blocks[0]) && (len(b.blocks) > 1 || b.size == 0) {
+		b.skip -= len(b.blocks[0])
+		logBlocks.Put((*[logBlockBytes]byte)(b.blocks[0][:logBlockBytes]))
+		b.blocks[0] = nil
+		b.blocks = b.blocks[1:]
+	}
+}
+
+// keep drops all but the newest max bytes.
+func (b *logBuf) keep(max int) {
+	if b.size > max {
+		b.drop(b.size - max)
+	}
+}
+
+// release gives every block back.
+func (b *logBuf) release() { b.drop(b.size) }
+
+// appendTo appends bytes [i, j) of what b holds to s.
+func (b *logBuf) appendTo(s []byte, i, j int) []byte {
+	i += b.skip
+	j += b.skip
+	for _, blk := range b.blocks {
+		if i < len(blk) && j > 0 {
+			s = append(s, blk[max(i, 0):min(j, len(blk))]...)
+		}
+		i -= len(blk)
+		j -= len(blk)
+		if j <= 0 {
+			break
+		}
+	}
+	return s
+}
+
+// appendBuf moves o's blocks after b's. o must not have skipped bytes.
+func (b *logBuf) appendBuf(o *logBuf) {
+	b.blocks = append(b.blocks, o.blocks...)
+	b.size += o.size
+	*o = logBuf{}
 }
 
 // logSnap is a log as one range read found it.
@@ -563,11 +628,31 @@ func parseChunk(name string, v []byte) (logChunk, bool) {
 
 // content is the stored output and the offset of its first byte (> 0:
 // older output was dropped).
-func (s *logSnap) content() ([]byte, int64) {
+func (s *logSnap) content() ([]byte, int64, error) {
 	if s.compact != nil && len(s.parts) >= s.compact.Parts {
-		return bytes.Join(s.parts[:s.compact.Parts], nil), s.compact.Start
+		parts, err := s.compact.decode(s.parts[:s.compact.Parts])
+		return bytes.Join(parts, nil), s.compact.Start, err
 	}
-	return contiguous(s.chunks)
+	b, start := contiguous(s.chunks)
+	return b, start, nil
+}
+
+// decode returns the parts' output.
+func (d *logDone) decode(parts [][]byte) ([][]byte, error) {
+	switch d.Enc {
+	case "":
+		return parts, nil
+	case logPartEnc:
+		out := make([][]byte, len(parts))
+		for i, p := range parts {
+			var err error
+			if out[i], err = s2.Decode(nil, p); err != nil {
+				return nil, fmt.Errorf("etcdstore: log part %d: %w", i, err)
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("etcdstore: log parts in unknown encoding %q", d.Enc)
 }
 
 // contiguous joins the last run of chunks that follow each other without a
@@ -631,7 +716,10 @@ func (l *Logs) Read(ctx context.Context, ref pipeline.LogRef) ([]byte, error) {
 	if !snap.exists {
 		return nil, fmt.Errorf("etcdstore: log of %s build %d stage %d: %w", ref.Pipeline, ref.Build, ref.Stage, pipeline.ErrNotFound)
 	}
-	data, start := snap.content()
+	data, start, err := snap.content()
+	if err != nil {
+		return nil, l.s.wrap(err, "read log")
+	}
 	data, notice := shown(data, l.opts.MaxBytes, start > 0)
 	if !notice {
 		return data, nil
@@ -712,7 +800,10 @@ func (l *Logs) Follow(ctx context.Context, ref pipeline.LogRef, fn func(line []b
 		return fmt.Errorf("etcdstore: log of %s build %d stage %d: %w", ref.Pipeline, ref.Build, ref.Stage, pipeline.ErrNotFound)
 	}
 	f.run = snap.run
-	data, start := snap.content()
+	data, start, err := snap.content()
+	if err != nil {
+		return l.s.wrap(err, "follow log")
+	}
 	f.off = start + int64(len(data))
 	data, notice := shown(data, l.opts.MaxBytes, start > 0)
 	if notice {
@@ -813,6 +904,10 @@ func (f *logFollower) event(ev hubEvent) (end, reread bool, err error) {
 			}
 			parts[i] = p
 		}
+		parts, err := d.decode(parts)
+		if err != nil {
+			return true, false, f.l.s.wrap(err, "follow log")
+		}
 		off := d.Start
 		for _, p := range parts {
 			if err := f.chunk(logChunk{off: off, data: p}); err != nil {
@@ -845,7 +940,10 @@ func (f *logFollower) resync(s logSnap) (bool, error) {
 	}
 	if s.compact != nil {
 		// Compacted while this follower was away: go on from the parts.
-		data, start := s.content()
+		data, start, err := s.content()
+		if err != nil {
+			return true, f.l.s.wrap(err, "follow log")
+		}
 		if err := f.chunk(logChunk{off: start, data: data}); err != nil {
 			return true, err
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kontinuous/kontinuous/pipeline"
@@ -95,9 +96,13 @@ func TestEtcdLogFastWriterKeepsExactlyTheLastMaxBytes(t *testing.T) {
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
-			// Stored: exactly the last MaxBytes, as parts under the
-			// request limit, and nothing else but the run id and d.
-			var d struct{ Parts, Start int }
+			// Stored: exactly the last MaxBytes, as compressed parts
+			// under the request limit, and nothing else but the run id
+			// and d.
+			var d struct {
+				Parts, Start int
+				Enc          string
+			}
 			parts := map[string]string{}
 			for k, v := range rawValues(t, sharedClient(t), prefixOf(t)+"logs/") {
 				switch {
@@ -115,9 +120,16 @@ func TestEtcdLogFastWriterKeepsExactlyTheLastMaxBytes(t *testing.T) {
 					t.Errorf("left after close: %s", k)
 				}
 			}
+			if d.Enc != "s2" {
+				t.Fatalf("parts encoded %q, want s2", d.Enc)
+			}
 			var stored strings.Builder
 			for i := range d.Parts {
-				stored.WriteString(parts[fmt.Sprintf("p/%04d", i)])
+				p, err := s2.Decode(nil, []byte(parts[fmt.Sprintf("p/%04d", i)]))
+				if err != nil {
+					t.Fatalf("part %d: %v", i, err)
+				}
+				stored.Write(p)
 			}
 			if d.Start != len(out)-max || stored.String() != out[len(out)-max:] {
 				t.Fatalf("stored %d bytes from offset %d, want the last %d bytes of %d (from %d)", stored.Len(), d.Start, max, len(out), len(out)-max)
@@ -309,7 +321,12 @@ func TestEtcdLogWriterWhileEtcdIsAwayRetriesThenFailsWithoutCorruption(t *testin
 		t.Errorf("the error holds output: %v", err)
 	}
 	srv.Start()
-	got := stored(r2)
+	var got string
+	eventually(t, patience, "log readable after etcd restarts", func() bool {
+		b, err := l.Read(t.Context(), r2)
+		got = string(b)
+		return err == nil
+	})
 	var prefix strings.Builder
 	for i := 0; prefix.Len() < len(got); i++ {
 		prefix.WriteString(line(i))
