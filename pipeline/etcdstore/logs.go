@@ -433,7 +433,11 @@ func (w *logWriter) finish(data *logBuf, off int64) error {
 	if err != nil {
 		return err
 	}
-	put := func(k int) clientv3.Op {
+	// Compress the parts, then put them in as few transactions as hold
+	// them under the request limit: one for most logs.
+	var groups [][]clientv3.Op
+	held := 0
+	for k := range n {
 		i, j := k*logPartBytes, min((k+1)*logPartBytes, size)
 		part := make([]byte, 0, j-i)
 		if i < len(head) {
@@ -442,10 +446,15 @@ func (w *logWriter) finish(data *logBuf, off int64) error {
 		if j > len(head) {
 			part = data.appendTo(part, max(i, len(head))-len(head), j-len(head))
 		}
-		return clientv3.OpPut(fmt.Sprintf("%sp/%04d", w.base, k), string(s2.Encode(nil, part)))
+		z := s2.Encode(nil, part)
+		if len(groups) == 0 || held+len(z) > logPartBytes {
+			groups, held = append(groups, nil), 0
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], clientv3.OpPut(fmt.Sprintf("%sp/%04d", w.base, k), string(z)))
+		held += len(z)
 	}
-	// Every part but the last at once (a few transactions in flight,
-	// each under the request limit), then the last with d.
+	// Every group but the last at once (a few transactions in flight),
+	// then the last with d.
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -453,12 +462,12 @@ func (w *logWriter) finish(data *logBuf, off int64) error {
 		lost   bool
 		slots  = make(chan struct{}, logPartsInFlight)
 	)
-	for k := range n - 1 {
+	for _, ops := range groups[:len(groups)-1] {
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			ok, err := w.commit([]clientv3.Op{put(k)})
+			ok, err := w.commit(ops)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -471,9 +480,9 @@ func (w *logWriter) finish(data *logBuf, off int64) error {
 	if failed != nil || lost {
 		return failed
 	}
-	_, err = w.commit([]clientv3.Op{put(n - 1),
+	_, err = w.commit(append(groups[len(groups)-1],
 		clientv3.OpDelete(w.base+"c/", clientv3.WithPrefix()),
-		clientv3.OpPut(w.base+"d", string(v))})
+		clientv3.OpPut(w.base+"d", string(v))))
 	return err
 }
 

@@ -81,7 +81,7 @@ func TestEtcdLogFastWriterKeepsExactlyTheLastMaxBytes(t *testing.T) {
 	}{
 		{"small lines", etcdstore.LogOptions{MaxBytes: 64 << 10, ChunkBytes: 1 << 10, FlushInterval: time.Millisecond}, 4 << 20, []int{100}},
 		{"mixed writes, some over the cap", etcdstore.LogOptions{MaxBytes: 64 << 10, ChunkBytes: 1 << 10, FlushInterval: time.Millisecond}, 4 << 20, []int{1, 50000, 3, 3 * 64 << 10, 700, 64<<10 + 17}},
-		{"defaults, 32 KiB writes (the benchmark)", etcdstore.LogOptions{}, 40 << 20, []int{32 << 10}},
+		{"defaults, 32 KiB writes (the benchmark)", etcdstore.LogOptions{}, 16 << 20, []int{32 << 10}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, la, _, lb := twoServers(t, etcdstore.Options{}, etcdstore.Options{}, tc.opts)
@@ -91,7 +91,15 @@ func TestEtcdLogFastWriterKeepsExactlyTheLastMaxBytes(t *testing.T) {
 			}
 			out := numberedOutput(tc.total)
 			w := logCreate(t, la, logRef)
-			f := logFollow(t, t.Context(), lb, logRef) // on another server
+			// A follower on another server, keeping every line it gets.
+			var lines []string
+			followed := make(chan error, 1)
+			go func() {
+				followed <- lb.Follow(t.Context(), logRef, func(l []byte) error {
+					lines = append(lines, string(l))
+					return nil
+				})
+			}()
 			writeIn(t, w, out, tc.sizes)
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
@@ -140,9 +148,13 @@ func TestEtcdLogFastWriterKeepsExactlyTheLastMaxBytes(t *testing.T) {
 			if got := logRead(t, lb, logRef); got != la.Notice()+"\n"+tail {
 				t.Fatalf("read %d bytes, want the notice and the last %d", len(got), len(tail))
 			}
-			lines, err := f.end(t)
-			if err != nil {
-				t.Fatal(err)
+			select {
+			case err := <-followed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(logWait):
+				t.Fatal("Follow did not end")
 			}
 			checkFollowed(t, lines, la.Notice(), out)
 		})
@@ -179,8 +191,9 @@ func TestEtcdLogClosedWithNoChunkInTheTailWritesItsPartsStraightFromMemory(t *te
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
-			// What was written: three parts, one transaction each, and
-			// no chunk at all.
+			// What was written: three parts (compressed, in as few
+			// transactions as the request limit allows), and no chunk at
+			// all.
 			ctx, cancel := context.WithTimeout(t.Context(), logWait)
 			defer cancel()
 			revs, parts := map[int64]bool{}, 0
@@ -205,9 +218,10 @@ func TestEtcdLogClosedWithNoChunkInTheTailWritesItsPartsStraightFromMemory(t *te
 					break
 				}
 			}
-			if parts != 3 || len(revs) != 3 {
-				t.Errorf("%d parts in %d transactions, want 3 in 3", parts, len(revs))
+			if parts != 3 || len(revs) > 3 {
+				t.Errorf("%d parts in %d transactions, want 3 in at most 3", parts, len(revs))
 			}
+			t.Logf("%d parts in %d transactions", parts, len(revs))
 			if got := logRead(t, lb, logRef); got != out {
 				t.Fatalf("read %d bytes, want %d", len(got), len(out))
 			}
