@@ -31,23 +31,30 @@ import (
 //	c/<seq>        a chunk: the offset of its first byte in the stage's
 //	               whole output (8 bytes, big-endian) and up to
 //	               ChunkBytes of output
-//	d              the log is finished; after compaction a JSON
-//	               {"parts": n, "start": offset of the parts' first byte}
-//	p/<n>          compacted parts (each ≤ 1 MiB), valid once d says so
+//	d              the log is finished: empty (Finish, or an older
+//	               server's writer) or a JSON {"parts": n, "start":
+//	               offset of the parts' first byte, "enc": "s2"}
+//	p/<n>          the finished log's parts: up to 1 MiB of output each,
+//	               s2-compressed when d says so; valid once d names them
 //
-// The writer buffers output in memory and flushes it as chunks every
-// FlushInterval or whenever ChunkBytes are pending, in transactions that
-// write only while m still names its run (a deleted build's log never
-// comes back). Only the tail is kept: chunks older than MaxBytes are
-// deleted as new ones land, and when a stage prints faster than etcd
-// takes it, the writer keeps the newest MaxBytes it has not flushed and
-// drops the rest (readers see the truncation notice). Write never waits
-// for etcd. When the stage ends, the chunks are rewritten as a few parts
-// (one for most logs) so that a finished log is a handful of keys.
+// The writer buffers the newest MaxBytes of output in memory (pooled
+// 64 KiB blocks) and flushes it as chunks every FlushInterval, in
+// transactions that write only while m still names its run (a deleted
+// build's log never comes back). Only the tail is kept: chunks older than
+// MaxBytes are deleted as new ones land, and output that newer output
+// pushed out of the tail before it was flushed is never sent (readers see
+// the truncation notice). So a stage printing as fast as it can costs
+// etcd at most MaxBytes per FlushInterval, and Write never waits for etcd.
+// When the stage ends, the kept tail is written as compressed parts, in as
+// few transactions as the request limit allows (one for most logs), with
+// d and the deletion of the chunks in the last: from memory, plus a read
+// of the stored chunks still in the tail if there are any.
 //
 // Followers subscribe to the store's one prefix watch (the read cache's),
 // fanned out in memory, so a follower costs no etcd watch; with the read
-// cache off they poll once per PollInterval (1s).
+// cache off they poll once per PollInterval (1s). A follower keeps the
+// parts it sees written and goes on from them when d names them (or reads
+// them, if some came before it started).
 
 // LogOptions tune Logs. Zero values take the defaults.
 type LogOptions struct {
@@ -56,8 +63,8 @@ type LogOptions struct {
 	MaxBytes int64
 	// ChunkBytes is the largest chunk (default 64 KiB).
 	ChunkBytes int
-	// FlushInterval is the longest output waits before it is written
-	// (default 250ms).
+	// FlushInterval is how often pending output is written (default
+	// 250ms): the longest a follower on another server waits for a line.
 	FlushInterval time.Duration
 	// PollInterval is how often a follower reads when the watch fan-out
 	// is not running (default 1s).

@@ -170,10 +170,10 @@ func TestEtcdLogClosedWithNoChunkInTheTailWritesItsPartsStraightFromMemory(t *te
 		{"polling follower without the read cache", etcdstore.Options{LinearizableReads: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// Never flushed before Close: no tick within the test, and
-			// 2.5 MiB stay under a transaction's worth (8 x 512 KiB, capped
-			// at MaxBytes).
-			opts := etcdstore.LogOptions{MaxBytes: 3 << 20, ChunkBytes: 512 << 10, FlushInterval: time.Hour}
+			// Never flushed before Close (no tick within the test): the
+			// parts come straight from memory. (Before, a writer flushed
+			// whenever ChunkBytes were pending.)
+			opts := etcdstore.LogOptions{MaxBytes: 3 << 20, ChunkBytes: 128 << 10, FlushInterval: time.Hour}
 			_, la, sb, lb := twoServers(t, etcdstore.Options{}, tc.b, opts)
 			cli := sharedClient(t)
 			w := logCreate(t, la, logRef)
