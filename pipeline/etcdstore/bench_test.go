@@ -16,6 +16,7 @@ import (
 
 	"github.com/kontinuous/kontinuous/pipeline"
 	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
+	"github.com/kontinuous/kontinuous/pipeline/logstore"
 )
 
 // benchRun numbers benchmark invocations: the testing package calls a
@@ -169,4 +170,72 @@ func BenchmarkStoreWrites(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkLogWrite: a stage printing 50 MiB as fast as it can in 32 KiB
+// writes, then closing its log, against the file store in the same run
+// (as cmd/kontinuous's BenchmarkLogWriteThroughput, which builds much
+// slower). Two outputs: "y\n" (yes) and log-like lines with random hashes
+// and timings (text, which compresses about 2x, not 1000x). write-ms and
+// close-ms split the time between the writes (which never wait for etcd)
+// and Close (the last flush and the parts).
+func BenchmarkLogWrite(b *testing.B) {
+	const total = 50 << 20
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var text bytes.Buffer
+	for text.Len() < 4<<20 {
+		fmt.Fprintf(&text, "2026-12-06T03:%02d:%02d.%03dZ step %d: compiling pkg/%x/%x.go (sha %016x) in %d.%03dms\n",
+			rnd.IntN(60), rnd.IntN(60), rnd.IntN(1000), rnd.IntN(100), rnd.Uint32(), rnd.Uint32()%4096, rnd.Uint64(), rnd.IntN(100), rnd.IntN(1000))
+	}
+	files, err := logstore.New(b.TempDir(), logstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, out := range []struct {
+		name string
+		data []byte
+	}{
+		{"yes", bytes.Repeat([]byte("y\n"), 16<<10)},
+		{"text", text.Bytes()},
+	} {
+		for _, c := range []struct {
+			name string
+			logs func() pipeline.LogStore
+		}{
+			{"files", func() pipeline.LogStore { return files }},
+			{"etcd", func() pipeline.LogStore { return benchStore(b).Logs(etcdstore.LogOptions{}) }},
+		} {
+			b.Run(out.name+"/"+c.name, func(b *testing.B) {
+				logs := c.logs()
+				b.SetBytes(total)
+				n := 0
+				var writing, closing time.Duration
+				for b.Loop() {
+					n++
+					w, err := logs.Create(b.Context(), pipeline.LogRef{Pipeline: "acme/bench", Build: n})
+					if err != nil {
+						b.Fatal(err)
+					}
+					start := time.Now()
+					for written, i := 0, 0; written < total; written += 32 << 10 {
+						if i+32<<10 > len(out.data) {
+							i = 0
+						}
+						if _, err := w.Write(out.data[i : i+32<<10]); err != nil {
+							b.Fatal(err)
+						}
+						i += 32 << 10
+					}
+					wrote := time.Now()
+					if err := w.Close(); err != nil {
+						b.Fatal(err)
+					}
+					writing += wrote.Sub(start)
+					closing += time.Since(wrote)
+				}
+				b.ReportMetric(float64(writing.Milliseconds())/float64(n), "write-ms/op")
+				b.ReportMetric(float64(closing.Milliseconds())/float64(n), "close-ms/op")
+			})
+		}
+	}
 }
