@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"strings"
 
 	restful "github.com/emicklei/go-restful/v3"
 
@@ -34,7 +35,7 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 	repos := new(restful.WebService)
 	repos.Path("/api/v1/repositories").Produces(restful.MIME_JSON)
 	repos.Route(doc(repos.GET("").To(r.listRepos).
-		Doc("List the caller's GitHub repositories").
+		Doc("List the caller's repositories on every forge they are connected to (each with \"forge\"); a linked forge whose connection expired is left out and named in the Kontinuous-Reconnect response header").
 		Writes([]pipeline.Repository{}).
 		Returns(http.StatusOK, "repositories", []pipeline.Repository{}), tagRepos, 401, 429, 502))
 	repos.Route(doc(repos.GET("/{owner}/{repo}").To(r.getRepo).
@@ -108,13 +109,24 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 	return []*restful.WebService{repos, ws}
 }
 
+// ReconnectHeader, on GET /api/v1/repositories, names (comma-separated)
+// the connected forges whose connection expired: their repositories are
+// left out of the list until the user reconnects them.
+const ReconnectHeader = "Kontinuous-Reconnect"
+
 func (r *PipelineResources) listRepos(req *restful.Request, resp *restful.Response) {
 	c, err := r.caller(req)
 	if err == nil {
-		var repos []pipeline.Repository
-		if repos, err = r.svc.Repositories(req.Request.Context(), c); err == nil {
+		var list pipeline.RepositoryList
+		if list, err = r.svc.AllRepositories(req.Request.Context(), c); err == nil {
+			repos := list.Repositories
 			if repos == nil {
 				repos = []pipeline.Repository{}
+			}
+			if len(list.Reconnect) > 0 {
+				// The list stays a list: linked forges whose connection
+				// expired are named here (and in GET /api/v1/user).
+				resp.Header().Set(ReconnectHeader, strings.Join(list.Reconnect, ","))
 			}
 			writeJSON(resp, http.StatusOK, repos)
 			return

@@ -176,20 +176,20 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	if err != nil {
 		return nil, err
 	}
-	login, err := auth.NewLogin(auth.LoginConfig{OAuth: scm, Users: store, Forge: scm, Issuer: issuer, States: states.ForForge(scm.Name())})
+	login, err := auth.NewLogin(auth.LoginConfig{OAuth: scm, Users: store, Forge: scm, Issuer: issuer, States: states.ForForge(scm.Name()), Links: store})
 	if err != nil {
 		return nil, err
 	}
 	others := map[string]api.LoginService{}
 	if bb != nil {
-		bbLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: bb, Users: store, Forge: bb, Issuer: issuer, States: states.ForForge(bb.Name())})
+		bbLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: bb, Users: store, Forge: bb, Issuer: issuer, States: states.ForForge(bb.Name()), Links: store})
 		if err != nil {
 			return nil, err
 		}
 		others[bb.Name()] = bbLogin
 	}
 	if dc != nil {
-		dcLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: dc, Users: store, Forge: dc, Issuer: issuer, States: states.ForForge(dc.Name())})
+		dcLogin, err := auth.NewLogin(auth.LoginConfig{OAuth: dc, Users: store, Forge: dc, Issuer: issuer, States: states.ForForge(dc.Name()), Links: store})
 		if err != nil {
 			return nil, err
 		}
@@ -214,7 +214,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg, TrustedProxies: cfg.TrustedProxies,
 		Resources: []api.Resource{
-			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies}),
+			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies, Authenticator: op.Or(verifier)}),
 			api.NewUserResources(store, verifier),
 			api.NewForgeResources(forges(cfg)),
 			api.NewPipelineResources(svc, cl),
