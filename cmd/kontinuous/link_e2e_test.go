@@ -278,24 +278,33 @@ func TestLinkBitbucketToAGitHubSessionCreatesAndBuildsABitbucketPipeline(t *test
 	expect(t, w.do("GET", "/api/v1/pipelines/acme/app", alice, nil), http.StatusOK)
 }
 
-// TestRefreshAcrossTwoServersMakesOneRefresh: two servers on one etcd
-// cluster both need a Bitbucket user's refresh at the same moment; the
-// cluster-wide per-user lock makes exactly one refresh (the rotated
-// refresh token would refuse a second) and every request succeeds.
+// TestRefreshAcrossTwoServersMakesOneRefresh: two server processes on one
+// etcd cluster both need a Bitbucket user's refresh at the same moment;
+// the cluster-wide per-user lock makes exactly one refresh (the rotated
+// refresh token would refuse the second, marking the connection expired)
+// and every request succeeds. Real processes: an in-process mutex shared
+// by two in-process servers would hide a missing cluster-wide lock.
 func TestRefreshAcrossTwoServersMakesOneRefresh(t *testing.T) {
+	bin := buildServer(t)
 	cluster := pipelinetest.StartEtcdCluster(t)
 	gh := newGitHub(t)
 	bb := fakebitbucket.New(t)
 	bb.AddUser("alice")
 	bb.AddRepo("acme", "app").Grant("alice", "admin")
 	eps := strings.Join(cluster.Endpoints(), ",")
-	flags := []string{"--etcd-endpoints", eps, "--trusted-proxies", "127.0.0.1/32", "--bitbucket-client-id", bb.ClientID, "--bitbucket-client-secret", bb.ClientSecret,
-		"--bitbucket-url", bb.URL, "--bitbucket-api-url", bb.APIURL}
-	apps := []*App{startApp(t, gh, t.TempDir(), flags...), startApp(t, gh, t.TempDir(), flags...)}
+	var urls []string
+	for range 2 {
+		p := startProcess(t, bin, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--auth-secret", testSecret,
+			"--github-api-url", gh.APIURL, "--github-url", gh.URL, "--log-level", "info",
+			"--etcd-endpoints", eps, "--trusted-proxies", "127.0.0.1/32",
+			"--bitbucket-client-id", bb.ClientID, "--bitbucket-client-secret", bb.ClientSecret,
+			"--bitbucket-url", bb.URL, "--bitbucket-api-url", bb.APIURL)
+		urls = append(urls, p.url)
+	}
 
 	// The token issued at login is within the refresh margin.
 	bb.SetTokenTTL(30 * time.Second)
-	r := bbOAuth(t, bb, apps[0].URL, "", "alice", "")
+	r := bbOAuth(t, bb, urls[0], "", "alice", "")
 	expect(t, r, http.StatusOK)
 	var login struct{ JWT string }
 	r.json(t, &login)
@@ -313,7 +322,7 @@ func TestRefreshAcrossTwoServersMakesOneRefresh(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			req, _ := http.NewRequest("GET", apps[i%2].URL+"/api/v1/repositories", nil)
+			req, _ := http.NewRequest("GET", urls[i%2]+"/api/v1/repositories", nil)
 			req.Header.Set("Authorization", "Bearer "+login.JWT)
 			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
@@ -332,10 +341,10 @@ func TestRefreshAcrossTwoServersMakesOneRefresh(t *testing.T) {
 	if got := bb.Refreshes() - before; got != 1 {
 		t.Errorf("%d refreshes for concurrent requests on two servers, want 1 (attempts %d)", got, bb.RefreshAttempts())
 	}
-	for _, a := range apps {
-		r := call(t, "GET", a.URL+"/api/v1/user", login.JWT, nil)
+	for _, u := range urls {
+		r := call(t, "GET", u+"/api/v1/user", login.JWT, nil)
 		if !strings.Contains(string(r.body), `"status":"connected"`) {
-			t.Errorf("%s/api/v1/user = %s", a.URL, r.body)
+			t.Errorf("%s/api/v1/user = %s", u, r.body)
 		}
 	}
 }
