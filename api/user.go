@@ -34,11 +34,11 @@ type Connection struct {
 	Status string `json:"status" description:"connected or expired"`
 	// Linked: the account was connected from a session signed in with
 	// another forge (account linking), rather than signed in with.
-	Linked bool `json:"linked" description:"true for an account connected to this user from another forge's session"`
-	// ReconnectURL starts a new OAuth authorization for this forge: signing
-	// in there again (or, for a linked account, calling it with your Bearer
-	// token) reconnects an expired connection.
-	ReconnectURL string `json:"reconnect_url" description:"where to reconnect: GET it (with your Bearer token for a linked account)"`
+	Linked bool `json:"linked,omitempty" description:"true for an account connected to this user from another forge's session"`
+	// ReconnectURL, on a linked account, is where to reconnect it: GET it
+	// with your Bearer token (the connection you signed in with is
+	// reconnected by signing in again, at its forge's login_url).
+	ReconnectURL string `json:"reconnect_url,omitempty" description:"linked accounts: GET it with your Bearer token to reconnect (the sign-in connection reconnects by signing in again)"`
 }
 
 // UserResources serves GET /api/v1/user and POST /api/v1/logout. Both need
@@ -100,9 +100,12 @@ func (r *UserResources) me(req *restful.Request, resp *restful.Response) {
 		if c.Forge == "" || (!c.User.Token.Valid() && !c.User.Token.Expired) {
 			continue
 		}
-		info.Connections = append(info.Connections, Connection{Forge: c.Forge, Login: c.User.Login,
-			Status: pipeline.ConnectionStatus(c.User.Token), Linked: c.User.ID != id.UserID,
-			ReconnectURL: "/api/v1/login/" + c.Forge + "/authorize"})
+		conn := Connection{Forge: c.Forge, Login: c.User.Login,
+			Status: pipeline.ConnectionStatus(c.User.Token)}
+		if c.User.ID != id.UserID {
+			conn.Linked, conn.ReconnectURL = true, "/api/v1/login/"+c.Forge+"/authorize"
+		}
+		info.Connections = append(info.Connections, conn)
 	}
 	writeJSON(resp, http.StatusOK, info)
 }
