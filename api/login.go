@@ -28,6 +28,17 @@ type LoginService interface {
 	Complete(ctx context.Context, code, state, redirectURI string) (auth.LoginResult, error)
 }
 
+// Linker is a LoginService that can also connect its forge to a user
+// signed in with another forge; *auth.Login implements it.
+type Linker interface {
+	CanLink() bool
+	AuthorizeLink(redirectURI, userID string) (string, error)
+	// CompleteAs finishes a login for a caller who presented their
+	// token: an auth.LinkResult for a connect state, else an
+	// auth.LoginResult.
+	CompleteAs(ctx context.Context, code, state, redirectURI, userID, login string) (any, error)
+}
+
 // LoginConfig configures NewLoginResources.
 type LoginConfig struct {
 	// Login runs the flow (required).
@@ -36,6 +47,10 @@ type LoginConfig struct {
 	// ("bitbucket"): each gets GET /api/v1/login/{name}/authorize and
 	// POST /api/v1/login/{name}, answering as GitHub's routes do.
 	Others map[string]LoginService
+	// Authenticator, when set, reads an optional Bearer token on the login
+	// routes: a signed-in user who presents it connects the forge to their
+	// account (see Linker) instead of signing in as another identity.
+	Authenticator Authenticator
 	// Limiter bounds login attempts per client address (default:
 	// auth.NewLimiter with its defaults: bursts of 10, 30 a minute).
 	Limiter *auth.Limiter
@@ -73,21 +88,21 @@ func (r *LoginResources) WebServices() []*restful.WebService {
 	ws := new(restful.WebService)
 	ws.Path("/api/v1/login").Produces(restful.MIME_JSON)
 	ws.Route(doc(ws.GET("/github/authorize").To(r.authorize).Filter(r.limit).
-		Doc("Start a GitHub login: redirects to GitHub's authorize page with a server-issued state (ks1., single use, 10 minutes)").
+		Doc("Start a GitHub login: redirects to GitHub's authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting GitHub to that user instead (account linking)").
 		Param(ws.QueryParameter("redirect_uri", "where GitHub sends the browser back (absolute http(s) URL); default: the OAuth app's callback").DataType("string")).
 		Metadata(metaPublic, true).
 		Returns(http.StatusFound, "redirect to GitHub (Location header)", nil).
-		Returns(http.StatusNotImplemented, "GitHub login is not configured on this server", Error{}), tagLogin, 400, 429))
+		Returns(http.StatusNotImplemented, "GitHub login is not configured on this server", Error{}), tagLogin, 400, 401, 429))
 	ws.Route(r.complete(ws, ws.POST("/github")).
 		Doc("Finish a GitHub login: exchange the code, store the user and their GitHub token, answer a Kontinuous JWT"))
 
 	for _, name := range slices.Sorted(maps.Keys(r.cfg.Others)) {
 		l := r.cfg.Others[name]
 		ws.Route(doc(ws.GET("/"+name+"/authorize").To(func(req *restful.Request, resp *restful.Response) { r.authorizeWith(l, req, resp) }).Filter(r.limit).
-			Doc("Start a "+name+" login: redirects to "+name+"'s authorize page with a server-issued state (ks1., single use, 10 minutes)").
+			Doc("Start a "+name+" login: redirects to "+name+"'s authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting "+name+" to that user instead (account linking)").
 			Param(ws.QueryParameter("redirect_uri", "where "+name+" sends the browser back (absolute http(s) URL); default: the OAuth consumer's callback").DataType("string")).
 			Metadata(metaPublic, true).
-			Returns(http.StatusFound, "redirect to "+name+" (Location header)", nil), tagLogin, 400, 429))
+			Returns(http.StatusFound, "redirect to "+name+" (Location header)", nil), tagLogin, 400, 401, 429))
 		ws.Route(doc(ws.POST("/"+name).To(func(req *restful.Request, resp *restful.Response) { r.loginWith(l, req, resp) }).Filter(r.limit).
 			Param(ws.QueryParameter("code", "the code "+name+" gave the browser (required)").DataType("string")).
 			Param(ws.QueryParameter("state", "the state "+name+" echoed (required)").DataType("string")).
@@ -95,8 +110,8 @@ func (r *LoginResources) WebServices() []*restful.WebService {
 			Metadata(metaPublic, true).
 			Writes(auth.LoginResult{}).
 			Returns(http.StatusOK, "logged in", auth.LoginResult{}).
-			Doc("Finish a "+name+" login (also how an expired connection is reconnected): exchange the code, store the user and their token, answer a Kontinuous JWT"),
-			tagLogin, 400, 401, 413, 429, 502, 503))
+			Doc("Finish a "+name+" login (also how an expired connection is reconnected): exchange the code, store the user and their token, answer a Kontinuous JWT. For a state started with a Bearer token (connecting "+name+" to a signed-in user), send the same Bearer token: the account is linked to that user and the reply is {user_id, user_name, connected: {forge, user_id, login, status}}, no JWT; 409 when the account is linked to another user"),
+			tagLogin, 400, 401, 409, 413, 429, 502, 503))
 	}
 
 	alias := new(restful.WebService)
@@ -116,7 +131,7 @@ func (r *LoginResources) complete(ws *restful.WebService, rb *restful.RouteBuild
 		Writes(auth.LoginResult{}).
 		Returns(http.StatusOK, "logged in", auth.LoginResult{}).
 		Returns(http.StatusNotImplemented, "GitHub login is not configured on this server", Error{}),
-		tagLogin, 400, 401, 413, 429, 502, 503)
+		tagLogin, 400, 401, 409, 413, 429, 502, 503)
 }
 
 func (r *LoginResources) authorize(req *restful.Request, resp *restful.Response) {
@@ -124,7 +139,17 @@ func (r *LoginResources) authorize(req *restful.Request, resp *restful.Response)
 }
 
 func (r *LoginResources) authorizeWith(l LoginService, req *restful.Request, resp *restful.Response) {
-	u, err := l.Authorize(req.QueryParameter("redirect_uri"))
+	id, linker, err := r.bearer(req, l)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	var u string
+	if linker != nil {
+		u, err = linker.AuthorizeLink(req.QueryParameter("redirect_uri"), id.UserID)
+	} else {
+		u, err = l.Authorize(req.QueryParameter("redirect_uri"))
+	}
 	if err != nil {
 		writeError(req, resp, err)
 		return
@@ -144,7 +169,17 @@ func (r *LoginResources) loginWith(l LoginService, req *restful.Request, resp *r
 		writeError(req, resp, err)
 		return
 	}
-	res, err := l.Complete(req.Request.Context(), in.Code, in.State, in.RedirectURI)
+	id, linker, err := r.bearer(req, l)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	var res any
+	if linker != nil {
+		res, err = linker.CompleteAs(req.Request.Context(), in.Code, in.State, in.RedirectURI, id.UserID, id.Login)
+	} else {
+		res, err = l.Complete(req.Request.Context(), in.Code, in.State, in.RedirectURI)
+	}
 	if err != nil {
 		writeError(req, resp, err)
 		return
@@ -152,6 +187,33 @@ func (r *LoginResources) loginWith(l LoginService, req *restful.Request, resp *r
 	// The reply carries a credential (RFC 6749 §5.1).
 	resp.Header().Set("Cache-Control", "no-store")
 	writeJSON(resp, http.StatusOK, res)
+}
+
+// bearer reads the optional Bearer token of a login request. With none,
+// or for a forge that cannot link, or when the caller signed in with this
+// very forge (signing in again reconnects it), linker is nil: a plain
+// sign-in. A token that is presented but not valid is a 401, never a
+// silent sign-in as someone else.
+func (r *LoginResources) bearer(req *restful.Request, l LoginService) (auth.Identity, Linker, error) {
+	if req.Request.Header.Get("Authorization") == "" || r.cfg.Authenticator == nil {
+		return auth.Identity{}, nil, nil
+	}
+	linker, ok := l.(Linker)
+	if !ok || !linker.CanLink() {
+		return auth.Identity{}, nil, nil
+	}
+	ctx, err := r.cfg.Authenticator.Authenticate(req.Request)
+	if err != nil {
+		return auth.Identity{}, nil, err
+	}
+	id, err := auth.FromContext(ctx)
+	if err != nil {
+		return auth.Identity{}, nil, err
+	}
+	if s, ok := l.(interface{ Name() string }); ok && pipeline.ForgeName(id.UserID) == s.Name() {
+		return auth.Identity{}, nil, nil
+	}
+	return id, linker, nil
 }
 
 // loginParams reads code, state and redirect_uri from the query, filling

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"strings"
 
 	restful "github.com/emicklei/go-restful/v3"
 
@@ -34,7 +35,7 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 	repos := new(restful.WebService)
 	repos.Path("/api/v1/repositories").Produces(restful.MIME_JSON)
 	repos.Route(doc(repos.GET("").To(answer(r.listRepos)).Operation("listRepos").
-		Doc("List the caller's GitHub repositories").
+		Doc("List the caller's repositories on every forge they are connected to (each with \"forge\"); a linked forge whose connection expired is left out and named in the Kontinuous-Reconnect response header").
 		Writes([]pipeline.Repository{}).
 		Returns(http.StatusOK, "repositories", []pipeline.Repository{}), tagRepos, 401, 429, 502))
 	repos.Route(doc(repos.GET("/{owner}/{repo}").To(answer(r.getRepo)).Operation("getRepo").
@@ -109,16 +110,30 @@ func (r *PipelineResources) WebServices() []*restful.WebService {
 	return []*restful.WebService{repos, ws}
 }
 
-func (r *PipelineResources) listRepos(req *restful.Request, _ *restful.Response) (int, any, error) {
+// ReconnectHeader, on GET /api/v1/repositories, names (comma-separated)
+// the connected forges whose connection expired: their repositories are
+// left out of the list until the user reconnects them.
+const ReconnectHeader = "Kontinuous-Reconnect"
+
+func (r *PipelineResources) listRepos(req *restful.Request, resp *restful.Response) (int, any, error) {
 	c, err := r.caller(req)
 	if err != nil {
 		return 0, nil, err
 	}
-	repos, err := r.svc.Repositories(req.Request.Context(), c)
+	list, err := r.svc.AllRepositories(req.Request.Context(), c)
+	if err != nil {
+		return 0, nil, err
+	}
+	repos := list.Repositories
 	if repos == nil {
 		repos = []pipeline.Repository{}
 	}
-	return http.StatusOK, repos, err
+	if len(list.Reconnect) > 0 {
+		// The list stays a list: linked forges whose connection expired
+		// are named here (and in GET /api/v1/user).
+		resp.Header().Set(ReconnectHeader, strings.Join(list.Reconnect, ","))
+	}
+	return http.StatusOK, repos, nil
 }
 
 func (r *PipelineResources) getRepo(req *restful.Request, _ *restful.Response) (int, any, error) {

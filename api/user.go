@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 
 	restful "github.com/emicklei/go-restful/v3"
 
@@ -33,6 +32,13 @@ type Connection struct {
 	Forge  string `json:"forge" description:"github or bitbucket"`
 	Login  string `json:"login" description:"the user name on that forge"`
 	Status string `json:"status" description:"connected or expired"`
+	// Linked: the account was connected from a session signed in with
+	// another forge (account linking), rather than signed in with.
+	Linked bool `json:"linked,omitempty" description:"true for an account connected to this user from another forge's session"`
+	// ReconnectURL, on a linked account, is where to reconnect it: GET it
+	// with your Bearer token (the connection you signed in with is
+	// reconnected by signing in again, at its forge's login_url).
+	ReconnectURL string `json:"reconnect_url,omitempty" description:"linked accounts: GET it with your Bearer token to reconnect (the sign-in connection reconnects by signing in again)"`
 }
 
 // UserResources serves GET /api/v1/user and POST /api/v1/logout. Both need
@@ -77,15 +83,29 @@ func (r *UserResources) me(req *restful.Request, resp *restful.Response) {
 		if u.Login != "" {
 			info.UserName = u.Login
 		}
-		if forge, _, ok := strings.Cut(u.ID, "|"); ok && (u.Token.Valid() || u.Token.Expired) {
-			info.Connections = append(info.Connections, Connection{Forge: forge, Login: u.Login, Status: pipeline.ConnectionStatus(u.Token)})
-		}
 	case errors.Is(err, pipeline.ErrNotFound):
 		// A token from jwt-gen or Auth0 for a user who never logged in
 		// here: the token's own name is all there is.
 	default:
 		writeError(req, resp, err)
 		return
+	}
+	// The caller's own connection, then each account linked to them.
+	conns, err := pipeline.Connections(ctx, r.users, id.UserID)
+	if err != nil {
+		writeError(req, resp, err)
+		return
+	}
+	for _, c := range conns {
+		if c.Forge == "" || (!c.User.Token.Valid() && !c.User.Token.Expired) {
+			continue
+		}
+		conn := Connection{Forge: c.Forge, Login: c.User.Login,
+			Status: pipeline.ConnectionStatus(c.User.Token)}
+		if c.User.ID != id.UserID {
+			conn.Linked, conn.ReconnectURL = true, "/api/v1/login/"+c.Forge+"/authorize"
+		}
+		info.Connections = append(info.Connections, conn)
 	}
 	writeJSON(resp, http.StatusOK, info)
 }

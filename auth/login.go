@@ -34,6 +34,9 @@ type LoginConfig struct {
 	Forge  ForgeUsers
 	Issuer *Issuer
 	States *States
+	// Links, when set, lets a signed-in user connect this forge to their
+	// account (AuthorizeLink, CompleteLink).
+	Links pipeline.LinkStore
 	// AllowRedirect, when set, must approve every redirect_uri a login
 	// starts with (the forge checks it against its OAuth app as well).
 	AllowRedirect func(redirectURI string) bool
@@ -103,63 +106,176 @@ func (l *Login) checkRedirect(redirectURI string) error {
 // client-managed and passed through to the forge. A bad or spent code is
 // ErrUnauthorized; the forge failing or misconfigured is ErrUpstream.
 func (l *Login) Complete(ctx context.Context, code, state, redirectURI string) (LoginResult, error) {
+	res, err := l.complete(ctx, code, state, redirectURI, "", "")
+	if err != nil {
+		return LoginResult{}, err
+	}
+	r, ok := res.(LoginResult)
+	if !ok {
+		return LoginResult{}, unauthorized("this state connects " + l.cfg.OAuth.Name() + " to a signed-in user: finish it with that user's Bearer token")
+	}
+	return r, nil
+}
+
+// CompleteAs is Complete for a caller who presents their Bearer token
+// (userID, login): a state minted by AuthorizeLink finishes connecting
+// this forge to them (CompleteLink's rules; the reply is a LinkResult);
+// any other state is a sign-in as Complete (a LoginResult).
+func (l *Login) CompleteAs(ctx context.Context, code, state, redirectURI, userID, login string) (any, error) {
+	return l.complete(ctx, code, state, redirectURI, userID, login)
+}
+
+func (l *Login) complete(ctx context.Context, code, state, redirectURI, userID, login string) (any, error) {
 	switch {
 	case code == "":
-		return LoginResult{}, pipeline.Invalid("code", "is required")
+		return nil, pipeline.Invalid("code", "is required")
 	case state == "":
-		return LoginResult{}, pipeline.Invalid("state", "is required")
+		return nil, pipeline.Invalid("state", "is required")
 	case len(code) > maxParamLen:
-		return LoginResult{}, pipeline.Invalid("code", "is too long")
+		return nil, pipeline.Invalid("code", "is too long")
 	case len(state) > maxParamLen:
-		return LoginResult{}, pipeline.Invalid("state", "is too long")
+		return nil, pipeline.Invalid("state", "is too long")
 	}
 	if err := l.checkRedirect(redirectURI); err != nil {
-		return LoginResult{}, err
+		return nil, err
 	}
 	if err := l.cfg.OAuth.OAuthConfigured(); err != nil {
-		return LoginResult{}, err
+		return nil, err
 	}
 	if IsServerState(state) {
-		bound, err := l.cfg.States.Check(ctx, state, redirectURI)
+		bound, link, err := l.cfg.States.CheckLink(ctx, state, redirectURI)
 		if err != nil {
-			return LoginResult{}, err
+			return nil, err
+		}
+		if link != "" {
+			if userID == "" {
+				return nil, unauthorized("this state connects " + l.cfg.OAuth.Name() + " to a signed-in user: finish it with that user's Bearer token")
+			}
+			return l.completeLink(ctx, code, state, bound, link, userID, login)
 		}
 		redirectURI = bound
 	}
+	u, err := l.forgeUser(ctx, code, state, redirectURI)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.cfg.Users.PutUser(ctx, u); err != nil {
+		return nil, fmt.Errorf("auth: store user %s: %w", u.ID, err)
+	}
+	jwt, _, err := l.cfg.Issuer.Issue(u)
+	if err != nil {
+		return nil, err
+	}
+	return LoginResult{JWT: jwt, UserID: u.ID, UserName: u.Login}, nil
+}
+
+// forgeUser exchanges the code and looks up whose token it is: the user
+// to store, with the token.
+func (l *Login) forgeUser(ctx context.Context, code, state, redirectURI string) (pipeline.User, error) {
 	tok, err := l.cfg.OAuth.Exchange(ctx, code, state, redirectURI)
 	if err != nil {
-		return LoginResult{}, err
+		return pipeline.User{}, err
 	}
 	fu, err := l.cfg.Forge.User(ctx, tok)
 	if err != nil {
 		if errors.Is(err, pipeline.ErrUnauthorized) {
 			// The forge refusing the token it just issued is its fault.
-			return LoginResult{}, fmt.Errorf("%w (%v)", pipeline.Errorf(pipeline.ErrUpstream, "%s refused the token it issued", l.cfg.OAuth.Name()), err)
+			return pipeline.User{}, fmt.Errorf("%w (%v)", pipeline.Errorf(pipeline.ErrUpstream, "%s refused the token it issued", l.cfg.OAuth.Name()), err)
 		}
-		return LoginResult{}, fmt.Errorf("auth: look up the %s user: %w", l.cfg.OAuth.Name(), err)
+		return pipeline.User{}, fmt.Errorf("auth: look up the %s user: %w", l.cfg.OAuth.Name(), err)
 	}
 	if (fu.ID <= 0 && fu.UID == "") || fu.Login == "" {
-		return LoginResult{}, pipeline.Errorf(pipeline.ErrUpstream, "%s returned no user id or login", l.cfg.OAuth.Name())
+		return pipeline.User{}, pipeline.Errorf(pipeline.ErrUpstream, "%s returned no user id or login", l.cfg.OAuth.Name())
 	}
 	// A forge whose ids are not numbers (Bitbucket's {uuid}) gives UID.
 	id := strconv.FormatInt(fu.ID, 10)
 	if fu.UID != "" {
 		id = fu.UID
 	}
-	u := pipeline.User{
+	return pipeline.User{
 		ID:      l.cfg.OAuth.Name() + "|" + id,
 		Login:   fu.Login,
 		Token:   tok,
 		Updated: pipeline.Now(),
+	}, nil
+}
+
+// LinkResult is the reply of a completed connect: the signed-in user
+// (whose identity and token do not change) and the account connected.
+type LinkResult struct {
+	UserID    string        `json:"user_id" description:"the signed-in user, unchanged"`
+	UserName  string        `json:"user_name"`
+	Connected LinkedAccount `json:"connected" description:"the forge account now connected to the user"`
+}
+
+// LinkedAccount is a forge account connected to a user.
+type LinkedAccount struct {
+	Forge  string `json:"forge"`
+	UserID string `json:"user_id" description:"<forge>|<forge user id>"`
+	Login  string `json:"login"`
+	Status string `json:"status" description:"connected"`
+}
+
+// Name is the forge this login is for.
+func (l *Login) Name() string { return l.cfg.OAuth.Name() }
+
+// CanLink reports whether a user signed in with another forge may connect
+// this one (the server keeps account links).
+func (l *Login) CanLink() bool { return l.cfg.Links != nil }
+
+// AuthorizeLink starts connecting this forge to the signed-in user userID:
+// as Authorize, with a state that records userID (signed, single use).
+func (l *Login) AuthorizeLink(redirectURI, userID string) (string, error) {
+	if l.cfg.Links == nil {
+		return "", pipeline.Errorf(pipeline.ErrNotImplemented, "connecting %s to an account is not available on this server", l.cfg.OAuth.Name())
+	}
+	if userID == "" || pipeline.ForgeName(userID) == l.cfg.OAuth.Name() {
+		return "", pipeline.Invalid("Authorization", "connect %s from a session signed in with another forge", l.cfg.OAuth.Name())
+	}
+	if err := l.checkRedirect(redirectURI); err != nil {
+		return "", err
+	}
+	if err := l.cfg.OAuth.OAuthConfigured(); err != nil {
+		return "", err
+	}
+	state, err := l.cfg.States.NewLink(redirectURI, userID)
+	if err != nil {
+		return "", err
+	}
+	return l.cfg.OAuth.AuthorizeURL(state, redirectURI)
+}
+
+// completeLink finishes connecting this forge to the signed-in user
+// (userID, login) with a state AuthorizeLink minted for link: it must be
+// that same user (a state minted for another is ErrUnauthorized). It
+// exchanges the code, stores the forge account's user with its token
+// (encrypted, as a sign-in would) and links it to userID both ways. A
+// forge account already linked to another user, or a user already linked
+// to another account of this forge, is ErrConflict and nothing is
+// stored. No JWT is issued: the caller's identity stays the one they
+// signed in with.
+func (l *Login) completeLink(ctx context.Context, code, state, redirectURI, link, userID, login string) (LinkResult, error) {
+	if l.cfg.Links == nil {
+		return LinkResult{}, pipeline.Errorf(pipeline.ErrNotImplemented, "connecting %s to an account is not available on this server", l.cfg.OAuth.Name())
+	}
+	if link != userID {
+		return LinkResult{}, unauthorized("this state was not issued to connect an account for you; start again from /api/v1/login/" + l.cfg.OAuth.Name() + "/authorize with your token")
+	}
+	u, err := l.forgeUser(ctx, code, state, redirectURI)
+	if err != nil {
+		return LinkResult{}, err
+	}
+	if err := l.cfg.Links.LinkUsers(ctx, userID, u.ID); err != nil {
+		if errors.Is(err, pipeline.ErrConflict) {
+			return LinkResult{}, pipeline.Errorf(pipeline.ErrConflict, "the %s account %s is already linked to another Kontinuous user, or you are linked to another %s account", l.cfg.OAuth.Name(), u.Login, l.cfg.OAuth.Name())
+		}
+		return LinkResult{}, fmt.Errorf("auth: link %s: %w", l.cfg.OAuth.Name(), err)
 	}
 	if err := l.cfg.Users.PutUser(ctx, u); err != nil {
-		return LoginResult{}, fmt.Errorf("auth: store user %s: %w", u.ID, err)
+		return LinkResult{}, fmt.Errorf("auth: store user %s: %w", u.ID, err)
 	}
-	jwt, _, err := l.cfg.Issuer.Issue(u)
-	if err != nil {
-		return LoginResult{}, err
-	}
-	return LoginResult{JWT: jwt, UserID: u.ID, UserName: u.Login}, nil
+	return LinkResult{UserID: userID, UserName: login,
+		Connected: LinkedAccount{Forge: l.cfg.OAuth.Name(), UserID: u.ID, Login: u.Login, Status: pipeline.ConnectionStatus(u.Token)}}, nil
 }
 
 // GitHubToken returns the GitHub token to act for id: the one its JWT

@@ -63,6 +63,9 @@ type statePayload struct {
 	Nonce    string `json:"n"`
 	Expires  int64  `json:"e"`
 	Redirect string `json:"r,omitempty"`
+	// Link is the signed-in user who started connecting this forge to
+	// their account ("" for a sign-in).
+	Link string `json:"l,omitempty"`
 }
 
 // NewStates checks cfg and returns a States.
@@ -82,10 +85,18 @@ func NewStates(cfg StatesConfig) (*States, error) {
 
 // New returns a fresh state bound to redirectURI, valid for the TTL.
 func (s *States) New(redirectURI string) (string, error) {
+	return s.NewLink(redirectURI, "")
+}
+
+// NewLink returns a fresh state bound to redirectURI that connects the
+// forge to the signed-in user userID (see Login.CompleteLink); "" is a
+// sign-in state, as New.
+func (s *States) NewLink(redirectURI, userID string) (string, error) {
 	p, err := json.Marshal(statePayload{
 		Nonce:    randomID(),
 		Expires:  time.Now().Add(s.ttl).Unix(),
 		Redirect: redirectURI,
+		Link:     userID,
 	})
 	if err != nil {
 		return "", fmt.Errorf("auth: encode state: %w", err)
@@ -114,42 +125,49 @@ func (s *States) mac(signed string) []byte {
 // pipeline.ErrUnauthorized; a failing OnceStore is returned as is
 // (typically ErrUnavailable).
 func (s *States) Check(ctx context.Context, state, redirectURI string) (string, error) {
+	r, _, err := s.CheckLink(ctx, state, redirectURI)
+	return r, err
+}
+
+// CheckLink is Check that also returns the user the state links to (""
+// for a sign-in state).
+func (s *States) CheckLink(ctx context.Context, state, redirectURI string) (redirect, link string, err error) {
 	if !IsServerState(state) || len(state) > maxStateLen {
-		return "", unauthorized("invalid state")
+		return "", "", unauthorized("invalid state")
 	}
 	i := strings.LastIndexByte(state, '.')
 	if i < len(StatePrefix) {
-		return "", unauthorized("invalid state")
+		return "", "", unauthorized("invalid state")
 	}
 	signed, sig := state[:i], state[i+1:]
 	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || !hmac.Equal(got, s.mac(signed)) {
-		return "", unauthorized("invalid state")
+		return "", "", unauthorized("invalid state")
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(signed[len(StatePrefix):])
 	if err != nil {
-		return "", unauthorized("invalid state")
+		return "", "", unauthorized("invalid state")
 	}
 	var p statePayload
 	if err := json.Unmarshal(b, &p); err != nil || p.Nonce == "" {
-		return "", unauthorized("invalid state")
+		return "", "", unauthorized("invalid state")
 	}
 	exp := time.Unix(p.Expires, 0)
 	now := time.Now()
 	if !now.Before(exp) {
-		return "", unauthorized("state expired; start the login again")
+		return "", "", unauthorized("state expired; start the login again")
 	}
 	if exp.After(now.Add(s.ttl + MaxLeeway)) {
-		return "", unauthorized("invalid state")
+		return "", "", unauthorized("invalid state")
 	}
 	if redirectURI != "" && redirectURI != p.Redirect {
-		return "", unauthorized("redirect_uri does not match the one the login started with")
+		return "", "", unauthorized("redirect_uri does not match the one the login started with")
 	}
 	if err := s.once.UseOnce(ctx, "oauth-state/"+p.Nonce, exp); err != nil {
 		if errors.Is(err, pipeline.ErrConflict) {
-			return "", unauthorized("state already used; start the login again")
+			return "", "", unauthorized("state already used; start the login again")
 		}
-		return "", fmt.Errorf("auth: record state use: %w", err)
+		return "", "", fmt.Errorf("auth: record state use: %w", err)
 	}
-	return p.Redirect, nil
+	return p.Redirect, p.Link, nil
 }

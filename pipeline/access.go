@@ -16,6 +16,10 @@ type Access struct {
 // forge permission, cached briefly like every permission look-up). A caller
 // who cannot read it gets ErrNotFound, as from GetPipeline.
 func (s *Service) AccessOf(ctx context.Context, c Caller, owner, repo string) (Access, error) {
+	c, err := s.forPipeline(ctx, c, owner, repo)
+	if err != nil {
+		return Access{}, err
+	}
 	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
 		if _, oerr := s.orphanFor(ctx, c, owner, repo); oerr == nil {
 			// Shown as orphaned: nothing of it may be read or done

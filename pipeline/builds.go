@@ -257,6 +257,10 @@ type ManualTrigger struct {
 // TriggerBuild starts a build of a branch head (default branch when
 // empty), pinning the head's commit SHA.
 func (s *Service) TriggerBuild(ctx context.Context, c Caller, owner, repo, event string, t ManualTrigger) (Build, error) {
+	c, err := s.forPipeline(ctx, c, owner, repo)
+	if err != nil {
+		return Build{}, err
+	}
 	if event != EventDashboard && event != EventCLI {
 		return Build{}, Invalid("X-Custom-Event", "%q: use dashboard or cli", event)
 	}

@@ -163,7 +163,8 @@ const refreshMargin = time.Minute
 // without expiry (GitHub OAuth apps) or without a refresh token is
 // returned as is.
 //
-// At most one refresh per user runs at a time in this process: forges
+// At most one refresh per user runs at a time, in this process and, when
+// users is a UserLocker (the etcd store), across every server: forges
 // such as Bitbucket rotate the refresh token on every use, so a second
 // concurrent refresh with the same (now spent) token would be refused.
 // A caller that waited re-reads the user and takes the pair the first one
@@ -181,6 +182,16 @@ func FreshToken(ctx context.Context, f ForgeOAuth, users UserStore, u User) (For
 	mu := refreshLock(u.ID)
 	mu.Lock()
 	defer mu.Unlock()
+	// Other servers sharing the store refresh the same user too: a store
+	// that can lock a user across them (etcd) serializes the whole
+	// read-refresh-store, so exactly one of them spends the refresh token.
+	if l, ok := users.(UserLocker); ok {
+		unlock, err := l.LockUser(ctx, u.ID)
+		if err != nil {
+			return ForgeToken{}, fmt.Errorf("lock the forge connection of %s: %w", u.ID, err)
+		}
+		defer unlock()
+	}
 	if cur, err := users.GetUser(ctx, u.ID); err == nil {
 		if cur.Token.Expired {
 			return ForgeToken{}, expiredError(f, cur)

@@ -98,6 +98,9 @@ type Repository struct {
 	DefaultBranch string `json:"default_branch"`
 	CloneURL      string `json:"-"`
 	Private       bool   `json:"-"`
+	// Forge names the forge the repository is on (GET /api/v1/repositories
+	// lists every connected forge's).
+	Forge string `json:"forge,omitempty"`
 	// Permissions is the caller's access when the forge lists it with the
 	// repository (a UI offers "New pipeline" only where it is admin).
 	Permissions *Access `json:"permissions,omitempty"`

@@ -61,6 +61,9 @@ func (s *Service) orphanFor(ctx context.Context, c Caller, owner, repo string) (
 	if err != nil {
 		return Pipeline{}, err
 	}
+	if c, err = s.forPipeline(ctx, c, owner, repo); err != nil {
+		return Pipeline{}, err
+	}
 	if !s.sameForge(p, c) {
 		return Pipeline{}, notFound
 	}

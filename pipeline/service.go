@@ -176,6 +176,12 @@ func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo str
 	if !c.Token.Valid() {
 		return Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
 	}
+	if checkID {
+		var err error
+		if c, err = s.forPipeline(ctx, c, owner, repo); err != nil {
+			return err
+		}
+	}
 	p, id, err := s.repoAccess(ctx, c, owner, repo)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -236,9 +242,27 @@ func (s *Service) ListPipelines(ctx context.Context, c Caller) ([]Pipeline, erro
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 8)
+	// The caller as they act on each forge they are linked to.
+	views := map[string]*Caller{}
 	for i := range all {
+		c := c
 		if !s.sameForge(all[i], c) {
-			continue // a caller with no connection to its forge does not see it
+			forge := ForgeOf(s.forges, all[i].OwnerUserID)
+			v, seen := views[forge]
+			if !seen {
+				// A linked connection that expired hides its pipelines
+				// (GET /api/v1/user shows it as expired).
+				if lv, ok, err := s.on(ctx, c, forge); err == nil && ok {
+					v = &lv
+				} else if err != nil && !errors.Is(err, ErrUnauthorized) {
+					return nil, err
+				}
+				views[forge] = v
+			}
+			if v == nil {
+				continue // a caller with no connection to its forge does not see it
+			}
+			c = *v
 		}
 		wg.Add(1)
 		sem <- struct{}{}
@@ -303,7 +327,16 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 		if _, ok := s.forges.Get(req.Forge); !ok {
 			return Pipeline{}, Invalid("forge", "%q is not a forge this server has enabled (%s)", req.Forge, strings.Join(s.forges.Names(), ", "))
 		}
-		return Pipeline{}, Errorf(ErrUnauthorized, "you are not connected to %s: sign in through /api/v1/login/%s/authorize to create its pipelines", req.Forge, req.Forge)
+		// A user linked to that forge creates it as their account there
+		// (the pipeline's owner, whose token its builds use).
+		v, ok, err := s.on(ctx, c, req.Forge)
+		if err != nil {
+			return Pipeline{}, err
+		}
+		if !ok {
+			return Pipeline{}, Errorf(ErrUnauthorized, "you are not connected to %s: connect it through /api/v1/login/%s/authorize with your token (or sign in there) to create its pipelines", req.Forge, req.Forge)
+		}
+		c = v
 	}
 	if err := s.authorizeRepo(ctx, c, req.Owner, req.Repo, PermAdmin); err != nil {
 		return Pipeline{}, err
@@ -425,6 +458,10 @@ func (s *Service) GetPipeline(ctx context.Context, c Caller, owner, repo string)
 // DeletePipeline removes the webhook, the deploy key, builds, logs and
 // secrets of a pipeline.
 func (s *Service) DeletePipeline(ctx context.Context, c Caller, owner, repo string) error {
+	c, err := s.forPipeline(ctx, c, owner, repo)
+	if err != nil {
+		return err
+	}
 	orphan := false
 	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
 		if !errors.Is(err, ErrNotFound) {
@@ -481,6 +518,10 @@ type Definition struct {
 
 // GetDefinition reads .pipeline.yml at ref ("" = default branch).
 func (s *Service) GetDefinition(ctx context.Context, c Caller, owner, repo, ref string) (Definition, error) {
+	c, err := s.forPipeline(ctx, c, owner, repo)
+	if err != nil {
+		return Definition{}, err
+	}
 	if ref != "" {
 		if err := ValidateRef("ref", ref); err != nil {
 			return Definition{}, err
@@ -534,6 +575,10 @@ type DefinitionResult struct {
 // UpdateDefinition commits a new .pipeline.yml directly or through a pull
 // request.
 func (s *Service) UpdateDefinition(ctx context.Context, c Caller, owner, repo string, u DefinitionUpdate) (DefinitionResult, error) {
+	c, err := s.forPipeline(ctx, c, owner, repo)
+	if err != nil {
+		return DefinitionResult{}, err
+	}
 	content, err := base64.StdEncoding.DecodeString(u.Definition.Content)
 	if err != nil {
 		return DefinitionResult{}, Invalid("definition.content", "must be base64")

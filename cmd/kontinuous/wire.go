@@ -275,7 +275,7 @@ func (app *App) newAPI(ctx, sctx context.Context, secret []byte, store *etcdstor
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg, TrustedProxies: cfg.TrustedProxies,
 		Resources: []api.Resource{
-			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies}),
+			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies, Authenticator: op.Or(verifier)}),
 			api.NewUserResources(store, verifier),
 			api.NewForgeResources(forges(cfg)),
 			api.NewPipelineResources(d.svc, cl),
@@ -304,13 +304,13 @@ func newLogins(secret []byte, store *etcdstore.Store, fs forgeSet, ttl time.Dura
 	if err != nil {
 		return nil, nil, err
 	}
-	login, err := auth.NewLogin(auth.LoginConfig{OAuth: fs.scm, Users: store, Forge: fs.scm, Issuer: issuer, States: states.ForForge(fs.scm.Name())})
+	login, err := auth.NewLogin(auth.LoginConfig{OAuth: fs.scm, Users: store, Forge: fs.scm, Issuer: issuer, States: states.ForForge(fs.scm.Name()), Links: store})
 	if err != nil {
 		return nil, nil, err
 	}
 	others := map[string]api.LoginService{}
 	for _, f := range fs.others() {
-		l, err := auth.NewLogin(auth.LoginConfig{OAuth: f, Users: store, Forge: f, Issuer: issuer, States: states.ForForge(f.Name())})
+		l, err := auth.NewLogin(auth.LoginConfig{OAuth: f, Users: store, Forge: f, Issuer: issuer, States: states.ForForge(f.Name()), Links: store})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -34,6 +34,7 @@ type Store struct {
 	builds    map[string]map[int]storedBuild           // pipeline key → number → build
 	counters  map[string]int                           // survive DeletePipeline: numbers never reused
 	delivered map[string]int                           // pipeline key + "/" + delivery → number
+	ext       extras                                   // account links and user locks (links.go)
 }
 
 type storedBuild struct {

@@ -1,0 +1,216 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Account linking: a user signed in with one forge may connect their
+// account on another forge from the same session. The two forge identities
+// ("github|1001", "bitbucket|{uuid}") stay separate users, each with its
+// own stored (encrypted) token, and are linked both ways: whichever one
+// signs in sees the other's connection. A forge account is linked to at
+// most one user of each other forge. A pipeline created on the linked
+// forge is owned by the linked identity, so its builds, clones and
+// statuses use that connection's token as they use any owner's.
+
+// LinkStore records which users of different forges are one person.
+// The etcd and in-memory stores implement it.
+type LinkStore interface {
+	// LinkUsers links a and b (ids on two different forges) both ways in
+	// one transaction. It is ErrConflict when a is already linked to
+	// another user of b's forge or b to another user of a's forge;
+	// linking the same pair again is no error.
+	LinkUsers(ctx context.Context, a, b string) error
+	// LinkedUsers returns the users linked to id, by forge name (empty
+	// when none).
+	LinkedUsers(ctx context.Context, id string) (map[string]string, error)
+}
+
+// UserLocker serializes work on one user's forge connection across every
+// server sharing the store (a token refresh: forges that rotate refresh
+// tokens refuse the second of two concurrent refreshes).
+type UserLocker interface {
+	// LockUser blocks until the caller holds id's lock or ctx ends, and
+	// returns the function that releases it.
+	LockUser(ctx context.Context, id string) (unlock func(), err error)
+}
+
+// ForgeName is the forge prefix of a user id ("github|1001" → "github"),
+// "" when it has none.
+func ForgeName(userID string) string {
+	name, _, ok := strings.Cut(userID, "|")
+	if !ok {
+		return ""
+	}
+	return name
+}
+
+// Connected is one of a user's forge connections: the forge identity and
+// its stored user (with token).
+type Connected struct {
+	Forge string
+	User  User
+}
+
+// Connections returns the stored users behind id's connections: id's own
+// (when stored) first, then each linked one by forge name. store need not
+// be a LinkStore (then only id's own).
+func Connections(ctx context.Context, store interface {
+	GetUser(ctx context.Context, id string) (User, error)
+}, id string) ([]Connected, error) {
+	var out []Connected
+	u, err := store.GetUser(ctx, id)
+	switch {
+	case err == nil:
+		out = append(out, Connected{Forge: ForgeName(id), User: u})
+	case !errors.Is(err, ErrNotFound):
+		return nil, err
+	}
+	ls, ok := store.(LinkStore)
+	if !ok {
+		return out, nil
+	}
+	links, err := ls.LinkedUsers(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, forge := range sortedKeys(links) {
+		lu, err := store.GetUser(ctx, links[forge])
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Connected{Forge: forge, User: lu})
+	}
+	return out, nil
+}
+
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
+
+// on returns c as it acts on forge: c itself when forge is c's own,
+// otherwise the user linked to c on that forge with that connection's
+// token (refreshed when due). ok is false when c has no connection to
+// forge; an expired connection is the 401 saying to reconnect.
+func (s *Service) on(ctx context.Context, c Caller, forge string) (Caller, bool, error) {
+	if forge == "" || forge == ForgeOf(s.forges, c.UserID) {
+		return c, true, nil
+	}
+	ls, ok := s.cfg.Store.(LinkStore)
+	if !ok || c.UserID == "" {
+		return c, false, nil
+	}
+	links, err := ls.LinkedUsers(ctx, c.UserID)
+	if err != nil {
+		return c, false, err
+	}
+	id, ok := links[forge]
+	if !ok {
+		return c, false, nil
+	}
+	u, err := s.cfg.Store.GetUser(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, err
+	}
+	f, _ := s.forges.Get(forge)
+	if f == nil {
+		return c, false, nil
+	}
+	if !u.Token.Valid() && !u.Token.Expired {
+		return c, false, nil
+	}
+	tok, err := FreshToken(ctx, f, s.cfg.Store, u)
+	if err != nil {
+		return c, true, err
+	}
+	return Caller{UserID: u.ID, Login: u.Login, Token: tok}, true, nil
+}
+
+// forPipeline returns c as it acts on the stored pipeline owner/repo: on
+// that pipeline's forge when c is linked to it (see on). c is returned
+// unchanged when no such pipeline is stored or c has no connection to its
+// forge (authorization then hides the pipeline).
+func (s *Service) forPipeline(ctx context.Context, c Caller, owner, repo string) (Caller, error) {
+	if s.ValidateRepoName(owner, repo) != nil {
+		return c, nil // refused by the authorization that follows
+	}
+	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	if errors.Is(err, ErrNotFound) {
+		return c, nil
+	}
+	if err != nil {
+		return c, err
+	}
+	v, ok, err := s.on(ctx, c, ForgeOf(s.forges, p.OwnerUserID))
+	if err != nil || !ok {
+		return c, err
+	}
+	return v, nil
+}
+
+// RepositoryList is the caller's repositories on every connected forge.
+type RepositoryList struct {
+	Repositories []Repository
+	// Reconnect names the linked forges whose connection expired: their
+	// repositories are left out until the user reconnects.
+	Reconnect []string
+}
+
+// AllRepositories lists the caller's repositories on their own forge and
+// on every linked forge, each with Forge set. The caller's own forge
+// failing fails the list; a linked connection that expired is left out
+// and named in Reconnect.
+func (s *Service) AllRepositories(ctx context.Context, c Caller) (RepositoryList, error) {
+	own, err := s.Repositories(ctx, c)
+	if err != nil {
+		return RepositoryList{}, err
+	}
+	mine := ForgeOf(s.forges, c.UserID)
+	out := RepositoryList{Repositories: make([]Repository, 0, len(own))}
+	for _, r := range own {
+		r.Forge = mine
+		out.Repositories = append(out.Repositories, r)
+	}
+	ls, ok := s.cfg.Store.(LinkStore)
+	if !ok || c.UserID == "" {
+		return out, nil
+	}
+	links, err := ls.LinkedUsers(ctx, c.UserID)
+	if err != nil {
+		return RepositoryList{}, err
+	}
+	for _, forge := range sortedKeys(links) {
+		v, ok, err := s.on(ctx, c, forge)
+		if errors.Is(err, ErrUnauthorized) {
+			out.Reconnect = append(out.Reconnect, forge)
+			continue
+		}
+		if err != nil {
+			return RepositoryList{}, err
+		}
+		if !ok {
+			continue
+		}
+		rs, err := s.scm(v.UserID).Repositories(ctx, v.Token)
+		if errors.Is(err, ErrUnauthorized) {
+			out.Reconnect = append(out.Reconnect, forge)
+			continue
+		}
+		if err != nil {
+			return RepositoryList{}, err
+		}
+		for _, r := range rs {
+			r.Forge = forge
+			out.Repositories = append(out.Repositories, r)
+		}
+	}
+	return out, nil
+}
