@@ -309,6 +309,26 @@ type NewPipeline struct {
 	Forge string `json:"forge,omitempty"`
 }
 
+// creatorOn is the caller who creates a pipeline on forge: the caller
+// themselves for "" or their own forge, otherwise their linked account
+// there (the pipeline's owner, whose token its builds use).
+func (s *Service) creatorOn(ctx context.Context, c Caller, forge string) (Caller, error) {
+	if forge == "" || forge == ForgeOf(s.forges, c.UserID) {
+		return c, nil
+	}
+	if _, ok := s.forges.Get(forge); !ok {
+		return c, Invalid("forge", "%q is not a forge this server has enabled (%s)", forge, strings.Join(s.forges.Names(), ", "))
+	}
+	v, ok, err := s.on(ctx, c, forge)
+	if err != nil {
+		return c, err
+	}
+	if !ok {
+		return c, Errorf(ErrUnauthorized, "you are not connected to %s: connect it through /api/v1/login/%s/authorize with your token (or sign in there) to create its pipelines", forge, forge)
+	}
+	return v, nil
+}
+
 // CreatePipeline wires a repository: admin check, webhook, read-only
 // deploy key, then the stored pipeline. If any step fails, earlier ones
 // are undone and nothing is stored.
@@ -323,20 +343,8 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if err != nil {
 		return Pipeline{}, err
 	}
-	if req.Forge != "" && req.Forge != ForgeOf(s.forges, c.UserID) {
-		if _, ok := s.forges.Get(req.Forge); !ok {
-			return Pipeline{}, Invalid("forge", "%q is not a forge this server has enabled (%s)", req.Forge, strings.Join(s.forges.Names(), ", "))
-		}
-		// A user linked to that forge creates it as their account there
-		// (the pipeline's owner, whose token its builds use).
-		v, ok, err := s.on(ctx, c, req.Forge)
-		if err != nil {
-			return Pipeline{}, err
-		}
-		if !ok {
-			return Pipeline{}, Errorf(ErrUnauthorized, "you are not connected to %s: connect it through /api/v1/login/%s/authorize with your token (or sign in there) to create its pipelines", req.Forge, req.Forge)
-		}
-		c = v
+	if c, err = s.creatorOn(ctx, c, req.Forge); err != nil {
+		return Pipeline{}, err
 	}
 	if err := s.authorizeRepo(ctx, c, req.Owner, req.Repo, PermAdmin); err != nil {
 		return Pipeline{}, err
