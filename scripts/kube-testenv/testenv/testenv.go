@@ -102,22 +102,46 @@ var (
 	sharedOnce sync.Once
 	shared     *Env
 	sharedErr  error
-	// buildErr is the error of the build Main ran, reported by Require.
+	// built is closed when the build Prepare started has ended, with
+	// buildErr its error; nil when Prepare was not called.
+	built    chan struct{}
 	buildErr error
 )
 
-// Prepare builds (or finds cached) the control-plane binaries for a
-// TestMain that does more than Main: call it before m.Run, and StopShared
-// after. Without it, the first Require builds them inside a test, where a
-// cold build (minutes) counts against go test's -timeout.
+// Prepare starts building (or finding cached) the control-plane binaries
+// for a TestMain that does more than Main: call it before m.Run, and
+// StopShared after. It does not wait: the binary's other tests run while
+// the build goes on (on a cold machine, tens of minutes), and the first
+// Require waits for it. Without Prepare, the first Require starts the
+// build itself.
 func Prepare() {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
-	if enabled() == "" {
+	if enabled() != "" || built != nil {
+		return
+	}
+	built = make(chan struct{})
+	go func() {
+		defer close(built)
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+		defer cancel()
 		_, buildErr = Binaries(ctx)
-		cancel()
+	}()
+}
+
+// waitBuilt waits for the build Prepare started, until deadline.
+func waitBuilt(deadline time.Time) error {
+	if built == nil {
+		return nil
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-built:
+		return buildErr
+	case <-timer.C:
+		return errors.New("the build of the control-plane binaries started by Prepare has not ended (see $KONTINUOUS_KUBE_CACHE/build.status)")
 	}
 }
 
@@ -127,6 +151,9 @@ func Prepare() {
 // shared control plane. It returns the exit code for os.Exit.
 func Main(m *testing.M) int {
 	Prepare()
+	if built != nil {
+		<-built // every test here needs the binaries: wait outside -timeout
+	}
 	code := m.Run()
 	if !StopShared() && code == 0 {
 		code = 1
@@ -157,18 +184,18 @@ func Require(t testing.TB) *Env {
 	if why := enabled(); why != "" {
 		t.Skip(why)
 	}
-	if buildErr != nil {
-		t.Fatalf("cannot build the Kubernetes control plane: %v", buildErr)
+	// Stop a minute before go test's -timeout would kill the binary, so a
+	// build that cannot finish in time fails the test saying so.
+	deadline := time.Now().Add(45 * time.Minute)
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok && dl.Add(-time.Minute).Before(deadline) {
+			deadline = dl.Add(-time.Minute)
+		}
+	}
+	if err := waitBuilt(deadline); err != nil {
+		t.Fatalf("cannot build the Kubernetes control plane: %v", err)
 	}
 	sharedOnce.Do(func() {
-		// Stop a minute before go test's -timeout would kill the binary,
-		// so a build that cannot finish in time fails the test saying so.
-		deadline := time.Now().Add(45 * time.Minute)
-		if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
-			if dl, ok := d.Deadline(); ok && dl.Add(-time.Minute).Before(deadline) {
-				deadline = dl.Add(-time.Minute)
-			}
-		}
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
 		shared, sharedErr = Start(ctx)
