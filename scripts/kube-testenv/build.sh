@@ -57,8 +57,10 @@ if [[ -f "$STAMP" && ($want_kubelet == 0 || -f "$KUBELET_STAMP") ]]; then
 	exit 0
 fi
 
-: >"$CACHE/build.status"
-log "cold build started (this file shows each step; tail -f it)"
+if [[ ! -f "$STAMP" ]]; then
+	: >"$CACHE/build.status"
+	log "cold build started (this file shows each step; tail -f it)"
+fi
 mkdir -p "$BIN" "$SRC"
 # The scratch modules must not see a go.work or the caller's module.
 export GOWORK=off GOFLAGS=-mod=mod GO111MODULE=on CGO_ENABLED=0
