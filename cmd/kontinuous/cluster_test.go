@@ -129,7 +129,7 @@ var serverBinary struct {
 }
 
 // buildServer builds this package's command into a temp dir (once).
-func buildServer(t *testing.T) string {
+func buildServer(t testing.TB) string {
 	t.Helper()
 	serverBinary.once.Do(func() {
 		if serverBinary.dir, serverBinary.err = os.MkdirTemp("", "kontinuous-bin-"); serverBinary.err != nil {
@@ -162,7 +162,7 @@ type serverProcess struct {
 
 // startProcess runs the built server with args and waits until it logs
 // that it serves.
-func startProcess(t *testing.T, bin string, args ...string) *serverProcess {
+func startProcess(t testing.TB, bin string, args ...string) *serverProcess {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
@@ -206,7 +206,7 @@ func startProcess(t *testing.T, bin string, args ...string) *serverProcess {
 }
 
 // kill ends the process with SIGKILL: no shutdown code runs.
-func (p *serverProcess) kill(t *testing.T) {
+func (p *serverProcess) kill(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -337,7 +337,7 @@ func deliverPush(rc *retryClient, base string, repo *fakegithub.Repo, secret, de
 }
 
 // getBuild reads build n of acme/app from base.
-func getBuild(t *testing.T, rc *retryClient, base, tok string, n int) (pipeline.Build, int) {
+func getBuild(t testing.TB, rc *retryClient, base, tok string, n int) (pipeline.Build, int) {
 	t.Helper()
 	status, body := rc.do(http.MethodGet, fmt.Sprintf("%s/api/v1/pipelines/acme/app/builds/%d", base, n), tok, nil, nil)
 	var b pipeline.Build
@@ -350,7 +350,7 @@ func getBuild(t *testing.T, rc *retryClient, base, tok string, n int) (pipeline.
 }
 
 // waitFor polls build n on the given servers in turn until cond holds.
-func waitFor(t *testing.T, rc *retryClient, bases []string, tok string, n int, within time.Duration, cond func(pipeline.Build) bool) pipeline.Build {
+func waitFor(t testing.TB, rc *retryClient, bases []string, tok string, n int, within time.Duration, cond func(pipeline.Build) bool) pipeline.Build {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var b pipeline.Build
@@ -383,7 +383,7 @@ func markLines(t *testing.T, path string) map[string]int {
 }
 
 // createAppPipeline makes acme/app through base as alice.
-func createAppPipeline(t *testing.T, rc *retryClient, base string) {
+func createAppPipeline(t testing.TB, rc *retryClient, base string) {
 	t.Helper()
 	status, body := rc.do(http.MethodPost, base+"/api/v1/pipelines", tbToken(t, "alice", 1001, "tok-alice"),
 		[]byte(`{"owner":"acme","repo":"app","events":["push"]}`), nil)

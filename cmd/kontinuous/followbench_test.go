@@ -143,9 +143,10 @@ func benchFollowBuilds(b *testing.B, followers int) {
 	wg.Wait()
 }
 
-// etcdWatchers is the embedded etcd's count of watchers (all members in
-// this process; the benchmark runs one).
-func etcdWatchers(b *testing.B) float64 {
+// etcdWatchers is the count of watchers of the embedded etcd members
+// running in this process (the benchmarks and the follower memory test
+// run one).
+func etcdWatchers(b testing.TB) float64 {
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
 		b.Fatal(err)

@@ -16,7 +16,7 @@ import (
 )
 
 // procStatusKB reads a field (VmRSS, VmHWM) of /proc/<pid>/status in kB.
-func procStatusKB(t *testing.T, pid int, field string) int64 {
+func procStatusKB(t testing.TB, pid int, field string) int64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
