@@ -361,8 +361,7 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if err != nil {
 		return Pipeline{}, err
 	}
-	// Keep the creator's token: the pipeline's clones and statuses use it.
-	if err := s.cfg.Store.PutUser(ctx, User{ID: c.UserID, Login: c.Login, Token: c.Token, Updated: Now()}); err != nil {
+	if err := s.keepCreatorToken(ctx, c); err != nil {
 		return Pipeline{}, err
 	}
 	secret, err := randomString(32)
@@ -426,6 +425,24 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	}
 	s.log.Info("pipeline created", "pipeline", stored.Key(), "by", c.UserID)
 	return stored, nil
+}
+
+// keepCreatorToken stores the creator's token for the pipeline's clones
+// and statuses when the request brought it (a token carried by the JWT,
+// identities[0].access_token): the store may not hold it yet.
+//
+// A token with a refresh token is never written back. Such a pair was
+// read from the store by this request (only login and refresh store
+// one), so the store already holds it or a newer one: a refresh running
+// meanwhile (another request, another server) rotates the pair, and the
+// forge refuses the spent refresh token this request read. Writing that
+// copy back would replace the live pair with a spent one, and the next
+// refresh would fail with invalid_grant, marking the connection expired.
+func (s *Service) keepCreatorToken(ctx context.Context, c Caller) error {
+	if c.Token.RefreshToken != "" {
+		return nil
+	}
+	return s.cfg.Store.PutUser(ctx, User{ID: c.UserID, Login: c.Login, Token: c.Token, Updated: Now()})
 }
 
 func normalizeEvents(in []string) ([]string, error) {
