@@ -137,22 +137,31 @@ func (s *Service) on(ctx context.Context, c Caller, forge string) (Caller, bool,
 // forPipeline returns c as it acts on the stored pipeline owner/repo: on
 // that pipeline's forge when c is linked to it (see on). c is returned
 // unchanged when no such pipeline is stored or c has no connection to its
-// forge (authorization then hides the pipeline).
+// forge (authorization then hides the pipeline). The pipeline is the one
+// c's grant carries when Authorize read it (no second read).
 func (s *Service) forPipeline(ctx context.Context, c Caller, owner, repo string) (Caller, error) {
 	if s.ValidateRepoName(owner, repo) != nil {
 		return c, nil // refused by the authorization that follows
 	}
-	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	p, err := s.pipelineOf(ctx, c, owner, repo)
 	if errors.Is(err, ErrNotFound) {
 		return c, nil
 	}
 	if err != nil {
 		return c, err
 	}
+	return s.onPipeline(ctx, c, p)
+}
+
+// onPipeline returns c as it acts on p's forge (see forPipeline). The
+// linked caller keeps c's grant: Authorize checked it acting as that very
+// account.
+func (s *Service) onPipeline(ctx context.Context, c Caller, p Pipeline) (Caller, error) {
 	v, ok, err := s.on(ctx, c, ForgeOf(s.forges, p.OwnerUserID))
 	if err != nil || !ok {
 		return c, err
 	}
+	v.granted = c.granted
 	return v, nil
 }
 

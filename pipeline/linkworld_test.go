@@ -39,6 +39,7 @@ func (s *watchedStore) GetPipeline(ctx context.Context, owner, repo string) (pip
 type linkWorld struct {
 	bb    *fakebitbucket.Server
 	bbf   *bitbucket.Forge
+	repo  *fakebitbucket.Repo // Bitbucket's acme/app
 	gh    *fakegithub.Server
 	store *watchedStore
 	svc   *pipeline.Service
@@ -53,7 +54,8 @@ func newLinkWorld(t *testing.T) *linkWorld {
 	ctx := t.Context()
 	w := &linkWorld{bb: fakebitbucket.New(t), gh: fakegithub.New(t), store: &watchedStore{Store: memstore.New()}}
 	alice := w.bb.AddUser("alice")
-	w.bb.AddRepo("acme", "app").Grant("alice", "admin")
+	w.repo = w.bb.AddRepo("acme", "app")
+	w.repo.Grant("alice", "admin")
 	w.gh.AddUser("alice", 1001, "tok-alice")
 	w.gh.AddRepo("acme", "app")
 	w.gh.Grant("alice", "acme", "app", "admin")
