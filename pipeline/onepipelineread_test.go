@@ -24,16 +24,16 @@ func TestAnAuthorizedRequestReadsThePipelineOnce(t *testing.T) {
 	routes := []struct {
 		name string
 		need pipeline.Permission
-		call func(context.Context, pipeline.Caller) error
+		call func(*testing.T, context.Context, pipeline.Caller) error
 	}{
-		{"GET pipeline", pipeline.PermRead, func(ctx context.Context, c pipeline.Caller) error {
+		{"GET pipeline", pipeline.PermRead, func(t *testing.T, ctx context.Context, c pipeline.Caller) error {
 			if _, err := w.svc.GetPipeline(ctx, c, "acme", "app"); err != nil {
 				return err
 			}
 			_, err := w.svc.AccessOf(ctx, c, "acme", "app")
 			return err
 		}},
-		{"GET definition", pipeline.PermRead, func(ctx context.Context, c pipeline.Caller) error {
+		{"GET definition", pipeline.PermRead, func(t *testing.T, ctx context.Context, c pipeline.Caller) error {
 			d, err := w.svc.GetDefinition(ctx, c, "acme", "app", "")
 			if err == nil {
 				if got, _ := base64.StdEncoding.DecodeString(d.Content); string(got) != "kind: Pipeline\n" {
@@ -42,11 +42,11 @@ func TestAnAuthorizedRequestReadsThePipelineOnce(t *testing.T) {
 			}
 			return err
 		}},
-		{"GET builds", pipeline.PermRead, func(ctx context.Context, c pipeline.Caller) error {
+		{"GET builds", pipeline.PermRead, func(t *testing.T, ctx context.Context, c pipeline.Caller) error {
 			_, err := w.svc.ListBuilds(ctx, c, "acme", "app", 0, 0)
 			return err
 		}},
-		{"GET secrets", pipeline.PermAdmin, func(ctx context.Context, c pipeline.Caller) error {
+		{"GET secrets", pipeline.PermAdmin, func(t *testing.T, ctx context.Context, c pipeline.Caller) error {
 			_, err := w.svc.ListSecrets(ctx, c, "acme", "app")
 			return err
 		}},
@@ -62,7 +62,7 @@ func TestAnAuthorizedRequestReadsThePipelineOnce(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := r.call(ctx, c); err != nil {
+				if err := r.call(t, ctx, c); err != nil {
 					t.Fatal(err)
 				}
 				if n := w.store.pipelineReads.Load() - before; n != 1 {
