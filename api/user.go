@@ -89,7 +89,8 @@ func (r *UserResources) WebServices() []*restful.WebService {
 		Returns(http.StatusNoContent, "disconnected", nil).
 		Returns(http.StatusNotFound, "no forge of that name on this server, or you have no connection to it", Error{}).
 		Returns(http.StatusConflict, "the forge you signed in with (your identity), or your account there still owns pipelines (the Message names them)", Error{}).
-		Returns(http.StatusNotImplemented, "this server keeps no connected accounts", Error{}), tagUser, 401, 403, 503))
+		Returns(http.StatusForbidden, "an OAuth 1.0a application cannot disconnect the user's accounts", Error{}).
+		Returns(http.StatusNotImplemented, "this server keeps no connected accounts", Error{}), tagUser, 401, 503))
 	return []*restful.WebService{ws}
 }
 
