@@ -8,6 +8,7 @@ import (
 	restful "github.com/emicklei/go-restful/v3"
 
 	"github.com/kontinuous/kontinuous/auth"
+	"github.com/kontinuous/kontinuous/auth/oauth1"
 	"github.com/kontinuous/kontinuous/pipeline"
 )
 
@@ -41,17 +42,33 @@ type Connection struct {
 	ReconnectURL string `json:"reconnect_url,omitempty" description:"linked accounts: GET it with your Bearer token to reconnect (the sign-in connection reconnects by signing in again)"`
 }
 
-// UserResources serves GET /api/v1/user and POST /api/v1/logout. Both need
-// a Bearer token (the auth filter's default).
+// Disconnector removes a user's connection to a forge account linked to
+// them; *pipeline.Service implements it. Defined here, where it is
+// consumed.
+type Disconnector interface {
+	Disconnect(ctx context.Context, userID, forge string) error
+}
+
+// UserResources serves GET /api/v1/user, POST /api/v1/logout and DELETE
+// /api/v1/user/connections/{forge}. They need a Bearer token (the auth
+// filter's default).
 type UserResources struct {
 	users    auth.UserReader
 	sessions Sessions
+	conns    Disconnector
 }
 
 // NewUserResources returns the user resources: users reads stored users
 // (pipeline.Store), sessions revokes tokens (*auth.Verifier).
 func NewUserResources(users auth.UserReader, sessions Sessions) *UserResources {
 	return &UserResources{users: users, sessions: sessions}
+}
+
+// WithConnections lets the user disconnect linked forge accounts through
+// d; without it, DELETE /api/v1/user/connections/{forge} answers 501.
+func (r *UserResources) WithConnections(d Disconnector) *UserResources {
+	r.conns = d
+	return r
 }
 
 // WebServices implements Resource.
@@ -66,7 +83,30 @@ func (r *UserResources) WebServices() []*restful.WebService {
 		Doc("Revoke the presented token until it expires; using it afterwards answers 401").
 		Returns(http.StatusNoContent, "revoked", nil).
 		Returns(http.StatusNotImplemented, "revocation is not configured", Error{}), tagUser, 400, 401, 503))
+	ws.Route(doc(ws.DELETE("/user/connections/{forge}").To(answer(r.disconnect)).Operation("disconnect").
+		Doc("Disconnect a forge account linked to you (connected from this session through /api/v1/login/{forge}/authorize): the link is removed both ways and the account's stored tokens are deleted. Not the forge you signed in with, and not while that account still owns pipelines (their builds use its token): delete those first. Applications (OAuth 1.0a) cannot call it").
+		Param(ws.PathParameter("forge", "the forge's name, as GET /api/v1/forges lists it (github, bitbucket, ...)").DataType("string")).
+		Returns(http.StatusNoContent, "disconnected", nil).
+		Returns(http.StatusNotFound, "no forge of that name on this server, or you have no connection to it", Error{}).
+		Returns(http.StatusConflict, "the forge you signed in with (your identity), or your account there still owns pipelines (the Message names them)", Error{}).
+		Returns(http.StatusForbidden, "an OAuth 1.0a application cannot disconnect the user's accounts", Error{}).
+		Returns(http.StatusNotImplemented, "this server keeps no connected accounts", Error{}), tagUser, 401, 503))
 	return []*restful.WebService{ws}
+}
+
+func (r *UserResources) disconnect(req *restful.Request, _ *restful.Response) (int, any, error) {
+	ctx := req.Request.Context()
+	id, err := auth.FromContext(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	if id.Source == oauth1.Source {
+		return 0, nil, pipeline.Errorf(pipeline.ErrForbidden, "an OAuth application cannot disconnect your accounts; sign in as the user")
+	}
+	if r.conns == nil {
+		return 0, nil, pipeline.Errorf(pipeline.ErrNotImplemented, "this server keeps no connected accounts")
+	}
+	return http.StatusNoContent, nil, r.conns.Disconnect(ctx, id.UserID, req.PathParameter("forge"))
 }
 
 func (r *UserResources) me(req *restful.Request, resp *restful.Response) {

@@ -272,7 +272,7 @@ func (s *Service) TriggerBuild(ctx context.Context, c Caller, owner, repo, event
 	if err := s.authorize(ctx, c, owner, repo, PermPush); err != nil {
 		return Build{}, err
 	}
-	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	p, err := s.pipelineOf(ctx, c, owner, repo)
 	if err != nil {
 		return Build{}, err
 	}
@@ -306,7 +306,7 @@ func (s *Service) RestartBuild(ctx context.Context, c Caller, owner, repo string
 	if err := s.authorize(ctx, c, owner, repo, PermPush); err != nil {
 		return Build{}, err
 	}
-	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	p, err := s.pipelineOf(ctx, c, owner, repo)
 	if err != nil {
 		return Build{}, err
 	}

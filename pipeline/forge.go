@@ -171,7 +171,9 @@ const refreshMargin = time.Minute
 // stored. The new pair is stored before the lock is released. A refused
 // refresh (the forge's invalid_grant) marks the connection expired (the
 // stored tokens are dropped) and is ErrUnauthorized saying to reconnect
-// through /api/v1/login/{forge}/authorize.
+// through /api/v1/login/{forge}/authorize. A user no longer stored when
+// the lock is taken (the connection was removed meanwhile) is
+// ErrUnauthorized too, and nothing is stored.
 func FreshToken(ctx context.Context, f ForgeOAuth, users UserStore, u User) (ForgeToken, error) {
 	if u.Token.Expired && f != nil {
 		return ForgeToken{}, expiredError(f, u)
@@ -192,7 +194,9 @@ func FreshToken(ctx context.Context, f ForgeOAuth, users UserStore, u User) (For
 		}
 		defer unlock()
 	}
-	if cur, err := users.GetUser(ctx, u.ID); err == nil {
+	cur, err := users.GetUser(ctx, u.ID)
+	switch {
+	case err == nil:
 		if cur.Token.Expired {
 			return ForgeToken{}, expiredError(f, cur)
 		}
@@ -202,6 +206,10 @@ func FreshToken(ctx context.Context, f ForgeOAuth, users UserStore, u User) (For
 		if cur.Token.Valid() {
 			u = cur
 		}
+	case errors.Is(err, ErrNotFound):
+		// The connection was removed (Service.Disconnect) since u was
+		// read: refreshing would store its tokens again.
+		return ForgeToken{}, Errorf(ErrUnauthorized, "the %s connection of %s was removed; connect it again through /api/v1/login/%s/authorize", f.Name(), u.Login, f.Name())
 	}
 	tok := u.Token
 	nt, err := f.Refresh(ctx, tok)

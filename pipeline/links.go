@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -28,6 +29,11 @@ type LinkStore interface {
 	// LinkedUsers returns the users linked to id, by forge name (empty
 	// when none).
 	LinkedUsers(ctx context.Context, id string) (map[string]string, error)
+	// UnlinkUser disconnects the account linked to id on forge, in one
+	// transaction: the link is removed both ways and that account's
+	// stored user (with its forge tokens) is deleted. It returns the
+	// account's id; ErrNotFound when id has no account linked on forge.
+	UnlinkUser(ctx context.Context, id, forge string) (string, error)
 }
 
 // UserLocker serializes work on one user's forge connection across every
@@ -137,22 +143,31 @@ func (s *Service) on(ctx context.Context, c Caller, forge string) (Caller, bool,
 // forPipeline returns c as it acts on the stored pipeline owner/repo: on
 // that pipeline's forge when c is linked to it (see on). c is returned
 // unchanged when no such pipeline is stored or c has no connection to its
-// forge (authorization then hides the pipeline).
+// forge (authorization then hides the pipeline). The pipeline is the one
+// c's grant carries when Authorize read it (no second read).
 func (s *Service) forPipeline(ctx context.Context, c Caller, owner, repo string) (Caller, error) {
 	if s.ValidateRepoName(owner, repo) != nil {
 		return c, nil // refused by the authorization that follows
 	}
-	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	p, err := s.pipelineOf(ctx, c, owner, repo)
 	if errors.Is(err, ErrNotFound) {
 		return c, nil
 	}
 	if err != nil {
 		return c, err
 	}
+	return s.onPipeline(ctx, c, p)
+}
+
+// onPipeline returns c as it acts on p's forge (see forPipeline). The
+// linked caller keeps c's grant: Authorize checked it acting as that very
+// account.
+func (s *Service) onPipeline(ctx context.Context, c Caller, p Pipeline) (Caller, error) {
 	v, ok, err := s.on(ctx, c, ForgeOf(s.forges, p.OwnerUserID))
 	if err != nil || !ok {
 		return c, err
 	}
+	v.granted = c.granted
 	return v, nil
 }
 
@@ -213,4 +228,62 @@ func (s *Service) AllRepositories(ctx context.Context, c Caller) (RepositoryList
 		}
 	}
 	return out, nil
+}
+
+// Disconnect removes user userID's connection to forge: the account
+// linked to them there is unlinked both ways and its stored tokens deleted. It is
+// ErrNotFound for a forge this server does not have, or one the caller is
+// not connected to; ErrConflict for the forge the caller signed in with
+// (their identity: sign out instead) and while the linked account still
+// owns pipelines (named in the message: delete them first, their builds
+// use its token); ErrNotImplemented when the store keeps no links. A
+// refresh of the account's token running meanwhile finishes first (the
+// per-user lock) and nothing stores its tokens again after.
+func (s *Service) Disconnect(ctx context.Context, userID, forge string) error {
+	if _, ok := s.forges.Get(forge); !ok || forge == "" {
+		return Errorf(ErrNotFound, "%q is not a forge of this server (%s)", forge, strings.Join(s.forges.Names(), ", "))
+	}
+	if forge == ForgeOf(s.forges, userID) {
+		return Errorf(ErrConflict, "you signed in with %s: that connection is your identity here and cannot be disconnected (sign out instead)", forge)
+	}
+	ls, ok := s.cfg.Store.(LinkStore)
+	if !ok {
+		return Errorf(ErrNotImplemented, "this server keeps no connected accounts")
+	}
+	links, err := ls.LinkedUsers(ctx, userID)
+	if err != nil {
+		return err
+	}
+	other, ok := links[forge]
+	if !ok {
+		return Errorf(ErrNotFound, "you have no %s connection", forge)
+	}
+	all, err := s.cfg.Store.ListPipelines(ctx)
+	if err != nil {
+		return err
+	}
+	var owned []string
+	for _, p := range all {
+		if p.OwnerUserID == other {
+			owned = append(owned, p.Owner+"/"+p.Repo)
+		}
+	}
+	if len(owned) > 0 {
+		return Errorf(ErrConflict, "your %s account still owns the pipelines %s (their builds use its token): delete them first (DELETE /api/v1/pipelines/{owner}/{repo})", forge, strings.Join(owned, ", "))
+	}
+	if l, ok := s.cfg.Store.(UserLocker); ok {
+		unlock, err := l.LockUser(ctx, other)
+		if err != nil {
+			return fmt.Errorf("lock the %s connection of %s: %w", forge, userID, err)
+		}
+		defer unlock()
+	}
+	if _, err := ls.UnlinkUser(ctx, userID, forge); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Errorf(ErrNotFound, "you have no %s connection", forge)
+		}
+		return err
+	}
+	s.log.Info("connection removed", "user", userID, "forge", forge, "account", other)
+	return nil
 }

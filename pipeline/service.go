@@ -38,6 +38,10 @@ type Caller struct {
 type grant struct {
 	owner, repo string
 	perm        Permission
+	// pipeline is the stored pipeline the check read (nil when none is
+	// stored under that name): the rest of the request picks its forge
+	// and reads it from here, so that a request reads it once.
+	pipeline *Pipeline
 }
 
 // covers reports whether g allows need on owner/repo (names match
@@ -145,12 +149,30 @@ func ValidateRef(field, ref string) error {
 // without asking the forge again; a caller without one (any other user of
 // the Service) gets the full check there, so nothing is reachable
 // unchecked. Errors as authorize's.
+//
+// The grant also carries the stored pipeline the check read: the methods
+// that choose the forge to act on (a pipeline on a linked forge is acted
+// on as the linked account) or need the pipeline itself take it from
+// there, so that a request authorized here reads the pipeline once.
 func (s *Service) Authorize(ctx context.Context, c Caller, owner, repo string, need Permission) (Caller, error) {
-	if err := s.authorizeAccess(ctx, c, owner, repo, need, true); err != nil {
+	stored, err := s.authorizeAccess(ctx, c, owner, repo, need, true)
+	if err != nil {
 		return c, err
 	}
-	c.granted = &grant{owner: owner, repo: repo, perm: need}
+	c.granted = &grant{owner: owner, repo: repo, perm: need, pipeline: stored}
 	return c, nil
+}
+
+// pipelineOf returns the stored pipeline owner/repo: the one Authorize
+// read when c's grant is for it, else a fresh read.
+func (s *Service) pipelineOf(ctx context.Context, c Caller, owner, repo string) (Pipeline, error) {
+	if g := c.granted; g.covers(owner, repo, PermNone) {
+		if g.pipeline == nil {
+			return Pipeline{}, Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
+		}
+		return *g.pipeline, nil
+	}
+	return s.cfg.Store.GetPipeline(ctx, owner, repo)
 }
 
 // authorize returns ErrNotFound when the caller cannot see the repository
@@ -160,53 +182,62 @@ func (s *Service) authorize(ctx context.Context, c Caller, owner, repo string, n
 	if c.granted.covers(owner, repo, need) {
 		return nil
 	}
-	return s.authorizeAccess(ctx, c, owner, repo, need, true)
+	_, err := s.authorizeAccess(ctx, c, owner, repo, need, true)
+	return err
 }
 
 // authorizeRepo is authorize on the repository alone, whatever pipeline
 // of that name is stored.
 func (s *Service) authorizeRepo(ctx context.Context, c Caller, owner, repo string, need Permission) error {
-	return s.authorizeAccess(ctx, c, owner, repo, need, false)
+	_, err := s.authorizeAccess(ctx, c, owner, repo, need, false)
+	return err
 }
 
-func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo string, need Permission, checkID bool) error {
+// authorizeAccess is the full check. With checkID it reads the stored
+// pipeline owner/repo once, acts on its forge (see onPipeline) and checks
+// that the repository is the one it was created for; it returns what it
+// read (nil when no pipeline is stored under that name).
+func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo string, need Permission, checkID bool) (*Pipeline, error) {
 	if err := s.ValidateRepoName(owner, repo); err != nil {
-		return err
+		return nil, err
 	}
 	if !c.Token.Valid() {
-		return Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
+		return nil, Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
 	}
+	var stored *Pipeline
 	if checkID {
-		var err error
-		if c, err = s.forPipeline(ctx, c, owner, repo); err != nil {
-			return err
+		sp, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+		switch {
+		case err == nil:
+			stored = &sp
+			if c, err = s.onPipeline(ctx, c, sp); err != nil {
+				return nil, err
+			}
+		case !errors.Is(err, ErrNotFound):
+			return nil, err
 		}
 	}
 	p, id, err := s.repoAccess(ctx, c, owner, repo)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
+			return nil, Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
 		}
-		return err
+		return nil, err
 	}
 	if p == PermNone {
-		return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
+		return nil, Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
 	}
 	// Access is to the repository the pipeline was created for, not to
-	// whichever one holds its name today.
-	if checkID {
-		if stored, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err == nil && (!sameRepository(stored, id) || !s.sameForge(stored, c)) {
-			// A pipeline on another forge than the caller's is not theirs
-			// to see (the same name may exist on both forges).
-			return Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
-		} else if err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
+	// whichever one holds its name today. A pipeline on another forge
+	// than the caller's is not theirs to see (the same name may exist on
+	// both forges).
+	if stored != nil && (!sameRepository(*stored, id) || !s.sameForge(*stored, c)) {
+		return nil, Errorf(ErrNotFound, "pipeline %s/%s not found", owner, repo)
 	}
 	if p < need {
-		return Errorf(ErrForbidden, "this needs %s access to %s/%s; you have %s", need, owner, repo, p)
+		return nil, Errorf(ErrForbidden, "this needs %s access to %s/%s; you have %s", need, owner, repo, p)
 	}
-	return nil
+	return stored, nil
 }
 
 // Repositories lists the caller's forge repositories.
@@ -361,8 +392,7 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if err != nil {
 		return Pipeline{}, err
 	}
-	// Keep the creator's token: the pipeline's clones and statuses use it.
-	if err := s.cfg.Store.PutUser(ctx, User{ID: c.UserID, Login: c.Login, Token: c.Token, Updated: Now()}); err != nil {
+	if err := s.keepCreatorToken(ctx, c); err != nil {
 		return Pipeline{}, err
 	}
 	secret, err := randomString(32)
@@ -428,6 +458,24 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	return stored, nil
 }
 
+// keepCreatorToken stores the creator's token for the pipeline's clones
+// and statuses when the request brought it (a token carried by the JWT,
+// identities[0].access_token): the store may not hold it yet.
+//
+// A token with a refresh token is never written back. Such a pair was
+// read from the store by this request (only login and refresh store
+// one), so the store already holds it or a newer one: a refresh running
+// meanwhile (another request, another server) rotates the pair, and the
+// forge refuses the spent refresh token this request read. Writing that
+// copy back would replace the live pair with a spent one, and the next
+// refresh would fail with invalid_grant, marking the connection expired.
+func (s *Service) keepCreatorToken(ctx context.Context, c Caller) error {
+	if c.Token.RefreshToken != "" {
+		return nil
+	}
+	return s.cfg.Store.PutUser(ctx, User{ID: c.UserID, Login: c.Login, Token: c.Token, Updated: Now()})
+}
+
 func normalizeEvents(in []string) ([]string, error) {
 	if len(in) == 0 {
 		return nil, Invalid("events", "required; must include %q", EventPush)
@@ -460,7 +508,7 @@ func (s *Service) GetPipeline(ctx context.Context, c Caller, owner, repo string)
 		}
 		return Pipeline{}, err
 	}
-	return s.cfg.Store.GetPipeline(ctx, owner, repo)
+	return s.pipelineOf(ctx, c, owner, repo)
 }
 
 // DeletePipeline removes the webhook, the deploy key, builds, logs and
@@ -482,7 +530,7 @@ func (s *Service) DeletePipeline(ctx context.Context, c Caller, owner, repo stri
 		}
 		orphan = true
 	}
-	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	p, err := s.pipelineOf(ctx, c, owner, repo)
 	if err != nil {
 		return err
 	}
@@ -538,7 +586,7 @@ func (s *Service) GetDefinition(ctx context.Context, c Caller, owner, repo, ref 
 	if err := s.authorize(ctx, c, owner, repo, PermRead); err != nil {
 		return Definition{}, err
 	}
-	if _, err := s.cfg.Store.GetPipeline(ctx, owner, repo); err != nil {
+	if _, err := s.pipelineOf(ctx, c, owner, repo); err != nil {
 		return Definition{}, err
 	}
 	f, err := s.scm(c.UserID).FileAt(ctx, c.Token, owner, repo, SpecPath, ref)
@@ -613,7 +661,7 @@ func (s *Service) UpdateDefinition(ctx context.Context, c Caller, owner, repo st
 	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
 		return DefinitionResult{}, err
 	}
-	p, err := s.cfg.Store.GetPipeline(ctx, owner, repo)
+	p, err := s.pipelineOf(ctx, c, owner, repo)
 	if err != nil {
 		return DefinitionResult{}, err
 	}

@@ -276,7 +276,7 @@ func (app *App) newAPI(ctx, sctx context.Context, secret []byte, store *etcdstor
 		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg, TrustedProxies: cfg.TrustedProxies,
 		Resources: []api.Resource{
 			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies, Authenticator: op.Or(verifier)}),
-			api.NewUserResources(store, verifier),
+			api.NewUserResources(store, verifier).WithConnections(d.svc),
 			api.NewForgeResources(forges(cfg)),
 			api.NewPipelineResources(d.svc, cl),
 			builds,

@@ -70,6 +70,51 @@ func (s *Store) LinkUsers(ctx context.Context, a, b string) error {
 	return s.wrap(pipeline.Errorf(pipeline.ErrConflict, "linking %s and %s kept conflicting; try again", a, b), "link users")
 }
 
+// UnlinkUser removes links/{id}/{forge} and the link back, and deletes
+// the linked account's user (its sealed tokens) in one transaction,
+// guarded by the revision of the link it read: a concurrent relink makes
+// it read again.
+func (s *Store) UnlinkUser(ctx context.Context, id, forge string) (string, error) {
+	if err := checkSegment("user_id", id); err != nil {
+		return "", s.wrap(err, "unlink user")
+	}
+	if err := checkSegment("forge", forge); err != nil {
+		return "", s.wrap(err, "unlink user")
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	ka := s.linkKey(id, forge)
+	for range 10 {
+		resp, err := s.cli.Get(ctx, ka)
+		if err != nil {
+			return "", s.wrap(err, "unlink %s from %s", id, forge)
+		}
+		if len(resp.Kvs) == 0 {
+			return "", s.wrap(pipeline.ErrNotFound, "unlink %s from %s", id, forge)
+		}
+		other := string(resp.Kvs[0].Value)
+		if err := checkSegment("user_id", other); err != nil {
+			return "", s.wrap(err, "unlink %s from %s", id, forge)
+		}
+		kb := s.linkKey(other, pipeline.ForgeName(id))
+		tr, err := s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(ka), "=", resp.Kvs[0].ModRevision),
+		).Then(
+			clientv3.OpDelete(ka),
+			clientv3.OpDelete(s.userKey(other)),
+			// The link back, only when it is to id.
+			clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(kb), "=", id)}, []clientv3.Op{clientv3.OpDelete(kb)}, nil),
+		).Commit()
+		if err != nil {
+			return "", s.wrap(err, "unlink %s from %s", id, forge)
+		}
+		if tr.Succeeded {
+			return other, nil
+		}
+	}
+	return "", s.wrap(pipeline.Errorf(pipeline.ErrConflict, "unlinking %s from %s kept conflicting; try again", id, forge), "unlink user")
+}
+
 // LinkedUsers returns the users linked to id, by forge.
 func (s *Store) LinkedUsers(ctx context.Context, id string) (map[string]string, error) {
 	if err := checkSegment("user_id", id); err != nil {

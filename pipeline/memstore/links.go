@@ -66,6 +66,27 @@ func (s *Store) LinkedUsers(_ context.Context, id string) (map[string]string, er
 	return maps.Clone(e.links[id]), nil
 }
 
+// UnlinkUser removes id's link to its account on forge both ways and
+// deletes that account's user (see pipeline.LinkStore).
+func (s *Store) UnlinkUser(_ context.Context, id, forge string) (string, error) {
+	e := s.extras()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	other, ok := e.links[id][forge]
+	if !ok {
+		return "", notFound("link of %s to %s", id, forge)
+	}
+	delete(e.links[id], forge)
+	if back := pipeline.ForgeName(id); e.links[other][back] == id {
+		delete(e.links[other], back)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.users, other)
+	s.wrote()
+	return other, nil
+}
+
 // LockUser takes id's lock in this process (the store serves one).
 func (s *Store) LockUser(ctx context.Context, id string) (func(), error) {
 	e := s.extras()

@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) pipeline.Store) {
 		{"NumbersNeverReused", numbersNeverReused},
 		{"Secrets", secrets},
 		{"WatchBuild", watchBuild},
+		{"UnlinkUserRemovesBothLinksAndTheAccount", unlinkUser},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
@@ -78,6 +79,55 @@ func users(t *testing.T, s pipeline.Store) {
 	if got.Login != "alice" || got.Token.AccessToken != "tok" {
 		t.Fatalf("got %+v", got)
 	}
+}
+
+// unlinkUser: a store that links accounts (pipeline.LinkStore) unlinks
+// them both ways and deletes the disconnected account with its tokens,
+// leaving the signed-in user as it was.
+func unlinkUser(t *testing.T, s pipeline.Store) {
+	ls, ok := s.(pipeline.LinkStore)
+	if !ok {
+		t.Skip("the store does not link accounts")
+	}
+	ctx := t.Context()
+	const gh, bb = "github|1", "bitbucket|{0b3c}"
+	for _, id := range []string{gh, bb} {
+		if err := s.PutUser(ctx, pipeline.User{ID: id, Login: "alice", Token: pipeline.ForgeToken{AccessToken: "at-" + id, RefreshToken: "rt"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := ls.UnlinkUser(ctx, gh, "bitbucket")
+	wantErr(t, err, pipeline.ErrNotFound)
+	if err := ls.LinkUsers(ctx, gh, bb); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(ls.UnlinkUser(ctx, gh, "bitbucket"))(t); got != bb {
+		t.Fatalf("unlinked %q, want %q", got, bb)
+	}
+	for _, id := range []string{gh, bb} {
+		if links := must(ls.LinkedUsers(ctx, id))(t); len(links) != 0 {
+			t.Errorf("links of %s after unlink: %v", id, links)
+		}
+	}
+	_, err = s.GetUser(ctx, bb)
+	wantErr(t, err, pipeline.ErrNotFound)
+	if u := must(s.GetUser(ctx, gh))(t); u.Token.AccessToken != "at-"+gh {
+		t.Errorf("the signed-in user changed: %+v", u)
+	}
+	_, err = ls.UnlinkUser(ctx, gh, "bitbucket")
+	wantErr(t, err, pipeline.ErrNotFound)
+	// Linked again, it unlinks from the other side as well.
+	if err := ls.LinkUsers(ctx, gh, bb); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(ls.UnlinkUser(ctx, bb, "github"))(t); got != gh {
+		t.Fatalf("unlinked %q, want %q", got, gh)
+	}
+	if links := must(ls.LinkedUsers(ctx, gh))(t); len(links) != 0 {
+		t.Errorf("links of %s after unlink from the other side: %v", gh, links)
+	}
+	_, err = s.GetUser(ctx, gh)
+	wantErr(t, err, pipeline.ErrNotFound)
 }
 
 func pipelineCreateGetConflict(t *testing.T, s pipeline.Store) {
