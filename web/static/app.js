@@ -15,7 +15,7 @@ const link = (href, ...children) => h('a', { href }, ...children);
 const routes = [
   [/^\/$/, pipelinesPage],
   [/^\/new$/, newPipelinePage],
-  [/^\/auth\/callback\/([a-z0-9]+)$/, callbackPage, true],
+  [/^\/auth\/callback\/([a-z0-9-]+)$/, callbackPage, true],
   [/^\/oauth\/1\.0a\/authorize$/, (signal) => consentPage(main, signal)],
   [/^\/account$/, (signal) => accountPage(main, signal)],
   [/^\/([^/]+)\/([^/]+)$/, pipelinePage],
@@ -89,7 +89,7 @@ async function signOut() {
   signIn('You are signed out.');
 }
 
-const forgeNames = { github: 'GitHub', bitbucket: 'Bitbucket' };
+const forgeNames = { github: 'GitHub', bitbucket: 'Bitbucket', 'bitbucket-dc': 'Bitbucket Data Center' };
 const callbackURL = (forge) => location.origin + '/auth/callback/' + forge;
 const loginHref = (f) => f.login_url + (f.login_url.includes('?') ? '&' : '?') + 'redirect_uri=' + enc(callbackURL(f.name));
 
@@ -181,7 +181,7 @@ async function newPipelinePage(signal) {
     btn.disabled = true;
     put(msg, note('Creating ' + r.full_name + ': installing the webhook and deploy key…'));
     try {
-      await api.call('POST', '/api/v1/pipelines', { body: { owner: r.owner, repo: r.name, events: ['push', 'pull_request'] } });
+      await api.call('POST', '/api/v1/pipelines', { body: { owner: r.owner, repo: r.name, forge: r.forge || 'github', events: ['push', 'pull_request'] } });
       go('/' + enc(r.owner) + '/' + enc(r.name));
     } catch (e) {
       btn.disabled = false;
@@ -194,7 +194,7 @@ async function newPipelinePage(signal) {
     repos.length ? h('ul', { class: 'rows' }, repos.map((r) => {
       const btn = h('button', { type: 'button' }, 'Create');
       btn.addEventListener('click', () => create(r, btn));
-      return h('li', { class: 'row' }, h('span', { class: 'grow' }, r.full_name), ' ', btn);
+      return h('li', { class: 'row' }, h('span', { class: 'grow' }, r.full_name, r.forge ? h('span', { class: 'muted' }, ' · ' + (forgeNames[r.forge] || r.forge)) : null), ' ', btn);
     })) : note('None of your repositories lets you administer it, so none can get a pipeline. Ask an admin of the repository.'));
 }
 
