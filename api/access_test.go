@@ -61,7 +61,7 @@ func (idleExec) CleanupBuild(context.Context, string, string, int) error { retur
 
 type accessWorld struct {
 	url    string
-	store  *etcdstore.Store
+	store  *etcdstore.Cached
 	logs   *logstore.Files
 	tokens map[string]string // login → Bearer token
 	repo   *fakegithub.Repo  // acme/app on the stand-in GitHub
@@ -88,7 +88,7 @@ func newAccessWorld(t *testing.T) *accessWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := etcdstore.New(pipelinetest.StartEtcd(t), box, etcdstore.Options{OpTimeout: time.Minute})
+	store := etcdstore.NewCached(etcdstore.New(pipelinetest.StartEtcd(t), box, etcdstore.Options{OpTimeout: time.Minute}), etcdstore.CacheOptions{})
 	if err := store.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}

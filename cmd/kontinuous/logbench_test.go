@@ -33,7 +33,7 @@ func BenchmarkLogWriteThroughput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	store := etcdstore.New(cli, box, etcdstore.Options{})
+	store := etcdstore.NewCached(etcdstore.New(cli, box, etcdstore.Options{}), etcdstore.CacheOptions{})
 	if err := store.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}

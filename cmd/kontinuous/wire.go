@@ -99,7 +99,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error
 	}
 	d.engine.Start(ctx)
 	app.closers = append(app.closers, d.engine.Stop)
-	stopRetention, err := startRetention(cfg, store, d.logs, d.exec, builds.registry, log)
+	stopRetention, err := startRetention(cfg, store.Store, d.logs, d.exec, builds.registry, log)
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +146,9 @@ func (app *App) listenAndPrepare() (net.Listener, *tls.Config, []byte, error) {
 }
 
 // openStore connects to etcd (embedded or external) and starts the store
-// with its secrets sealed by a key from secret.
-func (app *App) openStore(ctx context.Context, secret []byte) (*etcdstore.Store, error) {
+// with its secrets sealed by a key from secret, behind the watch-fed read
+// cache (consistent reads with --linearizable-reads).
+func (app *App) openStore(ctx context.Context, secret []byte) (*etcdstore.Cached, error) {
 	cfg, log := app.cfg, app.log
 	cli, closeEtcd, err := openEtcd(ctx, cfg, log)
 	if err != nil {
@@ -158,7 +159,7 @@ func (app *App) openStore(ctx context.Context, secret []byte) (*etcdstore.Store,
 	if err != nil {
 		return nil, fmt.Errorf("setting --auth-secret (AUTH_SECRET): %w", err)
 	}
-	store := etcdstore.New(cli, box, etcdstore.Options{Logger: log, LinearizableReads: cfg.LinearizableReads})
+	store := etcdstore.NewCached(etcdstore.New(cli, box, etcdstore.Options{Logger: log}), etcdstore.CacheOptions{LinearizableReads: cfg.LinearizableReads})
 	if err := store.Start(ctx); err != nil {
 		return nil, fmt.Errorf("etcd store: %w", err)
 	}
@@ -209,7 +210,7 @@ type domain struct {
 	svc    *pipeline.Service
 }
 
-func newDomain(cfg Config, log *slog.Logger, store *etcdstore.Store, fs forgeSet) (domain, error) {
+func newDomain(cfg Config, log *slog.Logger, store *etcdstore.Cached, fs forgeSet) (domain, error) {
 	logs, err := openLogs(cfg, store)
 	if err != nil {
 		return domain{}, err
@@ -241,7 +242,7 @@ type buildAPI struct {
 
 // newAPI builds the authentication (tokens, logins of every forge, OAuth
 // 1.0a) and the HTTP API over the domain.
-func (app *App) newAPI(ctx, sctx context.Context, secret []byte, store *etcdstore.Store, fs forgeSet, d domain) (http.Handler, buildAPI, error) {
+func (app *App) newAPI(ctx, sctx context.Context, secret []byte, store *etcdstore.Cached, fs forgeSet, d domain) (http.Handler, buildAPI, error) {
 	cfg, log := app.cfg, app.log
 	vctx, vcancel := context.WithCancel(context.WithoutCancel(ctx))
 	app.closers = append(app.closers, func(context.Context) error { vcancel(); return nil })
@@ -252,11 +253,11 @@ func (app *App) newAPI(ctx, sctx context.Context, secret []byte, store *etcdstor
 	if err != nil {
 		return nil, buildAPI{}, fmt.Errorf("setting --auth0-issuer (AUTH0_ISSUER): %w", err)
 	}
-	login, others, err := newLogins(secret, store, fs, cfg.TokenTTL)
+	login, others, err := newLogins(secret, store.Store, fs, cfg.TokenTTL)
 	if err != nil {
 		return nil, buildAPI{}, err
 	}
-	op, err := newOAuth1(sctx, cfg, store, log)
+	op, err := newOAuth1(sctx, cfg, store.Store, log)
 	if err != nil {
 		return nil, buildAPI{}, err
 	}

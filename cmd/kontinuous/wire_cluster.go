@@ -17,7 +17,7 @@ import (
 
 // openLogs returns the log store --log-store names. With --keep-logs on,
 // a pruned log answers "log pruned" instead of an empty log.
-func openLogs(cfg Config, store *etcdstore.Store) (pipeline.LogStore, error) {
+func openLogs(cfg Config, store *etcdstore.Cached) (pipeline.LogStore, error) {
 	var logs pipeline.LogStore
 	if cfg.Cluster.LogStore == "files" {
 		fl, err := logstore.New(filepath.Join(cfg.DataDir, "logs"), logstore.Options{})
@@ -92,7 +92,7 @@ func startRetention(cfg Config, store *etcdstore.Store, logs pipeline.LogStore, 
 // newRegistry is the /metrics registry: Go and process collectors,
 // etcd's space (sizes, quota, NOSPACE alarm) and the store's read cache
 // counters.
-func newRegistry(cfg Config, store *etcdstore.Store) (*prometheus.Registry, error) {
+func newRegistry(cfg Config, store *etcdstore.Cached) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	quota := cfg.Cluster.EtcdQuotaBytes
 	if quota == 0 && len(cfg.EtcdEndpoints) == 0 {
@@ -100,7 +100,7 @@ func newRegistry(cfg Config, store *etcdstore.Store) (*prometheus.Registry, erro
 	}
 	for _, c := range []prometheus.Collector{
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
-		&etcdSpaceCollector{store: store, quota: quota},
+		&etcdSpaceCollector{store: store.Store, quota: quota},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kontinuous_store_cache_hits_total", Help: "Build and pipeline reads answered from the watch-fed cache."}, func() float64 { return float64(store.CacheStats().Hits) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kontinuous_store_cache_misses_total", Help: "Build and pipeline reads that read the data from etcd."}, func() float64 { return float64(store.CacheStats().Misses) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kontinuous_store_consistent_reads_total", Help: "Consistent reads (--linearizable-reads): etcd's revision read first, then the cache waited for."}, func() float64 { return float64(store.CacheStats().ConsistentReads) }),

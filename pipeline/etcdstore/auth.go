@@ -108,9 +108,7 @@ func (s *Store) pruneRevoked() {
 	}
 }
 
-// Start loads the revoked token ids and watches for changes until Close,
-// and starts the watch-fed read cache (consistent with
-// Options.LinearizableReads).
+// Start loads the revoked token ids and watches for changes until Close.
 // It fails (ErrUnavailable) if etcd cannot be read; calling it again is a
 // no-op.
 func (s *Store) Start(ctx context.Context) error {
@@ -126,33 +124,17 @@ func (s *Store) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.watchCancel, s.watchDone = cancel, make(chan struct{})
 	go s.watchRevoked(wctx, rev+1, s.watchDone)
-	s.cacheDone = make(chan struct{})
-	up := make(chan struct{})
-	go s.runReadCache(wctx, up, s.cacheDone)
-	// Wait for the watch to be set up, so that reads right after Start use
-	// the cache (if it is slow, they go to etcd meanwhile).
-	t := time.NewTimer(s.opts.OpTimeout)
-	defer t.Stop()
-	select {
-	case <-up:
-	case <-t.C:
-	case <-ctx.Done():
-	}
 	return nil
 }
 
-// Close stops the revocation watch and the read cache. The etcd client
-// stays open.
+// Close stops the revocation watch. The etcd client stays open.
 func (s *Store) Close() {
 	s.watchMu.Lock()
-	cancel, done, cacheDone := s.watchCancel, s.watchDone, s.cacheDone
+	cancel, done := s.watchCancel, s.watchDone
 	s.watchMu.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
-		if cacheDone != nil {
-			<-cacheDone
-		}
 	}
 }
 

@@ -103,7 +103,7 @@ func storeGoroutines() int {
 	}
 	count := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "etcdstore.(*Store).watchRevoked") || strings.Contains(g, "etcdstore.(*Store).runReadCache") {
+		if strings.Contains(g, "etcdstore.(*Store).watchRevoked") || strings.Contains(g, "etcdstore.(*Cached).runReadCache") {
 			count++
 		}
 	}
@@ -115,7 +115,7 @@ func storeGoroutines() int {
 func TestStoreCloseStopsWatchAndIsIdempotent(t *testing.T) {
 	base := storeGoroutines()
 	prefix := prefixOf(t)
-	s := etcdstore.New(sharedClient(t), testBox(t), etcdstore.Options{Prefix: prefix, OpTimeout: patience})
+	s := etcdstore.NewCached(etcdstore.New(sharedClient(t), testBox(t), etcdstore.Options{Prefix: prefix, OpTimeout: patience}), etcdstore.CacheOptions{})
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}

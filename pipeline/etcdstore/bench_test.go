@@ -23,7 +23,7 @@ import (
 // benchmark several times, each needs a fresh key space.
 var benchRun atomic.Int64
 
-func benchStore(b *testing.B) *etcdstore.Store {
+func benchStore(b *testing.B) *etcdstore.Cached {
 	b.Helper()
 	return newStoreWith(b, sharedClient(b), newOpts(fmt.Sprintf("%s%d/", prefixOf(b), benchRun.Add(1))))
 }

@@ -533,17 +533,20 @@ func (s *Store) GetBuild(ctx context.Context, owner, repo string, number int) (p
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	kv, ok := s.cachedBuild(ctx, pk, number)
-	if !ok {
-		resp, err := s.cli.Get(ctx, s.buildKey(pk, number))
-		if err != nil {
-			return pipeline.Build{}, s.wrap(err, "get build %s#%d", pk, number)
-		}
-		s.saw(resp.Header.Revision, resp.Kvs)
-		if len(resp.Kvs) > 0 {
-			kv = resp.Kvs[0]
-		}
+	resp, err := s.cli.Get(ctx, s.buildKey(pk, number))
+	if err != nil {
+		return pipeline.Build{}, s.wrap(err, "get build %s#%d", pk, number)
 	}
+	s.saw(resp.Header.Revision, resp.Kvs)
+	var kv *mvccpb.KeyValue
+	if len(resp.Kvs) > 0 {
+		kv = resp.Kvs[0]
+	}
+	return s.buildOf(pk, number, kv)
+}
+
+// buildOf is GetBuild's answer for the stored build kv (nil: none).
+func (s *Store) buildOf(pk string, number int, kv *mvccpb.KeyValue) (pipeline.Build, error) {
 	if kv == nil {
 		return pipeline.Build{}, s.wrap(pipeline.ErrNotFound, "get build %s#%d", pk, number)
 	}
@@ -568,20 +571,9 @@ func (s *Store) ListBuilds(ctx context.Context, owner, repo string, limit, befor
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	prefix := s.buildsPrefix(pk)
-	start, lowest := prefix, s.newest.get(pk)-limit-newestWindow
+	start, lowest := s.listStart(pk, before), s.newest.get(pk)-limit-newestWindow
 	if before > 0 && before <= maxBuildNumber {
-		if before == 1 {
-			start = clientv3.GetPrefixRangeEnd(prefix) // empty range: no number < 1
-		} else {
-			start = s.buildKey(pk, before-1)
-		}
 		lowest = before - 1 - limit - newestWindow
-	}
-	if kvs, exists, ok := s.cachedList(ctx, pk, start, limit); ok {
-		if !exists {
-			return nil, s.wrap(pipeline.ErrNotFound, "list builds of %s: no such pipeline", pk)
-		}
-		return s.decodeList(pk, kvs, before)
 	}
 	end, bounded := s.buildsRangeEnd(pk, lowest)
 	if bounded && start >= end {
@@ -610,6 +602,19 @@ func (s *Store) ListBuilds(ctx context.Context, owner, repo string, limit, befor
 	return s.decodeList(pk, kvs, before)
 }
 
+// listStart is the first key of a ListBuilds page: the newest build, or
+// the build numbered before-1 when before is set.
+func (s *Store) listStart(pk string, before int) string {
+	prefix := s.buildsPrefix(pk)
+	switch {
+	case before <= 0 || before > maxBuildNumber:
+		return prefix
+	case before == 1:
+		return clientv3.GetPrefixRangeEnd(prefix) // empty range: no number < 1
+	}
+	return s.buildKey(pk, before-1)
+}
+
 // decodeList decodes the builds of a list.
 func (s *Store) decodeList(pk string, kvs []*mvccpb.KeyValue, before int) ([]pipeline.Build, error) {
 	out := make([]pipeline.Build, 0, len(kvs))
@@ -632,6 +637,12 @@ func (s *Store) decodeList(pk string, kvs []*mvccpb.KeyValue, before int) ([]pip
 // fn cannot change the build's identity (ID, Number, Owner, Repo,
 // DeliveryID).
 func (s *Store) UpdateBuild(ctx context.Context, owner, repo string, number int, fn func(*pipeline.Build) error) (pipeline.Build, error) {
+	return s.updateBuild(ctx, owner, repo, number, nil, fn)
+}
+
+// updateBuild is UpdateBuild starting from first, the build's value as a
+// cache holds it (nil: read it; see update).
+func (s *Store) updateBuild(ctx context.Context, owner, repo string, number int, first *mvccpb.KeyValue, fn func(*pipeline.Build) error) (pipeline.Build, error) {
 	pk, err := pipelineKey(owner, repo)
 	if err == nil {
 		err = checkNumber(number)
@@ -643,7 +654,6 @@ func (s *Store) UpdateBuild(ctx context.Context, owner, repo string, number int,
 	defer cancel()
 	key := s.buildKey(pk, number)
 	var result pipeline.Build
-	first, _ := s.cachedBuild(ctx, pk, number)
 	_, err = s.update(ctx, key, first, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
 		b, err := decodeBuild(cur.Value)
 		if err != nil {
@@ -751,11 +761,16 @@ func (s *Store) ActiveBuilds(ctx context.Context) ([]pipeline.Build, error) {
 // WatchBuild calls fn with the build's current value, then with each new
 // version, until fn returns false (nil), ctx ends (ctx's error) or the
 // build is deleted (ErrNotFound). Versions written while the watch was
-// interrupted may be skipped, never the latest one. It is fed by the read
-// cache's one prefix watch (see hub.go): a thousand watchers cost no etcd
-// watch of their own; only while that watch is not running does it open
-// one.
+// interrupted may be skipped, never the latest one. Each call opens an
+// etcd watch of its own; Cached.WatchBuild shares its cache's one watch.
 func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, fn func(pipeline.Build) bool) error {
+	return s.watchBuild(ctx, nil, owner, repo, number, fn)
+}
+
+// watchBuild is WatchBuild fed by h, the fan-out of a cache's one prefix
+// watch (see hub.go): a thousand watchers then cost no etcd watch of
+// their own. Without h, or while its watch is not running, it opens one.
+func (s *Store) watchBuild(ctx context.Context, h *hub, owner, repo string, number int, fn func(pipeline.Build) bool) error {
 	pk, err := pipelineKey(owner, repo)
 	if err == nil {
 		err = checkNumber(number)
@@ -768,7 +783,7 @@ func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, 
 	for {
 		// Subscribe to the fan-out (nil: not running, watch alone), then
 		// (re)read the current value and follow from just after it.
-		sub, _ := s.hub.subscribe(key)
+		sub, _ := h.subscribe(key)
 		gctx, cancel := s.opCtx(ctx)
 		resp, err := s.cli.Get(gctx, key)
 		cancel()
@@ -791,7 +806,7 @@ func (s *Store) WatchBuild(ctx context.Context, owner, repo string, number int, 
 					continue // fell behind or the watch broke: read again
 				}
 			} else {
-				s.rc.buildWatches.Add(1)
+				h.countOwnWatch()
 				done, err = s.watchBuildFrom(ctx, key, resp.Header.Revision+1, &lastMod, fn)
 			}
 		} else if sub != nil {

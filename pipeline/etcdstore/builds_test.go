@@ -436,7 +436,7 @@ func TestWatchBuildEndsWithContextOrDeletion(t *testing.T) {
 func TestActiveBuildsSkipsAnUnreadableRecord(t *testing.T) {
 	cli := sharedClient(t)
 	prefix := prefixOf(t)
-	s := newStoreWith(t, cli, etcdstore.Options{Prefix: prefix, LinearizableReads: true})
+	s := newPlainWith(t, cli, newOpts(prefix))
 	mustCreatePipeline(t, s, "acme", "a")
 	mustCreateBuild(t, s, "acme", "a", pipeline.Build{Status: pipeline.StatusRunning}) // a#1
 	mustCreateBuild(t, s, "acme", "a", pipeline.Build{Status: pipeline.StatusPending}) // a#2
@@ -463,9 +463,18 @@ func TestActiveBuildsSkipsAnUnreadableRecord(t *testing.T) {
 }
 
 func TestListedBuildsCarryTheirRecordsRevision(t *testing.T) {
-	for _, lin := range []bool{false, true} {
-		t.Run(fmt.Sprintf("linearizable=%v", lin), func(t *testing.T) {
-			s := newStoreWith(t, sharedClient(t), etcdstore.Options{Prefix: prefixOf(t), LinearizableReads: lin})
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) pipeline.Store
+	}{
+		{"plain", func(t *testing.T) pipeline.Store { return newPlainWith(t, sharedClient(t), newOpts(prefixOf(t))) }},
+		{"cached", func(t *testing.T) pipeline.Store { return newStore(t) }},
+		{"cached-consistent", func(t *testing.T) pipeline.Store {
+			return newCachedWith(t, sharedClient(t), newOpts(prefixOf(t)), etcdstore.CacheOptions{LinearizableReads: true})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.open(t)
 			mustCreatePipeline(t, s, "acme", "app")
 			mustCreateBuild(t, s, "acme", "app", pipeline.Build{Status: pipeline.StatusPending})
 			mustCreateBuild(t, s, "acme", "app", pipeline.Build{Status: pipeline.StatusPending})

@@ -14,16 +14,23 @@ import (
 
 var _ pipeline.BuildFollower = (*Store)(nil)
 
-// buildPollInterval is how often a build stream reads when the watch
-// fan-out is not running (read cache off).
+// buildPollInterval is how often a build stream reads when no watch
+// fan-out feeds it (plain store, or the cache's watch restarting).
 const buildPollInterval = time.Second
 
-// FollowBuilds streams a pipeline's builds (number 0) or one build from
-// the store's one prefix watch, fanned out in memory (see hub.go): a
-// stream costs one etcd read when it starts (and again only if it falls
-// behind or the watch breaks), never a watch of its own. Without the read
-// cache it reads once a second.
+// FollowBuilds streams a pipeline's builds (number 0) or one build,
+// reading them once a second; Cached.FollowBuilds follows its cache's
+// watch instead.
 func (s *Store) FollowBuilds(ctx context.Context, owner, repo string, number, limit int, fn func(pipeline.BuildEvent) error) error {
+	return s.followBuilds(ctx, nil, owner, repo, number, limit, fn)
+}
+
+// followBuilds is FollowBuilds fed by h, the fan-out of a cache's one
+// prefix watch (see hub.go): a stream then costs one etcd read when it
+// starts (and again only if it falls behind or the watch breaks), never a
+// watch of its own. Without h, or while its watch is not running, it
+// reads once a second.
+func (s *Store) followBuilds(ctx context.Context, h *hub, owner, repo string, number, limit int, fn func(pipeline.BuildEvent) error) error {
 	pk, err := pipelineKey(owner, repo)
 	if err == nil && number != 0 {
 		err = checkNumber(number)
@@ -43,7 +50,7 @@ func (s *Store) FollowBuilds(ctx context.Context, owner, repo string, number, li
 	defer poll.Stop()
 	first := true
 	for {
-		sub, _ := s.hub.subscribe(prefix) // nil: poll
+		sub, _ := h.subscribe(prefix) // nil: poll
 		rev, err := s.followSnapshot(ctx, pk, prefix, number, limit, sent, first, fn)
 		first = false
 		if err != nil {

@@ -20,7 +20,7 @@ func TestCacheMissesDoNotEvictHits(t *testing.T) {
 	if _, err := s.GetPipeline(ctx, "acme", "app"); err != nil {
 		t.Fatal(err)
 	}
-	if !etcdstore.Cached(s, "acme", "app") {
+	if !etcdstore.InCache(s, "acme", "app") {
 		t.Fatal("acme/app not cached after a read")
 	}
 	const misses, workers = 10000, 8
@@ -43,7 +43,7 @@ func TestCacheMissesDoNotEvictHits(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if !etcdstore.Cached(s, "acme", "app") {
+	if !etcdstore.InCache(s, "acme", "app") {
 		t.Fatalf("acme/app evicted by %d reads of pipelines that do not exist", misses)
 	}
 	st := s.CacheStats()
@@ -122,11 +122,11 @@ func TestWatchBuildSubscribersShareOneWatch(t *testing.T) {
 }
 
 // TestConsistentReadsSeeOtherServersWritesFromMemory: with
-// LinearizableReads a read on A sees a write B just answered, yet is
-// answered from A's cache after one revision read.
+// CacheOptions.LinearizableReads a read on A sees a write B just
+// answered, yet is answered from A's cache after one revision read.
 func TestConsistentReadsSeeOtherServersWritesFromMemory(t *testing.T) {
 	prefix := prefixOf(t)
-	a := startedStore(t, etcdstore.Options{Prefix: prefix, LinearizableReads: true})
+	a := newCachedWith(t, sharedClient(t), newOpts(prefix), etcdstore.CacheOptions{LinearizableReads: true})
 	b := startedStore(t, newOpts(prefix))
 	ctx := t.Context()
 	mustCreatePipeline(t, b, "acme", "app")
@@ -174,10 +174,10 @@ func TestCacheEvictsTheLeastRecentlyReadPipeline(t *testing.T) {
 			}
 		}
 	}
-	if !etcdstore.Cached(s, "acme", "hot") {
+	if !etcdstore.InCache(s, "acme", "hot") {
 		t.Fatal("the pipeline read all along was evicted")
 	}
-	if etcdstore.Cached(s, "acme", "cold0") {
+	if etcdstore.InCache(s, "acme", "cold0") {
 		t.Fatal("the pipeline read longest ago is still cached")
 	}
 }

@@ -71,7 +71,7 @@ func TestStartEmbeddedNeedsDir(t *testing.T) {
 func TestStoreReportsUnavailableWhileEtcdIsDownAndRecovers(t *testing.T) {
 	srv := pipelinetest.StartEtcdServer(t, t.TempDir())
 	const opTimeout = time.Second
-	s := etcdstore.New(srv.Client(), testBox(t), etcdstore.Options{OpTimeout: opTimeout})
+	s := etcdstore.NewCached(etcdstore.New(srv.Client(), testBox(t), etcdstore.Options{OpTimeout: opTimeout}), etcdstore.CacheOptions{})
 	t.Cleanup(s.Close)
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)

@@ -1,18 +1,18 @@
 package etcdstore
 
-// CacheHits is how many reads s answered from its watch-fed cache.
-func CacheHits(s *Store) int64 { return s.rc.hits.Load() }
+// CacheHits is how many reads c answered from its watch-fed cache.
+func CacheHits(c *Cached) int64 { return c.rc.hits.Load() }
 
-// Subscribers is how many followers the watch fan-out feeds.
-func Subscribers(s *Store) int { return s.hub.subscribers() }
+// Subscribers is how many followers c's watch fan-out feeds.
+func Subscribers(c *Cached) int { return c.hub.subscribers() }
 
-// Cached reports whether owner/repo is held in s's read cache.
-func Cached(s *Store, owner, repo string) bool {
+// InCache reports whether owner/repo is held in c's read cache.
+func InCache(c *Cached, owner, repo string) bool {
 	pk, err := pipelineKey(owner, repo)
 	if err != nil {
 		return false
 	}
-	s.rc.mu.RLock()
-	defer s.rc.mu.RUnlock()
-	return s.rc.pipes[pk] != nil
+	c.rc.mu.RLock()
+	defer c.rc.mu.RUnlock()
+	return c.rc.pipes[pk] != nil
 }

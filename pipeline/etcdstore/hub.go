@@ -4,14 +4,17 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
-// Fan-out of the read cache's watch. The read cache already follows the
-// whole prefix with one etcd watch per server; the hub hands the events of
-// that watch to in-process subscribers (log followers, build streams), so
-// that a thousand followers cost one watch, not a thousand.
+// Fan-out of the read cache's watch. Cached already follows the whole
+// prefix with one etcd watch per server; its hub hands the events of that
+// watch to in-process subscribers (WatchBuild callers, log followers,
+// build streams), so that a thousand followers cost one watch, not a
+// thousand. The plain Store's watchBuild, followBuilds and logs take the
+// hub as a parameter; a nil hub (plain store) is never running.
 //
 // A subscriber registers a key prefix before it reads the current state
 // from etcd (revision R), then applies the events it receives whose
@@ -23,14 +26,17 @@ import (
 // hubBuffer is how many events a subscriber may have pending.
 const hubBuffer = 256
 
-// errHubOff: the watch is not running (read cache off or restarting);
-// callers poll instead.
+// errHubOff: the watch is not running (no cache, or its watch restarts);
+// callers poll or watch alone instead.
 var errHubOff = errors.New("etcdstore: watch fan-out not running")
 
 type hub struct {
 	mu      sync.Mutex
 	running bool
 	subs    map[string]map[*subscription]struct{} // by exact prefix
+	// ownWatches counts the etcd watches WatchBuild opened because the
+	// hub was not running.
+	ownWatches atomic.Int64
 }
 
 type subscription struct {
@@ -47,8 +53,12 @@ type hubEvent struct {
 }
 
 // subscribe registers a subscriber for the keys starting with prefix
-// (prefixes end with "/", or are a whole key).
+// (prefixes end with "/", or are a whole key). A nil hub is never
+// running.
 func (h *hub) subscribe(prefix string) (*subscription, error) {
+	if h == nil {
+		return nil, errHubOff
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.running {
@@ -65,6 +75,14 @@ func (h *hub) subscribe(prefix string) (*subscription, error) {
 	}
 	m[sub] = struct{}{}
 	return sub, nil
+}
+
+// countOwnWatch counts a watch opened because h was not running (a nil
+// hub counts nothing).
+func (h *hub) countOwnWatch() {
+	if h != nil {
+		h.ownWatches.Add(1)
+	}
 }
 
 // close unregisters sub; safe to call more than once.

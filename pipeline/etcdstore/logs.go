@@ -50,11 +50,12 @@ import (
 // d and the deletion of the chunks in the last: from memory, plus a read
 // of the stored chunks still in the tail if there are any.
 //
-// Followers subscribe to the store's one prefix watch (the read cache's),
-// fanned out in memory, so a follower costs no etcd watch; with the read
-// cache off they poll once per PollInterval (1s). A follower keeps the
-// parts it sees written and goes on from them when d names them (or reads
-// them, if some came before it started).
+// Followers of Cached.Logs subscribe to the cache's one prefix watch,
+// fanned out in memory, so a follower costs no etcd watch; followers of a
+// plain Store.Logs (or while the cache's watch restarts) poll once per
+// PollInterval (1s). A follower keeps the parts it sees written and goes
+// on from them when d names them (or reads them, if some came before it
+// started).
 
 // LogOptions tune Logs. Zero values take the defaults.
 type LogOptions struct {
@@ -79,16 +80,24 @@ const (
 	logPartEnc       = "s2"
 )
 
-// Logs is a pipeline.LogStore in etcd. Get it with Store.Logs.
+// Logs is a pipeline.LogStore in etcd. Get it with Store.Logs or
+// Cached.Logs.
 type Logs struct {
 	s    *Store
+	hub  *hub // feeds Follow; nil: Follow polls
 	opts LogOptions
 }
 
 var _ pipeline.LogStore = (*Logs)(nil)
 
-// Logs returns the etcd log store sharing s's client and watch.
+// Logs returns the etcd log store sharing s's client; its followers read
+// every PollInterval (Cached.Logs feeds them from the cache's watch).
 func (s *Store) Logs(opts LogOptions) *Logs {
+	return s.logs(opts, nil)
+}
+
+// logs is the log store whose followers h feeds (nil: they poll).
+func (s *Store) logs(opts LogOptions, h *hub) *Logs {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 4 << 20
 	}
@@ -101,7 +110,7 @@ func (s *Store) Logs(opts LogOptions) *Logs {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = time.Second
 	}
-	return &Logs{s: s, opts: opts}
+	return &Logs{s: s, hub: h, opts: opts}
 }
 
 // Notice is the first line of a log whose older output was dropped (the
@@ -802,7 +811,7 @@ func (l *Logs) Follow(ctx context.Context, ref pipeline.LogRef, fn func(line []b
 		return l.s.wrap(err, "follow log")
 	}
 	f := &logFollower{l: l, base: base, fn: fn}
-	sub, _ := l.s.hub.subscribe(base) // nil when the fan-out is off: poll
+	sub, _ := l.hub.subscribe(base) // nil when the fan-out is off: poll
 	defer func() {
 		if sub != nil {
 			sub.close()
@@ -857,12 +866,12 @@ func (l *Logs) Follow(ctx context.Context, ref pipeline.LogRef, fn func(line []b
 			}
 		case <-lost:
 			sub.close()
-			sub, _ = l.s.hub.subscribe(base)
+			sub, _ = l.hub.subscribe(base)
 		case <-poll.C:
 			if sub != nil {
 				continue // the watch tells
 			}
-			sub, _ = l.s.hub.subscribe(base)
+			sub, _ = l.hub.subscribe(base)
 		}
 		// Read again (the watch broke, this follower fell behind, missed
 		// a part, or polls) and go on from the next chunk.

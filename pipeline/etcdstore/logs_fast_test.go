@@ -84,7 +84,7 @@ func TestEtcdLogFastWriterKeepsExactlyTheLastMaxBytes(t *testing.T) {
 		{"defaults, 32 KiB writes (the benchmark)", etcdstore.LogOptions{}, 16 << 20, []int{32 << 10}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, la, _, lb := twoServers(t, etcdstore.Options{}, etcdstore.Options{}, tc.opts)
+			_, la, _, lb := twoServers(t, false, tc.opts)
 			max := 4 << 20
 			if tc.opts.MaxBytes > 0 {
 				max = int(tc.opts.MaxBytes)
@@ -163,18 +163,18 @@ func TestEtcdLogFastWriterKeepsExactlyTheLastMaxBytes(t *testing.T) {
 
 func TestEtcdLogClosedWithNoChunkInTheTailWritesItsPartsStraightFromMemory(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		b    etcdstore.Options
+		name  string
+		plain bool // B is a plain store: no read cache, its followers poll
 	}{
-		{"follower on the watch fan-out", etcdstore.Options{}},
-		{"polling follower without the read cache", etcdstore.Options{LinearizableReads: true}},
+		{"follower on the watch fan-out", false},
+		{"polling follower without the read cache", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Never flushed before Close (no tick within the test): the
 			// parts come straight from memory. (Before, a writer flushed
 			// whenever ChunkBytes were pending.)
 			opts := etcdstore.LogOptions{MaxBytes: 3 << 20, ChunkBytes: 128 << 10, FlushInterval: time.Hour}
-			_, la, sb, lb := twoServers(t, etcdstore.Options{}, tc.b, opts)
+			_, la, sb, lb := twoServers(t, tc.plain, opts)
 			cli := sharedClient(t)
 			w := logCreate(t, la, logRef)
 			resp, err := cli.Get(t.Context(), prefixOf(t)+"logs/", clientv3.WithPrefix())
@@ -183,7 +183,7 @@ func TestEtcdLogClosedWithNoChunkInTheTailWritesItsPartsStraightFromMemory(t *te
 			}
 			created := resp.Header.Revision
 			f := logFollow(t, t.Context(), lb, logRef)
-			if !tc.b.LinearizableReads {
+			if !tc.plain {
 				eventually(t, logWait, "follower subscribed", func() bool { return etcdstore.Subscribers(sb) == 1 })
 			}
 			out := numberedOutput(5 << 19)
@@ -237,7 +237,7 @@ func TestEtcdLogClosedWithNoChunkInTheTailWritesItsPartsStraightFromMemory(t *te
 }
 
 func TestEtcdLogSlowWriterIsFollowedLineByLineFromAnotherServer(t *testing.T) {
-	_, la, sb, lb := twoServers(t, etcdstore.Options{}, etcdstore.Options{}, etcdstore.LogOptions{})
+	_, la, sb, lb := twoServers(t, false, etcdstore.LogOptions{})
 	w := logCreate(t, la, logRef)
 	f := logFollow(t, t.Context(), lb, logRef)
 	eventually(t, logWait, "follower subscribed", func() bool { return etcdstore.Subscribers(sb) == 1 })
@@ -272,7 +272,7 @@ func TestEtcdLogSlowWriterIsFollowedLineByLineFromAnotherServer(t *testing.T) {
 
 func TestEtcdLogWriterWhileEtcdIsAwayRetriesThenFailsWithoutCorruption(t *testing.T) {
 	srv := pipelinetest.StartEtcdServer(t, t.TempDir())
-	s := etcdstore.New(srv.Client(), testBox(t), etcdstore.Options{OpTimeout: time.Second})
+	s := etcdstore.NewCached(etcdstore.New(srv.Client(), testBox(t), etcdstore.Options{OpTimeout: time.Second}), etcdstore.CacheOptions{})
 	t.Cleanup(s.Close)
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)

@@ -92,16 +92,21 @@ func (f *logFollowing) end(t *testing.T) ([]string, error) {
 	return nil, nil
 }
 
-// twoServers are two stores on one etcd and one prefix, as two replicas.
-func twoServers(t *testing.T, a, b etcdstore.Options, lo etcdstore.LogOptions) (*etcdstore.Store, *etcdstore.Logs, *etcdstore.Store, *etcdstore.Logs) {
+// twoServers are two stores on one etcd and one prefix, as two replicas,
+// each behind its read cache; with plainB the second is a plain store
+// (sb is nil: its log followers poll).
+func twoServers(t *testing.T, plainB bool, lo etcdstore.LogOptions) (sa *etcdstore.Cached, la *etcdstore.Logs, sb *etcdstore.Cached, lb *etcdstore.Logs) {
 	t.Helper()
-	a.Prefix, b.Prefix = prefixOf(t), prefixOf(t)
-	sa, sb := newStoreWith(t, sharedClient(t), a), newStoreWith(t, sharedClient(t), b)
+	sa = newStoreWith(t, sharedClient(t), newOpts(prefixOf(t)))
+	if plainB {
+		return sa, sa.Logs(lo), nil, newPlainWith(t, sharedClient(t), newOpts(prefixOf(t))).Logs(lo)
+	}
+	sb = newStoreWith(t, sharedClient(t), newOpts(prefixOf(t)))
 	return sa, sa.Logs(lo), sb, sb.Logs(lo)
 }
 
 func TestEtcdLogWrittenOnOneServerIsReadOnAnother(t *testing.T) {
-	_, la, _, lb := twoServers(t, etcdstore.Options{}, etcdstore.Options{}, etcdstore.LogOptions{})
+	_, la, _, lb := twoServers(t, false, etcdstore.LogOptions{})
 	if _, err := lb.Read(t.Context(), logRef); !errors.Is(err, pipeline.ErrNotFound) {
 		t.Fatalf("read before create: %v, want ErrNotFound", err)
 	}
@@ -118,14 +123,14 @@ func TestEtcdLogWrittenOnOneServerIsReadOnAnother(t *testing.T) {
 
 func TestEtcdLogFollowedLiveFromAnotherServerCostsNoWatch(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		b    etcdstore.Options
+		name  string
+		plain bool // B is a plain store: no read cache, its followers poll
 	}{
-		{"watch fan-out", etcdstore.Options{}},
-		{"polling without the read cache", etcdstore.Options{LinearizableReads: true}},
+		{"watch fan-out", false},
+		{"polling without the read cache", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, la, sb, lb := twoServers(t, etcdstore.Options{}, tc.b, etcdstore.LogOptions{})
+			_, la, sb, lb := twoServers(t, tc.plain, etcdstore.LogOptions{})
 			w := logCreate(t, la, logRef)
 			logWrite(t, w, "before\n")
 			eventually(t, logWait, "chunk stored", func() bool { return strings.Contains(logRead(t, lb, logRef), "before") })
@@ -135,7 +140,7 @@ func TestEtcdLogFollowedLiveFromAnotherServerCostsNoWatch(t *testing.T) {
 			for range 20 {
 				fs = append(fs, logFollow(t, ctx, lb, logRef))
 			}
-			if !tc.b.LinearizableReads {
+			if !tc.plain {
 				eventually(t, logWait, "followers subscribed", func() bool { return etcdstore.Subscribers(sb) == 20 })
 			}
 			for _, f := range fs {
@@ -159,8 +164,10 @@ func TestEtcdLogFollowedLiveFromAnotherServerCostsNoWatch(t *testing.T) {
 					t.Fatalf("follower got %d lines: %q", len(rest), rest)
 				}
 			}
-			if n := etcdstore.Subscribers(sb); n != 0 {
-				t.Errorf("%d subscriptions left after the followers ended", n)
+			if sb != nil {
+				if n := etcdstore.Subscribers(sb); n != 0 {
+					t.Errorf("%d subscriptions left after the followers ended", n)
+				}
 			}
 		})
 	}
@@ -358,7 +365,7 @@ func TestEtcdLogDeletedWhileWrittenEndsFollowersAndStaysDeleted(t *testing.T) {
 }
 
 func TestEtcdLogFinishEndsFollowOfAnAbandonedLog(t *testing.T) {
-	_, la, _, lb := twoServers(t, etcdstore.Options{}, etcdstore.Options{}, etcdstore.LogOptions{})
+	_, la, _, lb := twoServers(t, false, etcdstore.LogOptions{})
 	w := logCreate(t, la, logRef)
 	logWrite(t, w, "x\n")
 	f := logFollow(t, t.Context(), lb, logRef)

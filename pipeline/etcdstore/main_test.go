@@ -21,10 +21,12 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/secretbox"
 )
 
-// The store serves auth's ports too.
+// The store serves auth's ports too, and so does the cache in front.
 var (
 	_ auth.OnceStore       = (*etcdstore.Store)(nil)
 	_ auth.RevocationStore = (*etcdstore.Store)(nil)
+	_ auth.OnceStore       = (*etcdstore.Cached)(nil)
+	_ auth.RevocationStore = (*etcdstore.Cached)(nil)
 )
 
 // Most tests share one embedded etcd (started on first use) and isolate
@@ -104,15 +106,45 @@ func prefixOf(t testing.TB) string {
 }
 
 // newStore returns a store on the shared etcd under the test's own
-// prefix, started as a server starts it (read cache on unless
-// opts.LinearizableReads).
-func newStore(t testing.TB) *etcdstore.Store {
+// prefix, started as a server starts it: behind the read cache.
+func newStore(t testing.TB) *etcdstore.Cached {
 	t.Helper()
 	return newStoreWith(t, sharedClient(t), etcdstore.Options{})
 }
 
-func newStoreWith(t testing.TB, cli *clientv3.Client, opts etcdstore.Options) *etcdstore.Store {
+// newStoreWith is a started store on cli behind the read cache (default
+// CacheOptions), as a server runs it.
+func newStoreWith(t testing.TB, cli *clientv3.Client, opts etcdstore.Options) *etcdstore.Cached {
 	t.Helper()
+	return newCachedWith(t, cli, opts, etcdstore.CacheOptions{})
+}
+
+// newCachedWith is a started store on cli behind a read cache tuned by
+// copts.
+func newCachedWith(t testing.TB, cli *clientv3.Client, opts etcdstore.Options, copts etcdstore.CacheOptions) *etcdstore.Cached {
+	t.Helper()
+	s := etcdstore.NewCached(etcdstore.New(cli, testBox(t), testOpts(t, opts)), copts)
+	t.Cleanup(s.Close)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newPlainWith is a started plain store on cli: no cache, every read
+// from etcd.
+func newPlainWith(t testing.TB, cli *clientv3.Client, opts etcdstore.Options) *etcdstore.Store {
+	t.Helper()
+	s := etcdstore.New(cli, testBox(t), testOpts(t, opts))
+	t.Cleanup(s.Close)
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// testOpts fills in the test's prefix and a patient op timeout.
+func testOpts(t testing.TB, opts etcdstore.Options) etcdstore.Options {
 	if opts.Prefix == "" {
 		opts.Prefix = prefixOf(t)
 	}
@@ -121,12 +153,7 @@ func newStoreWith(t testing.TB, cli *clientv3.Client, opts etcdstore.Options) *e
 		// machine, not a failure. Tests about unavailability set their own.
 		opts.OpTimeout = patience
 	}
-	s := etcdstore.New(cli, testBox(t), opts)
-	t.Cleanup(s.Close)
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return opts
 }
 
 // minimalPipeline is a pipeline with only what the API requires.
@@ -134,7 +161,7 @@ func minimalPipeline(owner, repo string) pipeline.Pipeline {
 	return pipeline.Pipeline{Owner: owner, Repo: repo, Events: []string{pipeline.EventPush}, Login: "octocat"}
 }
 
-func mustCreatePipeline(t testing.TB, s *etcdstore.Store, owner, repo string) pipeline.Pipeline {
+func mustCreatePipeline(t testing.TB, s pipeline.Store, owner, repo string) pipeline.Pipeline {
 	t.Helper()
 	p, err := s.CreatePipeline(t.Context(), minimalPipeline(owner, repo))
 	if err != nil {
@@ -143,7 +170,7 @@ func mustCreatePipeline(t testing.TB, s *etcdstore.Store, owner, repo string) pi
 	return p
 }
 
-func mustCreateBuild(t testing.TB, s *etcdstore.Store, owner, repo string, b pipeline.Build) pipeline.Build {
+func mustCreateBuild(t testing.TB, s pipeline.Store, owner, repo string, b pipeline.Build) pipeline.Build {
 	t.Helper()
 	got, err := s.CreateBuild(t.Context(), owner, repo, b)
 	if err != nil {

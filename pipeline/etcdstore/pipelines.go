@@ -69,19 +69,6 @@ func (s *Store) GetPipeline(ctx context.Context, owner, repo string) (pipeline.P
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.pipelineKeyOf(pk)
-	if pkv, lkv, ok := s.cachedPipeline(ctx, pk); ok {
-		if pkv == nil {
-			return pipeline.Pipeline{}, s.wrap(pipeline.ErrNotFound, "get pipeline %s", pk)
-		}
-		p, err := s.decodePipeline(pkv)
-		if err == nil {
-			p.LatestBuild, err = s.decodeLatest(pk, lkv)
-		}
-		if err != nil {
-			return pipeline.Pipeline{}, s.wrap(err, "get pipeline %s", pk)
-		}
-		return p, nil
-	}
 	latest, bounded := s.latestBuildOp(pk)
 	resp, err := s.readTxnRetrying(ctx, []clientv3.Op{clientv3.OpGet(key), latest})
 	if err != nil {
@@ -99,6 +86,68 @@ func (s *Store) GetPipeline(ctx context.Context, owner, repo string) (pipeline.P
 		return pipeline.Pipeline{}, s.wrap(err, "get pipeline %s", pk)
 	}
 	return p, nil
+}
+
+// pipelineOf is GetPipeline's answer for the stored pipeline pkv (nil:
+// none) whose newest build is lkv (nil: none).
+func (s *Store) pipelineOf(pk string, pkv, lkv *mvccpb.KeyValue) (pipeline.Pipeline, error) {
+	if pkv == nil {
+		return pipeline.Pipeline{}, s.wrap(pipeline.ErrNotFound, "get pipeline %s", pk)
+	}
+	p, err := s.decodePipeline(pkv)
+	if err == nil {
+		p.LatestBuild, err = s.decodeLatest(pk, lkv)
+	}
+	if err != nil {
+		return pipeline.Pipeline{}, s.wrap(err, "get pipeline %s", pk)
+	}
+	return p, nil
+}
+
+// decodeLatest is the summary of the newest build kv (nil: none).
+func (s *Store) decodeLatest(pk string, kv *mvccpb.KeyValue) (*pipeline.BuildSummary, error) {
+	if kv == nil {
+		return nil, nil
+	}
+	b, err := s.builds.decode(kv)
+	if err != nil {
+		return nil, err
+	}
+	s.newest.see(pk, b.Number)
+	sum := b.Summary()
+	return &sum, nil
+}
+
+// rawPipeline is a pipeline's record (nil: no such pipeline) and its
+// newest builds as etcd holds them, read at revision rev; more says
+// older builds were left out.
+type rawPipeline struct {
+	pkv    *mvccpb.KeyValue
+	builds []*mvccpb.KeyValue
+	more   bool
+	rev    int64
+}
+
+// readPipelineRaw reads pk's record and its newest limit builds in one
+// transaction (one attempt, bounded by attemptCtx).
+func (s *Store) readPipelineRaw(ctx context.Context, pk string, limit int) (rawPipeline, error) {
+	prefix := s.buildsPrefix(pk)
+	actx, cancel := s.attemptCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(actx).Then(
+		clientv3.OpGet(s.pipelineKeyOf(pk)),
+		clientv3.OpGet(prefix, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithLimit(int64(limit))),
+	).Commit()
+	if err != nil {
+		return rawPipeline{}, err
+	}
+	r := rawPipeline{rev: resp.Header.Revision}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		r.pkv = kvs[0]
+	}
+	br := resp.Responses[1].GetResponseRange()
+	r.builds, r.more = br.Kvs, br.More
+	return r, nil
 }
 
 // ListPipelines returns every pipeline, sorted by owner/repo, with

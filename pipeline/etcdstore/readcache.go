@@ -11,27 +11,26 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
-
-	"github.com/kontinuous/kontinuous/pipeline"
 )
 
-// Watch-fed read cache: GetBuild, ListBuilds and GetPipeline answer from
-// memory, with no etcd round trip, for pipelines this store has read
-// before, while a watch of the whole prefix keeps that memory current.
+// Watch-fed read cache (Cached): GetBuild, ListBuilds and GetPipeline
+// answer from memory, with no etcd round trip, for pipelines this server
+// has read before, while a watch of the whole prefix keeps that memory
+// current.
 //
 // What a reader sees (the guarantees, weaker than a linearizable read
 // only across servers):
 //
 //   - its own server's writes: a read waits (briefly) until the watch has
-//     delivered every write this Store committed before the read began
-//     (read-your-writes per process); if it does not catch up within
-//     readCacheCatchUp, the read goes to etcd;
+//     delivered every write the wrapped Store committed (or value it read)
+//     before the read began (Store.revision: read-your-writes per
+//     process); if it does not catch up within readCacheCatchUp, the read
+//     goes to etcd through the Store;
 //   - other servers' writes: as soon as etcd's watch delivers them to this
 //     server (normally well under a millisecond), never older than what
 //     etcd confirmed within readCacheFresh;
-//   - with Options.LinearizableReads (consistent reads): a read first asks
+//   - with CacheOptions.LinearizableReads (consistent reads): a read first asks
 //     etcd for its current revision (one linearizable read of a single
 //     key, no values) and waits until the watch has applied it, so it sees
 //     every write any server committed before it began, at the cost of one
@@ -75,7 +74,7 @@ const (
 )
 
 // readCache is the watch-fed cache; its zero value is off (every read goes
-// to etcd) until Start runs it.
+// to etcd) until Cached.Start runs it.
 type readCache struct {
 	mu        sync.RWMutex
 	running   bool      // a watch is following the prefix
@@ -96,10 +95,9 @@ type readCache struct {
 	misses       atomic.Int64 // reads that had to ask etcd for the data
 	consistent   atomic.Int64 // consistent reads (revision from etcd, then memory or etcd)
 	progressReqs atomic.Int64 // progress requests sent to etcd
-	buildWatches atomic.Int64 // etcd watches opened by WatchBuild (fan-out off)
 }
 
-// CacheStats are the read cache's counters since New.
+// CacheStats are the read cache's counters since NewCached.
 type CacheStats struct {
 	// Hits are reads answered from memory.
 	Hits int64
@@ -107,7 +105,7 @@ type CacheStats struct {
 	// cache not running, stale or behind).
 	Misses int64
 	// ConsistentReads are reads that took etcd's current revision first
-	// (Options.LinearizableReads).
+	// (CacheOptions.LinearizableReads).
 	ConsistentReads int64
 	// ProgressRequests are the watch progress requests sent to etcd
 	// (only while a reader waits).
@@ -115,15 +113,6 @@ type CacheStats struct {
 	// BuildWatches are etcd watches opened by WatchBuild because the
 	// shared prefix watch was not running.
 	BuildWatches int64
-}
-
-// CacheStats returns the read cache's counters (for /metrics).
-func (s *Store) CacheStats() CacheStats {
-	c := &s.rc
-	return CacheStats{
-		Hits: c.hits.Load(), Misses: c.misses.Load(), ConsistentReads: c.consistent.Load(),
-		ProgressRequests: c.progressReqs.Load(), BuildWatches: c.buildWatches.Load(),
-	}
 }
 
 type ringEvent struct {
@@ -142,40 +131,15 @@ type cachedPipe struct {
 	used   atomic.Int64 // c.uses when last read: the least recently read is evicted
 }
 
-// wrote records the revision of a write this store committed, or of a
-// value it read from etcd: reads from the cache wait until the watch has
-// applied it, so they never show anything older than what this process
-// wrote or saw (read-your-writes, monotonic reads).
-func (s *Store) wrote(rev int64) {
-	for {
-		cur := s.lastWrite.Load()
-		if rev <= cur || s.lastWrite.CompareAndSwap(cur, rev) {
-			return
-		}
-	}
-}
-
-// saw records the newest of the values read from etcd (see wrote); when
-// the read found nothing, the read's revision.
-func (s *Store) saw(header int64, kvs []*mvccpb.KeyValue) {
-	rev := int64(0)
-	for _, kv := range kvs {
-		rev = max(rev, kv.ModRevision)
-	}
-	if rev == 0 {
-		rev = header
-	}
-	s.wrote(rev)
-}
-
 // cacheReady waits until the cache may answer a read that starts now,
-// and returns with c.mu read-locked if so.
-func (s *Store) cacheReady(ctx context.Context) bool {
-	c := &s.rc
-	target := s.lastWrite.Load()
-	if s.opts.LinearizableReads {
-		rev, ok := s.currentRevision(ctx)
-		if !ok {
+// and returns with cs.rc.mu read-locked if so.
+func (cs *Cached) cacheReady(ctx context.Context) bool {
+	c := &cs.rc
+	target := cs.revision()
+	if cs.copts.LinearizableReads {
+		c.consistent.Add(1)
+		rev, err := cs.currentRevision(ctx)
+		if err != nil {
 			return false
 		}
 		target = max(target, rev)
@@ -183,7 +147,7 @@ func (s *Store) cacheReady(ctx context.Context) bool {
 	var timer *time.Timer
 	for {
 		c.mu.RLock()
-		if !c.running || !s.connected() {
+		if !c.running || !cs.connected() {
 			c.mu.RUnlock()
 			return false
 		}
@@ -213,43 +177,24 @@ func (s *Store) cacheReady(ctx context.Context) bool {
 	}
 }
 
-// currentRevision is etcd's current revision, from a linearizable read of
-// one key with no value returned: what a consistent read waits for.
-func (s *Store) currentRevision(ctx context.Context) (int64, bool) {
-	s.rc.consistent.Add(1)
-	gctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	resp, err := s.cli.Get(gctx, s.opts.Prefix, clientv3.WithCountOnly())
-	if err != nil {
-		return 0, false
-	}
-	return resp.Header.Revision, true
-}
-
-// connected reports whether the etcd client has a connection up.
-func (s *Store) connected() bool {
-	conn := s.cli.ActiveConnection()
-	return conn != nil && conn.GetState() == connectivity.Ready
-}
-
 // cachedPipeOf returns pk's cached pipeline, loading it first if needed
-// (loaded: the data came from etcd); on ok, c.mu is read-locked and the
-// caller must unlock it. A pipeline that does not exist is not installed:
-// its load is returned for this one read.
-func (s *Store) cachedPipeOf(ctx context.Context, pk string) (p *cachedPipe, loaded, ok bool) {
-	if !s.cacheReady(ctx) {
+// (loaded: the data came from etcd); on ok, cs.rc.mu is read-locked and
+// the caller must unlock it. A pipeline that does not exist is not
+// installed: its load is returned for this one read.
+func (cs *Cached) cachedPipeOf(ctx context.Context, pk string) (p *cachedPipe, loaded, ok bool) {
+	if !cs.cacheReady(ctx) {
 		return nil, false, false
 	}
-	if p := s.rc.pipes[pk]; p != nil {
-		p.used.Store(s.rc.uses.Add(1))
+	if p := cs.rc.pipes[pk]; p != nil {
+		p.used.Store(cs.rc.uses.Add(1))
 		return p, false, true
 	}
-	s.rc.mu.RUnlock()
-	if p = s.loadPipe(ctx, pk); p == nil {
+	cs.rc.mu.RUnlock()
+	if p = cs.loadPipe(ctx, pk); p == nil {
 		return nil, false, false
 	}
-	s.rc.mu.RLock()
-	if q := s.rc.pipes[pk]; q != nil {
+	cs.rc.mu.RLock()
+	if q := cs.rc.pipes[pk]; q != nil {
 		p = q
 	}
 	return p, true, true
@@ -267,29 +212,19 @@ func (c *readCache) count(hit bool) {
 // loadPipe reads pk's record and newest builds and, once the watch has
 // reached the read's revision, installs them if the pipeline exists. It
 // returns what it read (nil: ask etcd).
-func (s *Store) loadPipe(ctx context.Context, pk string) *cachedPipe {
-	prefix := s.buildsPrefix(pk)
+func (cs *Cached) loadPipe(ctx context.Context, pk string) *cachedPipe {
+	prefix := cs.buildsPrefix(pk)
 	end := clientv3.GetPrefixRangeEnd(prefix)
-	actx, cancel := s.attemptCtx(ctx)
-	resp, err := s.cli.Txn(actx).Then(
-		clientv3.OpGet(s.pipelineKeyOf(pk)),
-		clientv3.OpGet(prefix, clientv3.WithRange(end), clientv3.WithLimit(readCacheFillBuilds)),
-	).Commit()
-	cancel()
+	raw, err := cs.readPipelineRaw(ctx, pk, readCacheFillBuilds)
 	if err != nil {
 		return nil
 	}
-	rev := resp.Header.Revision
-	p := &cachedPipe{end: end, bound: end}
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		p.pkv = kvs[0]
+	rev := raw.rev
+	p := &cachedPipe{end: end, bound: end, pkv: raw.pkv, builds: raw.builds}
+	if raw.more && len(raw.builds) > 0 {
+		p.bound = string(raw.builds[len(raw.builds)-1].Key) + "\x00"
 	}
-	br := resp.Responses[1].GetResponseRange()
-	p.builds = br.Kvs
-	if br.More && len(br.Kvs) > 0 {
-		p.bound = string(br.Kvs[len(br.Kvs)-1].Key) + "\x00"
-	}
-	c := &s.rc
+	c := &cs.rc
 	timer := time.NewTimer(readCacheCatchUp)
 	defer timer.Stop()
 	for {
@@ -315,7 +250,7 @@ func (s *Store) loadPipe(ctx context.Context, pk string) *cachedPipe {
 	if q := c.pipes[pk]; q != nil {
 		return q // loaded meanwhile by another reader
 	}
-	pipesKey := s.pipelineKeyOf(pk)
+	pipesKey := cs.pipelineKeyOf(pk)
 	for _, e := range c.ring {
 		if e.kv.ModRevision > rev {
 			key := string(e.kv.Key)
@@ -390,19 +325,19 @@ func (p *cachedPipe) apply(key, pipesKey string, e ringEvent) {
 // runReadCache follows the prefix until ctx ends, starting over (with an
 // empty cache) whenever the watch breaks. It closes up once the first
 // watch is set up.
-func (s *Store) runReadCache(ctx context.Context, up, done chan struct{}) {
+func (cs *Cached) runReadCache(ctx context.Context, up, done chan struct{}) {
 	defer close(done)
 	var once sync.Once
 	for {
-		err := s.followReadCache(ctx, func() { once.Do(func() { close(up) }) })
-		s.rc.mu.Lock()
-		s.rc.running, s.rc.pipes, s.rc.ring = false, nil, nil
-		s.rc.mu.Unlock()
-		s.hub.stop()
+		err := cs.followReadCache(ctx, func() { once.Do(func() { close(up) }) })
+		cs.rc.mu.Lock()
+		cs.rc.running, cs.rc.pipes, cs.rc.ring = false, nil, nil
+		cs.rc.mu.Unlock()
+		cs.hub.stop()
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("etcdstore: read cache watch restarted", "err", err)
+		cs.log.Warn("etcdstore: read cache watch restarted", "err", err)
 		if sleepCtx(ctx, watchRetryDelay) != nil {
 			return
 		}
@@ -411,20 +346,17 @@ func (s *Store) runReadCache(ctx context.Context, up, done chan struct{}) {
 
 // followReadCache sets the watch up and applies its events until it
 // breaks or ctx ends.
-func (s *Store) followReadCache(ctx context.Context, up func()) error {
-	gctx, cancel := s.opCtx(ctx)
-	resp, err := s.cli.Get(gctx, s.opts.Prefix, clientv3.WithCountOnly())
-	cancel()
+func (cs *Cached) followReadCache(ctx context.Context, up func()) error {
+	start, err := cs.currentRevision(ctx)
 	if err != nil {
 		return err
 	}
-	start := resp.Header.Revision
 	// Its own gRPC stream (streams are shared by metadata), so that
 	// progress requests and their answers concern this watch only.
 	wctx, wcancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx), "kontinuous-watch", "read-cache"))
 	defer wcancel()
-	wch := s.cli.Watch(wctx, s.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(start+1))
-	c := &s.rc
+	wch := cs.cli.Watch(wctx, cs.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(start+1))
+	c := &cs.rc
 	c.mu.Lock()
 	c.running, c.applied, c.floor, c.lastHeard = true, start, start, time.Now()
 	c.pipes, c.ring = map[string]*cachedPipe{}, nil
@@ -432,7 +364,7 @@ func (s *Store) followReadCache(ctx context.Context, up func()) error {
 	c.progress = progress
 	c.advance()
 	c.mu.Unlock()
-	s.hub.start()
+	cs.hub.start()
 	up()
 	go func() {
 		// Progress only on demand: a reader found the cache behind or not
@@ -444,12 +376,12 @@ func (s *Store) followReadCache(ctx context.Context, up func()) error {
 			case <-progress:
 				c.progressReqs.Add(1)
 				pctx, pcancel := context.WithTimeout(wctx, readCacheFresh)
-				_ = s.cli.RequestProgress(pctx) // no answer: the cache stays stale and is not used
+				_ = cs.cli.RequestProgress(pctx) // no answer: the cache stays stale and is not used
 				pcancel()
 			}
 		}
 	}()
-	buildsPrefix, pipesPrefix := s.opts.Prefix+"builds/", s.pipelinesPrefix()
+	buildsPrefix, pipesPrefix := cs.opts.Prefix+"builds/", cs.pipelinesPrefix()
 	for {
 		var wr clientv3.WatchResponse
 		var ok bool
@@ -473,7 +405,7 @@ func (s *Store) followReadCache(ctx context.Context, up func()) error {
 		}
 		for _, ev := range wr.Events {
 			top = max(top, ev.Kv.ModRevision)
-			s.hub.publish(ev.Type == mvccpb.DELETE, ev.Kv)
+			cs.hub.publish(ev.Type == mvccpb.DELETE, ev.Kv)
 			key := string(ev.Kv.Key)
 			var pk string
 			switch {
@@ -519,19 +451,19 @@ func (c *readCache) advance() {
 }
 
 // cachedBuild answers GetBuild from the cache: ok=false means ask etcd.
-func (s *Store) cachedBuild(ctx context.Context, pk string, number int) (*mvccpb.KeyValue, bool) {
-	p, loaded, ok := s.cachedPipeOf(ctx, pk)
+func (cs *Cached) cachedBuild(ctx context.Context, pk string, number int) (*mvccpb.KeyValue, bool) {
+	p, loaded, ok := cs.cachedPipeOf(ctx, pk)
 	if !ok {
-		s.rc.misses.Add(1)
+		cs.rc.misses.Add(1)
 		return nil, false
 	}
-	defer s.rc.mu.RUnlock()
-	key := s.buildKey(pk, number)
+	defer cs.rc.mu.RUnlock()
+	key := cs.buildKey(pk, number)
 	if key >= p.bound {
-		s.rc.misses.Add(1)
+		cs.rc.misses.Add(1)
 		return nil, false
 	}
-	s.rc.count(!loaded)
+	cs.rc.count(!loaded)
 	i := sort.Search(len(p.builds), func(i int) bool { return string(p.builds[i].Key) >= key })
 	if i < len(p.builds) && string(p.builds[i].Key) == key {
 		return p.builds[i], true
@@ -542,60 +474,46 @@ func (s *Store) cachedBuild(ctx context.Context, pk string, number int) (*mvccpb
 // cachedList answers ListBuilds from the cache (the builds from start
 // on, up to limit; exists=false: no such pipeline): ok=false means ask
 // etcd.
-func (s *Store) cachedList(ctx context.Context, pk, start string, limit int) (kvs []*mvccpb.KeyValue, exists, ok bool) {
-	p, loaded, ok := s.cachedPipeOf(ctx, pk)
+func (cs *Cached) cachedList(ctx context.Context, pk, start string, limit int) (kvs []*mvccpb.KeyValue, exists, ok bool) {
+	p, loaded, ok := cs.cachedPipeOf(ctx, pk)
 	if !ok {
-		s.rc.misses.Add(1)
+		cs.rc.misses.Add(1)
 		return nil, false, false
 	}
-	defer s.rc.mu.RUnlock()
+	defer cs.rc.mu.RUnlock()
 	if p.pkv != nil && start >= p.bound {
-		s.rc.misses.Add(1)
+		cs.rc.misses.Add(1)
 		return nil, true, false
 	}
 	if p.pkv != nil {
 		i := sort.Search(len(p.builds), func(i int) bool { return string(p.builds[i].Key) >= start })
 		kvs = p.builds[i:min(i+limit, len(p.builds))]
 		if len(kvs) < limit && p.bound != p.end {
-			s.rc.misses.Add(1)
+			cs.rc.misses.Add(1)
 			return nil, true, false
 		}
 	}
-	s.rc.count(!loaded)
+	cs.rc.count(!loaded)
 	return kvs, p.pkv != nil, true
 }
 
 // cachedPipeline answers GetPipeline from the cache: the record (nil: no
 // such pipeline) and the newest build (nil: none); ok=false means ask
 // etcd.
-func (s *Store) cachedPipeline(ctx context.Context, pk string) (pkv, latest *mvccpb.KeyValue, ok bool) {
-	p, loaded, ok := s.cachedPipeOf(ctx, pk)
+func (cs *Cached) cachedPipeline(ctx context.Context, pk string) (pkv, latest *mvccpb.KeyValue, ok bool) {
+	p, loaded, ok := cs.cachedPipeOf(ctx, pk)
 	if !ok {
-		s.rc.misses.Add(1)
+		cs.rc.misses.Add(1)
 		return nil, nil, false
 	}
-	defer s.rc.mu.RUnlock()
+	defer cs.rc.mu.RUnlock()
 	if p.pkv != nil && len(p.builds) == 0 && p.bound != p.end {
-		s.rc.misses.Add(1)
+		cs.rc.misses.Add(1)
 		return nil, nil, false
 	}
-	s.rc.count(!loaded)
+	cs.rc.count(!loaded)
 	if p.pkv == nil || len(p.builds) == 0 {
 		return p.pkv, nil, true
 	}
 	return p.pkv, p.builds[0], true
-}
-
-// decodeLatest is the summary of the newest build kv (nil: none).
-func (s *Store) decodeLatest(pk string, kv *mvccpb.KeyValue) (*pipeline.BuildSummary, error) {
-	if kv == nil {
-		return nil, nil
-	}
-	b, err := s.builds.decode(kv)
-	if err != nil {
-		return nil, err
-	}
-	s.newest.see(pk, b.Number)
-	sum := b.Summary()
-	return &sum, nil
 }

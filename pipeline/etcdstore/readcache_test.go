@@ -16,7 +16,7 @@ import (
 )
 
 // startedStore is a store whose watch-fed read cache runs.
-func startedStore(t *testing.T, opts etcdstore.Options) *etcdstore.Store {
+func startedStore(t *testing.T, opts etcdstore.Options) *etcdstore.Cached {
 	t.Helper()
 	return newStoreWith(t, sharedClient(t), opts)
 }
@@ -80,14 +80,14 @@ func TestCachedReadsAgreeWithEtcdUnderConcurrentWritesFromTwoStores(t *testing.T
 	prefix := prefixOf(t)
 	cached := startedStore(t, newOpts(prefix))
 	other := newStoreWith(t, sharedClient(t), newOpts(prefix))
-	truth := newStoreWith(t, sharedClient(t), etcdstore.Options{Prefix: prefix, LinearizableReads: true})
+	truth := newPlainWith(t, sharedClient(t), newOpts(prefix))
 	ctx := t.Context()
 	for _, r := range []string{"a", "b"} {
 		mustCreatePipeline(t, cached, "acme", r)
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 100)
-	for w, s := range []*etcdstore.Store{cached, other, cached, other} {
+	for w, s := range []*etcdstore.Cached{cached, other, cached, other} {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 1))
 			for i := range 60 {
@@ -194,7 +194,7 @@ func TestCachedReadsStopAndAnswerUnavailableWhenEtcdIsDown(t *testing.T) {
 		t.Skip("starts an etcd cluster")
 	}
 	c := pipelinetest.StartEtcdCluster(t)
-	s := etcdstore.New(c.Client(), testBox(t), etcdstore.Options{Prefix: prefixOf(t), OpTimeout: 2 * time.Second})
+	s := etcdstore.NewCached(etcdstore.New(c.Client(), testBox(t), etcdstore.Options{Prefix: prefixOf(t), OpTimeout: 2 * time.Second}), etcdstore.CacheOptions{})
 	t.Cleanup(s.Close)
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
@@ -233,7 +233,7 @@ func TestUpdatesFromTwoCachedStoresLoseNothing(t *testing.T) {
 	a, b := startedStore(t, newOpts(prefix)), startedStore(t, newOpts(prefix))
 	mustCreatePipeline(t, a, "acme", "app")
 	mustCreateBuild(t, a, "acme", "app", pipeline.Build{Status: pipeline.StatusRunning})
-	for _, s := range []*etcdstore.Store{a, b} { // both load acme/app into their caches
+	for _, s := range []*etcdstore.Cached{a, b} { // both load acme/app into their caches
 		if _, err := s.GetBuild(t.Context(), "acme", "app", 1); err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +242,7 @@ func TestUpdatesFromTwoCachedStoresLoseNothing(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*n)
 	for i := range 2 * n {
-		s := []*etcdstore.Store{a, b}[i%2]
+		s := []*etcdstore.Cached{a, b}[i%2]
 		wg.Go(func() {
 			_, err := s.UpdateBuild(t.Context(), "acme", "app", 1, func(b *pipeline.Build) error {
 				b.Stages = append(b.Stages, pipeline.Stage{Name: fmt.Sprintf("marker-%d", i)})
@@ -258,7 +258,7 @@ func TestUpdatesFromTwoCachedStoresLoseNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := newStoreWith(t, sharedClient(t), etcdstore.Options{Prefix: prefix, LinearizableReads: true}).GetBuild(t.Context(), "acme", "app", 1)
+	got, err := newPlainWith(t, sharedClient(t), newOpts(prefix)).GetBuild(t.Context(), "acme", "app", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

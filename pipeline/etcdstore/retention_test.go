@@ -34,7 +34,7 @@ func (p *prunedSet) sorted() []int {
 	return out
 }
 
-func buildNumbers(t *testing.T, s *etcdstore.Store, owner, repo string) []int {
+func buildNumbers(t *testing.T, s pipeline.Store, owner, repo string) []int {
 	t.Helper()
 	bs, err := s.ListBuilds(t.Context(), owner, repo, 1000, 0)
 	if err != nil {
@@ -229,7 +229,7 @@ func TestRetentionRunsOnOneServerAtATimeAndFailsOver(t *testing.T) {
 	// Two servers: two clients and two stores on one etcd and one prefix.
 	prefix := prefixOf(t)
 	ends := sharedEndpoints(t)
-	open := func() *etcdstore.Store {
+	open := func() *etcdstore.Cached {
 		cli, err := etcdstore.Connect(t.Context(), etcdstore.ClientConfig{Endpoints: ends})
 		if err != nil {
 			t.Fatal(err)

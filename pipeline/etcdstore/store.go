@@ -1,6 +1,18 @@
 // Package etcdstore is the pipeline.Store on etcd (embedded or external),
 // also serving auth's OnceStore and RevocationStore.
 //
+// # Store and cache
+//
+// Store is the plain etcd store: records, optimistic writes, the group
+// commit of build creation, the active-build index, retention; every read
+// is a linearizable etcd read. Cached (cached.go, readcache.go, hub.go)
+// decorates it with a watch-fed read cache, as the Kubernetes apiserver's
+// cacher decorates its etcd3 storage: it answers GetBuild, ListBuilds and
+// GetPipeline from memory, and feeds WatchBuild, FollowBuilds and log
+// followers from its one watch of the prefix; everything else goes
+// straight to the Store it embeds. A server runs Cached. The two meet at a
+// small unexported seam, described in store.go after Ready.
+//
 // # Data model
 //
 // Every entity is one JSON document under a configurable prefix
@@ -52,9 +64,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	"github.com/kontinuous/kontinuous/pipeline"
@@ -76,19 +90,12 @@ type Options struct {
 	// Logger receives the store's own warnings (watch restarts); nil
 	// discards them.
 	Logger *slog.Logger
-	// LinearizableReads makes GetBuild, ListBuilds and GetPipeline
-	// consistent reads: each first takes etcd's current revision (one
-	// cheap linearizable read of a single key) and answers from the
-	// watch-fed cache once it has reached that revision (from etcd if it
-	// does not within a short time), so a read on one server sees a write
-	// just answered by another. Without it, reads see this server's own
-	// writes and other servers' writes as soon as the watch delivers them
-	// (see readcache.go).
-	LinearizableReads bool
 }
 
 // Store implements pipeline.Store, auth.OnceStore and auth.RevocationStore
-// on an etcd client. It is safe for concurrent use.
+// on an etcd client: every read is a linearizable etcd read. It is safe
+// for concurrent use. Cached (cached.go) puts the watch-fed read cache in
+// front of it.
 type Store struct {
 	cli  *clientv3.Client
 	box  *secretbox.Box
@@ -101,10 +108,8 @@ type Store struct {
 	builds        buildCache
 	pipelines     pipelineCache
 
-	rc         readCache
-	hub        hub          // fans rc's watch out to followers
 	logWriters sync.Map     // log base key → struct{}: writers open in this process
-	lastWrite  atomic.Int64 // revision of this store's newest committed write
+	seen       atomic.Int64 // newest revision this store committed or read (see wrote)
 
 	revMu   sync.RWMutex
 	revoked map[string]time.Time // jti → expiry
@@ -112,7 +117,6 @@ type Store struct {
 	watchMu     sync.Mutex
 	watchCancel context.CancelFunc
 	watchDone   chan struct{}
-	cacheDone   chan struct{} // nil when the read cache is off
 }
 
 // Store satisfies pipeline.Store here; auth.OnceStore and
@@ -152,11 +156,79 @@ func (s *Store) Ready(ctx context.Context) error {
 	timeout := min(s.opts.OpTimeout, 2*time.Second)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := s.cli.Get(ctx, s.opts.Prefix, clientv3.WithCountOnly()); err != nil {
+	if _, err := s.currentRevision(ctx); err != nil {
 		return s.wrap(err, "ready")
 	}
 	// A NOSPACE (or CORRUPT) alarm: reads work, writes do not.
 	return s.readyAlarms(ctx)
+}
+
+// The seam for a cache in front of the store (Cached, cached.go). The
+// store itself never caches a read; it gives a cache what it cannot
+// know from its watch alone:
+//
+//   - revision: the newest revision this store committed or read, which a
+//     cache waits for its watch to reach before it answers (so a process
+//     reads its own writes and never goes back in time);
+//   - currentRevision and connected: etcd's current revision (one cheap
+//     linearizable read, no values) and whether the client is connected;
+//   - readPipelineRaw (pipelines.go): one pipeline's record and newest
+//     builds as etcd holds them, with the read's revision;
+//   - buildOf, decodeList, pipelineOf: the decoding of GetBuild's,
+//     ListBuilds' and GetPipeline's raw values (through the decode caches
+//     of hot.go), and listStart, the first key of a ListBuilds page;
+//   - updateBuild: UpdateBuild from a value the cache holds (saving the
+//     first read; the transaction checks its revision);
+//   - watchBuild, followBuilds and logs: WatchBuild, FollowBuilds and Logs
+//     fed by a hub (hub.go, the fan-out of the cache's watch) instead of a
+//     watch of their own or polling.
+
+// wrote records the revision of a write this store committed, or of a
+// value it read from etcd (see revision).
+func (s *Store) wrote(rev int64) {
+	for {
+		cur := s.seen.Load()
+		if rev <= cur || s.seen.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// saw records the newest of the values read from etcd (see wrote); when
+// the read found nothing, the read's revision.
+func (s *Store) saw(header int64, kvs []*mvccpb.KeyValue) {
+	rev := int64(0)
+	for _, kv := range kvs {
+		rev = max(rev, kv.ModRevision)
+	}
+	if rev == 0 {
+		rev = header
+	}
+	s.wrote(rev)
+}
+
+// revision is the newest revision of a write this store committed or of
+// a value it read: an answer that reflects everything up to it shows
+// nothing older than what this process wrote or saw (read-your-writes,
+// monotonic reads).
+func (s *Store) revision() int64 { return s.seen.Load() }
+
+// currentRevision is etcd's current revision, from a linearizable read of
+// one key with no value returned.
+func (s *Store) currentRevision(ctx context.Context) (int64, error) {
+	gctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(gctx, s.opts.Prefix, clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}
+
+// connected reports whether the etcd client has a connection up.
+func (s *Store) connected() bool {
+	conn := s.cli.ActiveConnection()
+	return conn != nil && conn.GetState() == connectivity.Ready
 }
 
 // opCtx applies the default op timeout when ctx has no deadline.
