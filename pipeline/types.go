@@ -148,11 +148,6 @@ type Build struct {
 	Message string `json:"message,omitempty"`
 	// Spec is the raw .pipeline.yml read at the build's commit.
 	Spec []byte `json:"-"`
-	// StageTokens held the hashes of per-stage agent tokens of an agent
-	// status path that no executor used and that is gone; builds recorded
-	// before may still carry them. Nothing sets it; a finished build drops
-	// it. (The store maps it; remove it with the store's record field.)
-	StageTokens map[int]string `json:"-"`
 	// Runner identifies the server instance driving the build.
 	Runner string `json:"-"`
 	// Heartbeat is when Runner last proved it was alive (Unix ns).
