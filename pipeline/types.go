@@ -67,7 +67,8 @@ type Pipeline struct {
 	Vars        map[string]string `json:"vars"`
 	LatestBuild *BuildSummary     `json:"latest_build"`
 	// Forge is the forge the repository lives on ("github", "bitbucket"):
-	// its creator's. Pipelines stored before forges had names have none.
+	// its creator's. Pipelines stored before forges had names read as
+	// "github", the only forge there was.
 	Forge string `json:"forge,omitempty"`
 	// Orphaned: the repository the pipeline was created for no longer
 	// holds its name (deleted and re-created, or replaced). Shown only to

@@ -163,6 +163,10 @@ func (s *Store) toPipelineRecord(p *pipeline.Pipeline, key string, old *pipeline
 	return r, nil
 }
 
+// legacyForge is the forge of pipelines recorded before pipelines named
+// theirs: every one of them was GitHub's.
+const legacyForge = "github"
+
 func (s *Store) fromPipelineRecord(r *pipelineRecord, key string) (pipeline.Pipeline, error) {
 	p := pipeline.Pipeline{
 		ID: r.ID, Owner: r.Owner, Repo: r.Repo, Events: r.Events, Login: r.Login,
@@ -170,6 +174,9 @@ func (s *Store) fromPipelineRecord(r *pipelineRecord, key string) (pipeline.Pipe
 		CloneURL: r.CloneURL, DefaultBranch: r.DefaultBranch, WebhookID: r.WebhookID,
 		DeployKeyID: r.DeployKeyID, DeployKeyPublic: r.DeployKeyPublic,
 		ForkSecrets: r.ForkSecrets, Namespace: r.Namespace, Created: r.Created,
+	}
+	if p.Forge == "" {
+		p.Forge = legacyForge
 	}
 	if r.Notif != nil {
 		p.Notif = make([]pipeline.Notif, len(r.Notif))
