@@ -18,7 +18,7 @@ import (
 //	SUCCESS/FAIL/CANCELED ──RunFrom──▶ PENDING
 //
 // Invariant (checked by end): a finished build has no runner, no pending
-// cancel request and no stage tokens, and its Finished time is set.
+// cancel request, and its Finished time is set.
 
 // end is the one place a build becomes finished: it enforces the
 // invariant of finished builds.
@@ -28,7 +28,6 @@ func (b *Build) end(status Status, now int64) {
 		b.Finished = now
 	}
 	b.Runner = ""
-	b.StageTokens = nil
 	if b.CancelRequested {
 		b.CancelRequested = false
 		if b.Message == cancelRequestedMessage {

@@ -12,7 +12,6 @@ import (
 func threeStages() Build {
 	return Build{
 		Number: 7, Status: StatusRunning, Started: 1, Runner: "a", Heartbeat: 1,
-		StageTokens: map[int]string{1: "h"},
 		Stages: []Stage{
 			{Index: 1, Name: "build", Type: spec.TypeCommand, Status: StatusRunning, Started: 1},
 			{Index: 2, Name: "approve", Type: spec.TypeWait, Status: StatusPending, Params: map[string]any{"message": "ship it?"}},
@@ -33,8 +32,8 @@ func statuses(b Build) []Status {
 func checkInvariants(t *testing.T, b Build) {
 	t.Helper()
 	if b.Status.Done() {
-		if b.Runner != "" || len(b.StageTokens) != 0 || b.CancelRequested || b.Finished == 0 {
-			t.Errorf("finished build %s keeps runner %q, tokens %v, cancel requested %v, finished %d", b.Status, b.Runner, b.StageTokens, b.CancelRequested, b.Finished)
+		if b.Runner != "" || b.CancelRequested || b.Finished == 0 {
+			t.Errorf("finished build %s keeps runner %q, cancel requested %v, finished %d", b.Status, b.Runner, b.CancelRequested, b.Finished)
 		}
 		for _, s := range b.Stages {
 			if !s.Status.Done() && s.Status != StatusSkipped {

@@ -51,7 +51,7 @@ type Store interface {
 	GetBuild(ctx context.Context, owner, repo string, number int) (Build, error)
 	// ListBuilds returns builds newest first; before > 0 returns only
 	// numbers < before; limit <= 0 means a default page of 50. Listed
-	// builds carry their Revision and leave out Spec and StageTokens.
+	// builds carry their Revision and leave out Spec.
 	ListBuilds(ctx context.Context, owner, repo string, limit, before int) ([]Build, error)
 	// UpdateBuild applies fn with optimistic concurrency, retrying on
 	// conflict with the fresh value; fn may run several times.

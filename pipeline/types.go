@@ -67,7 +67,8 @@ type Pipeline struct {
 	Vars        map[string]string `json:"vars"`
 	LatestBuild *BuildSummary     `json:"latest_build"`
 	// Forge is the forge the repository lives on ("github", "bitbucket"):
-	// its creator's. Pipelines stored before forges had names have none.
+	// its creator's. Pipelines stored before forges had names read as
+	// "github", the only forge there was.
 	Forge string `json:"forge,omitempty"`
 	// Orphaned: the repository the pipeline was created for no longer
 	// holds its name (deleted and re-created, or replaced). Shown only to
@@ -148,11 +149,6 @@ type Build struct {
 	Message string `json:"message,omitempty"`
 	// Spec is the raw .pipeline.yml read at the build's commit.
 	Spec []byte `json:"-"`
-	// StageTokens held the hashes of per-stage agent tokens of an agent
-	// status path that no executor used and that is gone; builds recorded
-	// before may still carry them. Nothing sets it; a finished build drops
-	// it. (The store maps it; remove it with the store's record field.)
-	StageTokens map[int]string `json:"-"`
 	// Runner identifies the server instance driving the build.
 	Runner string `json:"-"`
 	// Heartbeat is when Runner last proved it was alive (Unix ns).

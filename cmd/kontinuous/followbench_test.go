@@ -8,11 +8,9 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,10 +45,7 @@ func benchFollowBuilds(b *testing.B, followers int) {
 
 	heap0, rss0 := memNow()
 	watchers0 := etcdWatchers(b)
-	starts := make([]atomic.Int64, b.N+2) // build number → UnixNano of its POST
-	var mu sync.Mutex
-	var lat []time.Duration
-	seen := make([]atomic.Int64, b.N+2) // build number → followers that saw it
+	reads := newBuildReads(b.N+2, 0)
 	ready := make(chan struct{}, followers)
 	sc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: followers, DisableCompression: true}}
 	var wg sync.WaitGroup
@@ -84,17 +79,11 @@ func benchFollowBuilds(b *testing.B, followers int) {
 				var ev struct {
 					Number int `json:"number"`
 				}
-				if json.Unmarshal(bytes.TrimSpace(line[5:]), &ev) != nil || ev.Number <= last || ev.Number >= len(starts) {
+				if json.Unmarshal(bytes.TrimSpace(line[5:]), &ev) != nil || ev.Number <= last || ev.Number >= len(reads.seen) {
 					continue
 				}
 				last = ev.Number
-				if t0 := starts[ev.Number].Load(); t0 != 0 {
-					d := time.Duration(time.Now().UnixNano() - t0)
-					mu.Lock()
-					lat = append(lat, d)
-					mu.Unlock()
-				}
-				seen[ev.Number].Add(1)
+				reads.read(ev.Number)
 			}
 		}()
 	}
@@ -113,28 +102,25 @@ func benchFollowBuilds(b *testing.B, followers int) {
 		before := repo.Head("main")
 		sha := repo.Commit("main", map[string]string{"README.md": strconv.Itoa(i)}, "change")
 		body := fakegithub.PushPayload(repo, "main", before, sha, "alice")
-		starts[number].Store(time.Now().UnixNano())
+		reads.starts[number].Store(time.Now().UnixNano())
 		mustStatus(b, c, app.URL, "POST", "/api/v1/pipelines/acme/app/builds", "", string(body), map[string]string{
 			"X-GitHub-Event": "push", "X-GitHub-Delivery": "follow-" + strconv.Itoa(i),
 			"X-Hub-Signature-256": fakegithub.SignPayload(secret, body), "Content-Type": "application/json",
 		}, http.StatusCreated)
 		deadline := time.Now().Add(time.Minute)
-		for seen[number].Load() < int64(followers) {
+		for reads.seen[number].Load() < int64(followers) {
 			if time.Now().After(deadline) {
-				b.Fatalf("build %d reached %d of %d followers in a minute", number, seen[number].Load(), followers)
+				b.Fatalf("build %d reached %d of %d followers in a minute", number, reads.seen[number].Load(), followers)
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}
 	b.StopTimer()
-	mu.Lock()
-	slices.Sort(lat)
-	if len(lat) > 0 {
+	if lat := reads.latencies(); len(lat) > 0 {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds()), "p99-µs")
 		b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
 	}
-	mu.Unlock()
 	b.ReportMetric(float64(heap1-heap0)/float64(followers), "heap-B/follower")
 	b.ReportMetric(float64(rss1-rss0)/float64(followers), "rss-B/follower")
 	b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")

@@ -173,11 +173,8 @@ func measureFollowers(tb testing.TB, bin string, followers, updates int) followF
 	watchers0 := etcdWatchers(tb)
 
 	last := updates + 1 // build numbers of the updates: 2..last
-	starts := make([]atomic.Int64, last+1)
-	seen := make([]atomic.Int64, last+1) // build number → followers that read it
+	reads := newBuildReads(last+1, followers*updates)
 	var ready, ended atomic.Int64
-	var mu sync.Mutex
-	lat := make([]time.Duration, 0, followers*updates)
 	ctx, cancel := context.WithCancel(context.Background())
 	var readers sync.WaitGroup
 	defer func() {
@@ -223,13 +220,7 @@ func measureFollowers(tb testing.TB, bin string, followers, updates int) followF
 					ready.Add(1)
 				}
 				got = ev.Number
-				if t0 := starts[ev.Number].Load(); t0 != 0 {
-					d := time.Duration(time.Now().UnixNano() - t0)
-					mu.Lock()
-					lat = append(lat, d)
-					mu.Unlock()
-				}
-				seen[ev.Number].Add(1)
+				reads.read(ev.Number)
 			}
 		}()
 		return nil
@@ -261,18 +252,51 @@ func measureFollowers(tb testing.TB, bin string, followers, updates int) followF
 
 	start := time.Now()
 	for n := 2; n <= last; n++ {
-		push(n-1, &starts[n])
-		waitCount(tb, fmt.Sprintf("followers that read build %d", n), &seen[n], followers, &ended)
+		push(n-1, &reads.starts[n])
+		waitCount(tb, fmt.Sprintf("followers that read build %d", n), &reads.seen[n], followers, &ended)
 	}
 	f.elapsed = time.Since(start)
 	f.rssAfter = procStatusKB(tb, pid, "VmRSS") << 10
 	f.rssPeak = procStatusKB(tb, pid, "VmHWM") << 10
 	f.watchesAfter = etcdWatchers(tb) - watchers0
-	mu.Lock()
-	f.latencies = slices.Clone(lat)
-	mu.Unlock()
-	slices.Sort(f.latencies)
+	f.latencies = reads.latencies()
 	return f
+}
+
+// buildReads records, by build number, when the push of a build was sent
+// and how many followers have read the build, with each read's latency.
+// Followers call read concurrently.
+type buildReads struct {
+	starts []atomic.Int64 // build number → UnixNano of its push (0: not timed)
+	seen   []atomic.Int64 // build number → followers that read it
+	mu     sync.Mutex
+	lat    []time.Duration
+}
+
+// newBuildReads records builds 0..n-1, with room for reads latencies.
+func newBuildReads(n, reads int) *buildReads {
+	return &buildReads{starts: make([]atomic.Int64, n), seen: make([]atomic.Int64, n), lat: make([]time.Duration, 0, reads)}
+}
+
+// read counts a follower's read of build number, with its latency when
+// the build's push was timed.
+func (b *buildReads) read(number int) {
+	if t0 := b.starts[number].Load(); t0 != 0 {
+		d := time.Duration(time.Now().UnixNano() - t0)
+		b.mu.Lock()
+		b.lat = append(b.lat, d)
+		b.mu.Unlock()
+	}
+	b.seen[number].Add(1)
+}
+
+// latencies returns the read latencies so far, sorted.
+func (b *buildReads) latencies() []time.Duration {
+	b.mu.Lock()
+	lat := slices.Clone(b.lat)
+	b.mu.Unlock()
+	slices.Sort(lat)
+	return lat
 }
 
 // waitCount waits (up to patience) until n reaches want, failing early

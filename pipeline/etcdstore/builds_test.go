@@ -45,7 +45,6 @@ func fullBuild() pipeline.Build {
 		Fork:            true,
 		Message:         "why it failed",
 		Spec:            []byte("apiVersion: v1alpha1\nkind: Pipeline\n"),
-		StageTokens:     map[int]string{1: "sha256:abc"},
 		Runner:          "server-a",
 		Heartbeat:       1_700_000_000_000_000_004,
 		CancelRequested: true,
@@ -505,5 +504,38 @@ func TestListedBuildsCarryTheirRecordsRevision(t *testing.T) {
 				t.Fatalf("after updating build 1: %v (before %v)", after, first)
 			}
 		})
+	}
+}
+
+// Builds recorded while builds carried stage-token hashes still read,
+// and a build written now no longer records them.
+func TestBuildRecordedWithStageTokensStillReads(t *testing.T) {
+	cli := sharedClient(t)
+	prefix := prefixOf(t)
+	s := newStoreWith(t, cli, etcdstore.Options{Prefix: prefix, LinearizableReads: true})
+	mustCreatePipeline(t, s, "acme", "app")
+	made := mustCreateBuild(t, s, "acme", "app", pipeline.Build{Status: pipeline.StatusRunning, Branch: "main"})
+	var key, value string
+	for k, v := range rawValues(t, cli, prefix) {
+		if strings.Contains(v, `"number":1,`) && strings.Contains(v, `"status":"RUNNING"`) {
+			key, value = k, v
+		}
+	}
+	if key == "" {
+		t.Fatal("build 1's record not found")
+	}
+	if strings.Contains(value, "stage_tokens") {
+		t.Errorf("a new build record still holds stage_tokens: %s", value)
+	}
+	old := strings.Replace(value, `{`, `{"stage_tokens":{"1":"sha256:abc","2":"sha256:def"},`, 1)
+	if _, err := cli.Put(t.Context(), key, old); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetBuild(t.Context(), "acme", "app", made.Number)
+	if err != nil {
+		t.Fatalf("a record holding stage_tokens no longer reads: %v", err)
+	}
+	if got.Status != pipeline.StatusRunning || got.Branch != "main" {
+		t.Errorf("old record read as %+v", got)
 	}
 }

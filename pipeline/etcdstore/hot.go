@@ -89,11 +89,11 @@ func (c *buildCache) decode(kv *mvccpb.KeyValue) (pipeline.Build, error) {
 	return c.decodeAs(kv, cloneBuild)
 }
 
-// decodeListed is decode for lists: the copy leaves out Spec and
-// StageTokens, server-side fields no list needs.
+// decodeListed is decode for lists: the copy leaves out Spec, a
+// server-side field no list needs.
 func (c *buildCache) decodeListed(kv *mvccpb.KeyValue) (pipeline.Build, error) {
 	b, err := c.decodeAs(kv, cloneListed)
-	b.Spec, b.StageTokens = nil, nil
+	b.Spec = nil
 	return b, err
 }
 
@@ -141,9 +141,9 @@ func (c *buildCache) forgetPrefix(prefix string) {
 	}
 }
 
-// cloneListed is cloneBuild without Spec and StageTokens.
+// cloneListed is cloneBuild without Spec.
 func cloneListed(b pipeline.Build) pipeline.Build {
-	b.Spec, b.StageTokens = nil, nil
+	b.Spec = nil
 	return cloneBuild(b)
 }
 
@@ -164,7 +164,6 @@ func cloneBuild(b pipeline.Build) pipeline.Build {
 	if b.Spec != nil {
 		out.Spec = append([]byte{}, b.Spec...)
 	}
-	out.StageTokens = maps.Clone(b.StageTokens)
 	return out
 }
 

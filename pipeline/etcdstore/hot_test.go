@@ -130,12 +130,11 @@ func TestReadBuildsAreCopiesTheCallerMayChange(t *testing.T) {
 	first.Stages[0].Params["command"] = "changed"
 	first.Stages[0].Vars["X"] = "changed"
 	first.Stages = first.Stages[:0]
-	first.StageTokens[99] = "x"
 	again, err := s.GetBuild(t.Context(), "acme", "app", made.Number)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(again.Stages) == 0 || again.Stages[0].Params["command"] == "changed" || again.Stages[0].Vars["X"] == "changed" || again.StageTokens[99] != "" {
+	if len(again.Stages) == 0 || again.Stages[0].Params["command"] == "changed" || again.Stages[0].Vars["X"] == "changed" {
 		t.Fatalf("a change to a read build reached the next read: %+v", again)
 	}
 	list, err := s.ListBuilds(t.Context(), "acme", "app", 1, 0)

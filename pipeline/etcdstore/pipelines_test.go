@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 )
 
 func fullPipeline() pipeline.Pipeline {
@@ -340,5 +342,51 @@ func TestPipelineKeysDoNotLeakIntoOtherPrefixes(t *testing.T) {
 	resp, err := cli.Get(t.Context(), prefixOf(t)+"a/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || resp.Count == 0 {
 		t.Errorf("nothing stored under the store's prefix: %v", err)
+	}
+}
+
+// A pipeline recorded before pipelines named their forge (no "forge" in
+// its record) was GitHub's, and reads so, through the cache or not.
+func TestPipelineRecordedWithoutForgeReadsAsGitHub(t *testing.T) {
+	const old = `{"id":"old-id","owner":"Acme","repo":"Old","events":["push"],"login":"wile",` +
+		`"notif":null,"secrets":[],"vars":null,"owner_user_id":"github|1001","repo_id":42,` +
+		`"clone_url":"https://github.example/Acme/Old.git","default_branch":"main","webhook_id":0,` +
+		`"webhook_secret_sealed":"","deploy_key_id":0,"deploy_key_public":"",` +
+		`"deploy_key_private_sealed":"","fork_secrets":false,"namespace":"","created":1}`
+	for _, lin := range []bool{false, true} {
+		t.Run(fmt.Sprintf("linearizable=%v", lin), func(t *testing.T) {
+			cli := sharedClient(t)
+			prefix := prefixOf(t)
+			if _, err := cli.Put(t.Context(), prefix+"pipelines/acme/old", old); err != nil {
+				t.Fatal(err)
+			}
+			s := newStoreWith(t, cli, etcdstore.Options{Prefix: prefix, LinearizableReads: lin})
+			p, err := s.GetPipeline(t.Context(), "acme", "old")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Forge != "github" || p.ID != "old-id" || p.OwnerUserID != "github|1001" {
+				t.Errorf("old pipeline read as forge %q (id %q, owner user %q), want github", p.Forge, p.ID, p.OwnerUserID)
+			}
+			list, err := s.ListPipelines(t.Context())
+			if err != nil || len(list) != 1 || list[0].Forge != "github" {
+				t.Errorf("listed old pipelines: %+v, %v; want one on github", list, err)
+			}
+			// An update writes the name down; a pipeline of another forge keeps its own.
+			if _, err := s.UpdatePipeline(t.Context(), "acme", "old", func(p *pipeline.Pipeline) error { p.Login = "coyote"; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if v := rawValues(t, cli, prefix)[prefix+"pipelines/acme/old"]; !strings.Contains(v, `"forge":"github"`) {
+				t.Errorf("updated record %s does not name its forge", v)
+			}
+			bb := minimalPipeline("acme", "bb")
+			bb.Forge = "bitbucket"
+			if _, err := s.CreatePipeline(t.Context(), bb); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.GetPipeline(t.Context(), "acme", "bb"); err != nil || got.Forge != "bitbucket" {
+				t.Errorf("bitbucket pipeline read as forge %q, %v", got.Forge, err)
+			}
+		})
 	}
 }

@@ -163,6 +163,10 @@ func (s *Store) toPipelineRecord(p *pipeline.Pipeline, key string, old *pipeline
 	return r, nil
 }
 
+// legacyForge is the forge of pipelines recorded before pipelines named
+// theirs: every one of them was GitHub's.
+const legacyForge = "github"
+
 func (s *Store) fromPipelineRecord(r *pipelineRecord, key string) (pipeline.Pipeline, error) {
 	p := pipeline.Pipeline{
 		ID: r.ID, Owner: r.Owner, Repo: r.Repo, Events: r.Events, Login: r.Login,
@@ -170,6 +174,9 @@ func (s *Store) fromPipelineRecord(r *pipelineRecord, key string) (pipeline.Pipe
 		CloneURL: r.CloneURL, DefaultBranch: r.DefaultBranch, WebhookID: r.WebhookID,
 		DeployKeyID: r.DeployKeyID, DeployKeyPublic: r.DeployKeyPublic,
 		ForkSecrets: r.ForkSecrets, Namespace: r.Namespace, Created: r.Created,
+	}
+	if p.Forge == "" {
+		p.Forge = legacyForge
 	}
 	if r.Notif != nil {
 		p.Notif = make([]pipeline.Notif, len(r.Notif))
@@ -187,29 +194,30 @@ func (s *Store) fromPipelineRecord(r *pipelineRecord, key string) (pipeline.Pipe
 	return p, nil
 }
 
+// buildRecord is a build as stored. Records written by older versions
+// may hold fields since removed (stage_tokens): decoding ignores them.
 type buildRecord struct {
-	ID           string         `json:"id"`
-	Number       int            `json:"number"`
-	Status       string         `json:"status"`
-	Created      int64          `json:"created"`
-	Started      int64          `json:"started"`
-	Finished     int64          `json:"finished"`
-	CurrentStage int            `json:"current_stage"`
-	Branch       string         `json:"branch"`
-	Commit       string         `json:"commit"`
-	Author       string         `json:"author"`
-	Event        string         `json:"event"`
-	CloneURL     string         `json:"clone_url"`
-	Stages       []stageRecord  `json:"stages"`
-	Owner        string         `json:"owner"`
-	Repo         string         `json:"repo"`
-	DeliveryID   string         `json:"delivery_id"`
-	Fork         bool           `json:"fork"`
-	Message      string         `json:"message"`
-	Spec         []byte         `json:"spec"`
-	StageTokens  map[int]string `json:"stage_tokens"`
-	Runner       string         `json:"runner"`
-	Heartbeat    int64          `json:"heartbeat"`
+	ID           string        `json:"id"`
+	Number       int           `json:"number"`
+	Status       string        `json:"status"`
+	Created      int64         `json:"created"`
+	Started      int64         `json:"started"`
+	Finished     int64         `json:"finished"`
+	CurrentStage int           `json:"current_stage"`
+	Branch       string        `json:"branch"`
+	Commit       string        `json:"commit"`
+	Author       string        `json:"author"`
+	Event        string        `json:"event"`
+	CloneURL     string        `json:"clone_url"`
+	Stages       []stageRecord `json:"stages"`
+	Owner        string        `json:"owner"`
+	Repo         string        `json:"repo"`
+	DeliveryID   string        `json:"delivery_id"`
+	Fork         bool          `json:"fork"`
+	Message      string        `json:"message"`
+	Spec         []byte        `json:"spec"`
+	Runner       string        `json:"runner"`
+	Heartbeat    int64         `json:"heartbeat"`
 	// CancelRequested is omitted when false: older records read the same.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
 	// Vars every stage has (the template's), kept once; see shareVars.
@@ -242,7 +250,7 @@ func toBuildRecord(b *pipeline.Build) *buildRecord {
 		Started: b.Started, Finished: b.Finished, CurrentStage: b.CurrentStage,
 		Branch: b.Branch, Commit: b.Commit, Author: b.Author, Event: b.Event,
 		CloneURL: b.CloneURL, Owner: b.Owner, Repo: b.Repo, DeliveryID: b.DeliveryID,
-		Fork: b.Fork, Message: b.Message, Spec: b.Spec, StageTokens: b.StageTokens,
+		Fork: b.Fork, Message: b.Message, Spec: b.Spec,
 		Runner: b.Runner, Heartbeat: b.Heartbeat, CancelRequested: b.CancelRequested,
 	}
 	if b.Stages != nil {
@@ -267,7 +275,7 @@ func fromBuildRecord(r *buildRecord) pipeline.Build {
 		Started: r.Started, Finished: r.Finished, CurrentStage: r.CurrentStage,
 		Branch: r.Branch, Commit: r.Commit, Author: r.Author, Event: r.Event,
 		CloneURL: r.CloneURL, Owner: r.Owner, Repo: r.Repo, DeliveryID: r.DeliveryID,
-		Fork: r.Fork, Message: r.Message, Spec: r.Spec, StageTokens: r.StageTokens,
+		Fork: r.Fork, Message: r.Message, Spec: r.Spec,
 		Runner: r.Runner, Heartbeat: r.Heartbeat, CancelRequested: r.CancelRequested,
 	}
 	if r.Stages != nil {

@@ -381,8 +381,8 @@ func (s *Store) GetBuild(_ context.Context, owner, repo string, number int) (pip
 }
 
 // ListBuilds returns builds newest first (numbers < before if before > 0),
-// up to limit (50 if <= 0), with their Revision and without Spec and
-// StageTokens. ErrNotFound if the pipeline does not exist.
+// up to limit (50 if <= 0), with their Revision and without Spec.
+// ErrNotFound if the pipeline does not exist.
 func (s *Store) ListBuilds(_ context.Context, owner, repo string, limit, before int) ([]pipeline.Build, error) {
 	pk, err := keyOf(owner, repo)
 	if err != nil {
@@ -408,7 +408,7 @@ func (s *Store) ListBuilds(_ context.Context, owner, repo string, limit, before 
 		}
 		sb := s.builds[pk][n]
 		b := cloneBuild(sb.b)
-		b.Spec, b.StageTokens, b.Revision = nil, nil, sb.rev
+		b.Spec, b.Revision = nil, sb.rev
 		out = append(out, b)
 	}
 	return out, nil
@@ -541,7 +541,6 @@ func cloneBuild(b pipeline.Build) pipeline.Build {
 		b.Stages = st
 	}
 	b.Spec = slices.Clone(b.Spec)
-	b.StageTokens = maps.Clone(b.StageTokens)
 	return b
 }
 

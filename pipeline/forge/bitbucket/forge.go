@@ -183,12 +183,7 @@ func (f *Forge) tokenError(ctx context.Context, err error, what string) error {
 // sends X-Event-Key: see dataCenter). X-Hub-Signature must be sha256= and
 // 64 hex digits and X-Request-UUID present.
 func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
-	event := r.Header.Get(HeaderEvent)
-	if event == "" || dataCenter(r, event) {
-		return pipeline.WebhookRequest{}, false, nil
-	}
-	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
-	return req, true, err
+	return hook.Read(r, func(r *http.Request, event string) bool { return !dataCenter(r, event) })
 }
 
 // dataCenter reports whether r is a Bitbucket Data Center delivery: Data
@@ -203,14 +198,15 @@ func dataCenter(r *http.Request, event string) bool {
 		strings.HasPrefix(event, "pr:") || strings.HasPrefix(event, "diagnostics:")
 }
 
-// WebhookHeaders implements pipeline.Forge.
-func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader {
-	return []pipeline.WebhookHeader{
-		{Name: HeaderEvent, Description: "Bitbucket event key (repo:push, pullrequest:created, pullrequest:updated)"},
-		{Name: HeaderDelivery, Description: "Bitbucket delivery id (deduplicated)"},
-		{Name: HeaderSignature, Description: "sha256=<hex HMAC-SHA256 of the body with the webhook secret>"},
-	}
+// hook is Bitbucket Cloud's webhook headers.
+var hook = forgeutil.Hook{
+	Event:     pipeline.WebhookHeader{Name: HeaderEvent, Description: "Bitbucket event key (repo:push, pullrequest:created, pullrequest:updated)"},
+	Delivery:  pipeline.WebhookHeader{Name: HeaderDelivery, Description: "Bitbucket delivery id (deduplicated)"},
+	Signature: pipeline.WebhookHeader{Name: HeaderSignature, Description: "sha256=<hex HMAC-SHA256 of the body with the webhook secret>"},
 }
+
+// WebhookHeaders implements pipeline.Forge.
+func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader { return hook.Headers() }
 
 // Bitbucket's names: workspace slug 1–62 of [A-Za-z0-9_-]; repository
 // slug 1–62 of [A-Za-z0-9._-], not "." or "..". Bitbucket lower-cases

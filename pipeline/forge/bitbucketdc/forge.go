@@ -125,25 +125,26 @@ var dcEvents = map[string]bool{
 // diagnostics:ping, ...) or it carries X-Request-Id without Cloud's
 // X-Request-UUID.
 func (f *Forge) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
-	event := r.Header.Get(HeaderEvent)
-	if event == "" || r.Header.Get("X-Request-UUID") != "" {
-		return pipeline.WebhookRequest{}, false, nil
+	return hook.Read(r, dataCenter)
+}
+
+// dataCenter reports whether r, carrying event, is Data Center's.
+func dataCenter(r *http.Request, event string) bool {
+	if r.Header.Get("X-Request-UUID") != "" {
+		return false
 	}
-	if !dcEvents[event] && !strings.HasPrefix(event, "pr:") && r.Header.Get(HeaderDelivery) == "" {
-		return pipeline.WebhookRequest{}, false, nil
-	}
-	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
-	return req, true, err
+	return dcEvents[event] || strings.HasPrefix(event, "pr:") || r.Header.Get(HeaderDelivery) != ""
+}
+
+// hook is Data Center's webhook headers.
+var hook = forgeutil.Hook{
+	Event:     pipeline.WebhookHeader{Name: HeaderEvent, Description: "Bitbucket Data Center event key (repo:refs_changed, pr:opened, pr:from_ref_updated)"},
+	Delivery:  pipeline.WebhookHeader{Name: HeaderDelivery, Description: "Bitbucket Data Center delivery id"},
+	Signature: pipeline.WebhookHeader{Name: HeaderSignature, Description: "sha256=<hex HMAC-SHA256 of the body with the webhook secret> (Bitbucket Data Center)"},
 }
 
 // WebhookHeaders implements pipeline.Forge.
-func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader {
-	return []pipeline.WebhookHeader{
-		{Name: HeaderEvent, Description: "Bitbucket Data Center event key (repo:refs_changed, pr:opened, pr:from_ref_updated)"},
-		{Name: HeaderDelivery, Description: "Bitbucket Data Center delivery id"},
-		{Name: HeaderSignature, Description: "sha256=<hex HMAC-SHA256 of the body with the webhook secret> (Bitbucket Data Center)"},
-	}
-}
+func (f *Forge) WebhookHeaders() []pipeline.WebhookHeader { return hook.Headers() }
 
 // Data Center's name rules: a project key starts with a letter and holds
 // letters, digits and underscores (up to 128); a slug holds letters,

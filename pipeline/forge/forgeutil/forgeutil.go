@@ -145,6 +145,32 @@ func Delivery(r *http.Request, event, deliveryHeader, signatureHeader string) (p
 	return req, nil
 }
 
+// Hook names the three headers a forge's webhook deliveries carry (the
+// event, the delivery id and the X-Hub-Signature-style HMAC), each with
+// what the API docs say of it: what a forge's Delivery and WebhookHeaders
+// need.
+type Hook struct {
+	Event, Delivery, Signature pipeline.WebhookHeader
+}
+
+// Headers lists h's headers, for pipeline.Forge's WebhookHeaders.
+func (h Hook) Headers() []pipeline.WebhookHeader {
+	return []pipeline.WebhookHeader{h.Event, h.Delivery, h.Signature}
+}
+
+// Read is pipeline.Forge's Delivery for h: r is the forge's when it
+// carries an h.Event header and mine (nil: any) accepts r with that
+// event; it is then read as Delivery reads it. ok is false for a request
+// that is not the forge's.
+func (h Hook) Read(r *http.Request, mine func(r *http.Request, event string) bool) (req pipeline.WebhookRequest, ok bool, err error) {
+	event := r.Header.Get(h.Event.Name)
+	if event == "" || (mine != nil && !mine(r, event)) {
+		return pipeline.WebhookRequest{}, false, nil
+	}
+	req, err = Delivery(r, event, h.Delivery.Name, h.Signature.Name)
+	return req, true, err
+}
+
 // NameRules are a forge's rules for repository names: Owner and Repo
 // match the whole name; a repository is never "." or "..". OwnerWhat and
 // RepoWhat name them in errors ("GitHub owner name").

@@ -116,6 +116,40 @@ func TestDeliveryChecksSignatureShapeAndID(t *testing.T) {
 	}
 }
 
+func TestHookReadsOnlyItsForgesDeliveries(t *testing.T) {
+	h := forgeutil.Hook{
+		Event:     pipeline.WebhookHeader{Name: "X-Ev", Description: "event"},
+		Delivery:  pipeline.WebhookHeader{Name: "X-Id", Description: "id"},
+		Signature: pipeline.WebhookHeader{Name: "X-Sig", Description: "signature"},
+	}
+	if got := h.Headers(); len(got) != 3 || got[0] != h.Event || got[1] != h.Delivery || got[2] != h.Signature {
+		t.Fatalf("Headers() = %+v", got)
+	}
+	good := sign("s", "b")
+	mk := func(event string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.Header.Set("X-Ev", event)
+		r.Header.Set("X-Sig", good)
+		r.Header.Set("X-Id", "d1")
+		return r
+	}
+	notPing := func(_ *http.Request, event string) bool { return event != "ping" }
+	if req, ok, err := h.Read(mk("push"), notPing); !ok || err != nil || req.Event != "push" || req.Delivery != "d1" || req.Signature != good {
+		t.Errorf("its delivery: %+v %v %v", req, ok, err)
+	}
+	if _, ok, err := h.Read(mk("ping"), notPing); ok || err != nil {
+		t.Errorf("a delivery mine refuses: ok %v, %v", ok, err)
+	}
+	if _, ok, err := h.Read(mk(""), nil); ok || err != nil {
+		t.Errorf("no event header: ok %v, %v", ok, err)
+	}
+	bad := mk("push")
+	bad.Header.Set("X-Sig", "sha256=nothex")
+	if _, ok, err := h.Read(bad, nil); !ok || !errors.Is(err, pipeline.ErrUnauthorized) {
+		t.Errorf("malformed signature: ok %v, %v", ok, err)
+	}
+}
+
 func TestNameRules(t *testing.T) {
 	n := forgeutil.NameRules{Owner: regexp.MustCompile(`^[a-z]+$`), Repo: regexp.MustCompile(`^[a-z.]+$`), OwnerWhat: "owner", RepoWhat: "repo"}
 	if err := n.Validate("acme", "app"); err != nil {

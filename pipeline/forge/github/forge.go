@@ -23,22 +23,18 @@ const (
 // carries X-GitHub-Event. The signature's shape (sha256= and 64 hex
 // digits) and a delivery id are checked here, before the body is read.
 func (s *SCM) Delivery(r *http.Request) (pipeline.WebhookRequest, bool, error) {
-	event := r.Header.Get(HeaderEvent)
-	if event == "" {
-		return pipeline.WebhookRequest{}, false, nil
-	}
-	req, err := forgeutil.Delivery(r, event, HeaderDelivery, HeaderSignature)
-	return req, true, err
+	return hook.Read(r, nil)
+}
+
+// hook is GitHub's webhook headers.
+var hook = forgeutil.Hook{
+	Event:     pipeline.WebhookHeader{Name: HeaderEvent, Description: "webhook event name"},
+	Delivery:  pipeline.WebhookHeader{Name: HeaderDelivery, Description: "webhook delivery id"},
+	Signature: pipeline.WebhookHeader{Name: HeaderSignature, Description: "sha256=<hex HMAC of the body with the webhook secret>"},
 }
 
 // WebhookHeaders implements pipeline.Forge.
-func (s *SCM) WebhookHeaders() []pipeline.WebhookHeader {
-	return []pipeline.WebhookHeader{
-		{Name: HeaderEvent, Description: "webhook event name"},
-		{Name: HeaderDelivery, Description: "webhook delivery id"},
-		{Name: HeaderSignature, Description: "sha256=<hex HMAC of the body with the webhook secret>"},
-	}
-}
+func (s *SCM) WebhookHeaders() []pipeline.WebhookHeader { return hook.Headers() }
 
 // GitHub's name rules: owner 1–39 of [A-Za-z0-9-], repo 1–100 of
 // [A-Za-z0-9._-] and not "." or "..".

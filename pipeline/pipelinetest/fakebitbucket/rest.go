@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -400,19 +401,24 @@ func (s *Server) serveHooks(w http.ResponseWriter, r *http.Request, rp *Repo, re
 		s.page(w, r, vals)
 	case len(rest) == 1 && r.Method == http.MethodDelete:
 		id, _ := url.PathUnescape(rest[0])
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for i, h := range rp.hooks {
-			if h.UUID == id {
-				rp.hooks = append(rp.hooks[:i], rp.hooks[i+1:]...)
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
-		apiError(w, http.StatusNotFound, "Webhook not found")
+		deleteItem(s, w, &rp.hooks, func(h Hook) bool { return h.UUID == id }, "Webhook not found")
 	default:
 		apiError(w, http.StatusMethodNotAllowed, "method not allowed")
 	}
+}
+
+// deleteItem removes the first of *items that match accepts and answers
+// 204, or answers 404 with missing when none does.
+func deleteItem[T any](s *Server, w http.ResponseWriter, items *[]T, match func(T) bool, missing string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.IndexFunc(*items, match)
+	if i < 0 {
+		apiError(w, http.StatusNotFound, missing)
+		return
+	}
+	*items = slices.Delete(*items, i, i+1)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func hookJSON(h Hook) map[string]any {
@@ -437,16 +443,7 @@ func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request, rp *Repo, res
 		writeJSON(w, http.StatusOK, map[string]any{"type": "deploy_key", "id": k.ID, "key": k.Key, "label": k.Label})
 	case len(rest) == 1 && r.Method == http.MethodDelete:
 		id, _ := strconv.Atoi(rest[0])
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for i, k := range rp.keys {
-			if k.ID == id {
-				rp.keys = append(rp.keys[:i], rp.keys[i+1:]...)
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
-		apiError(w, http.StatusNotFound, "Deploy key not found")
+		deleteItem(s, w, &rp.keys, func(k DeployKey) bool { return k.ID == id }, "Deploy key not found")
 	default:
 		apiError(w, http.StatusMethodNotAllowed, "method not allowed")
 	}

@@ -3,6 +3,7 @@ package fakebitbucketdc
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -242,16 +243,20 @@ func (s *Server) serveWebhooks(w http.ResponseWriter, r *http.Request, repo *Rep
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, repo *Repo, idText string) {
 	id, _ := strconv.ParseInt(idText, 10, 64)
+	deleteItem(s, w, &repo.hooks, func(h Hook) bool { return h.ID == id }, "webhook not found")
+}
+
+// deleteItem removes the first of *items that match accepts and answers
+// 204, or answers 404 with missing when none does.
+func deleteItem[T any](s *Server, w http.ResponseWriter, items *[]T, match func(T) bool, missing string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, h := range repo.hooks {
-		if h.ID == id {
-			repo.hooks = append(repo.hooks[:i:i], repo.hooks[i+1:]...)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
+	if i := slices.IndexFunc(*items, match); i >= 0 {
+		*items = slices.Delete(*items, i, i+1)
+		w.WriteHeader(http.StatusNoContent)
+		return
 	}
-	restError(w, http.StatusNotFound, "webhook not found")
+	restError(w, http.StatusNotFound, missing)
 }
 
 func (s *Server) createPullRequest(w http.ResponseWriter, r *http.Request, repo *Repo, _ string) {
@@ -312,16 +317,7 @@ func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request, repo *Repo, s
 		writeJSON(w, http.StatusCreated, map[string]any{"key": map[string]any{"id": k.ID, "text": k.Text}, "permission": k.Permission})
 	case strings.HasPrefix(sub, "ssh/") && r.Method == http.MethodDelete:
 		id, _ := strconv.ParseInt(strings.TrimPrefix(sub, "ssh/"), 10, 64)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for i, k := range repo.keys {
-			if k.ID == id {
-				repo.keys = append(repo.keys[:i:i], repo.keys[i+1:]...)
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
-		restError(w, http.StatusNotFound, "key not found")
+		deleteItem(s, w, &repo.keys, func(k AccessKey) bool { return k.ID == id }, "key not found")
 	default:
 		restError(w, http.StatusNotFound, "not found")
 	}

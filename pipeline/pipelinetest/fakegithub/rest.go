@@ -114,6 +114,16 @@ func requireAuth(w http.ResponseWriter, r *http.Request) (*user, bool) {
 	return u, true
 }
 
+// accessBody is access, then the request's JSON body decoded into v
+// (400 when it does not decode).
+func (s *Server) accessBody(w http.ResponseWriter, r *http.Request, need int, v any) (*Repo, *user, bool) {
+	repo, c, ok := s.access(w, r, need)
+	if !ok || !decodeBody(w, r, v) {
+		return nil, nil, false
+	}
+	return repo, c, true
+}
+
 // access finds the request's repository and checks the caller has need:
 // no read access answers 404, less than need 403.
 func (s *Server) access(w http.ResponseWriter, r *http.Request, need int) (*Repo, *user, bool) {
@@ -349,14 +359,24 @@ func (repo *Repo) refs() (map[string]string, error) {
 	return refs, nil
 }
 
-func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
+// accessRefs is access for reading, then the repository's refs (500 when
+// git cannot list them).
+func (s *Server) accessRefs(w http.ResponseWriter, r *http.Request) (*Repo, map[string]string, bool) {
 	repo, _, ok := s.access(w, r, permRead)
 	if !ok {
-		return
+		return nil, nil, false
 	}
 	refs, err := repo.refs()
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
+		return nil, nil, false
+	}
+	return repo, refs, true
+}
+
+func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
+	repo, refs, ok := s.accessRefs(w, r)
+	if !ok {
 		return
 	}
 	ref := "refs/" + r.PathValue("ref")
@@ -371,13 +391,8 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 // getRefs answers the legacy plural form: an exact match as an object,
 // else every ref with that prefix as a list.
 func (s *Server) getRefs(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permRead)
+	repo, refs, ok := s.accessRefs(w, r)
 	if !ok {
-		return
-	}
-	refs, err := repo.refs()
-	if err != nil {
-		apiError(w, http.StatusInternalServerError, "fakegithub: "+err.Error())
 		return
 	}
 	ref := "refs/" + r.PathValue("ref")
@@ -399,15 +414,12 @@ func (s *Server) getRefs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createRef(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permPush)
-	if !ok {
-		return
-	}
 	var body struct {
 		Ref string `json:"ref"`
 		SHA string `json:"sha"`
 	}
-	if !decodeBody(w, r, &body) {
+	repo, _, ok := s.accessBody(w, r, permPush, &body)
+	if !ok {
 		return
 	}
 	name, isBranch := strings.CutPrefix(body.Ref, "refs/heads/")
@@ -539,17 +551,14 @@ func (s *Server) getContents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) putContents(w http.ResponseWriter, r *http.Request) {
-	repo, c, ok := s.access(w, r, permPush)
-	if !ok {
-		return
-	}
 	var body struct {
 		Message *string `json:"message"`
 		Content *string `json:"content"`
 		SHA     string  `json:"sha"`
 		Branch  string  `json:"branch"`
 	}
-	if !decodeBody(w, r, &body) {
+	repo, c, ok := s.accessBody(w, r, permPush, &body)
+	if !ok {
 		return
 	}
 	p := r.PathValue("path")
@@ -671,17 +680,14 @@ func (s *Server) listPulls(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createPull(w http.ResponseWriter, r *http.Request) {
-	repo, c, ok := s.access(w, r, permRead)
-	if !ok {
-		return
-	}
 	var body struct {
 		Title string `json:"title"`
 		Head  string `json:"head"`
 		Base  string `json:"base"`
 		Body  string `json:"body"`
 	}
-	if !decodeBody(w, r, &body) {
+	repo, c, ok := s.accessBody(w, r, permRead, &body)
+	if !ok {
 		return
 	}
 	head := body.Head
@@ -823,10 +829,6 @@ func (s *Server) hookJSON(repo *Repo, h hookRec) map[string]any {
 }
 
 func (s *Server) createHook(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
 	var body struct {
 		Name   string `json:"name"`
 		Config struct {
@@ -838,7 +840,8 @@ func (s *Server) createHook(w http.ResponseWriter, r *http.Request) {
 		Events []string `json:"events"`
 		Active *bool    `json:"active"`
 	}
-	if !decodeBody(w, r, &body) {
+	repo, _, ok := s.accessBody(w, r, permAdmin, &body)
+	if !ok {
 		return
 	}
 	if body.Name != "" && body.Name != "web" {
@@ -910,16 +913,13 @@ func keyBlob(key string) string {
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
-	repo, _, ok := s.access(w, r, permAdmin)
-	if !ok {
-		return
-	}
 	var body struct {
 		Title    string `json:"title"`
 		Key      string `json:"key"`
 		ReadOnly bool   `json:"read_only"`
 	}
-	if !decodeBody(w, r, &body) {
+	repo, _, ok := s.accessBody(w, r, permAdmin, &body)
+	if !ok {
 		return
 	}
 	blob := keyBlob(body.Key)
@@ -959,17 +959,14 @@ func (s *Server) statusJSON(repo *Repo, id int64, st statusRec) map[string]any {
 }
 
 func (s *Server) createStatus(w http.ResponseWriter, r *http.Request) {
-	repo, c, ok := s.access(w, r, permPush)
-	if !ok {
-		return
-	}
 	var body struct {
 		State       string `json:"state"`
 		TargetURL   string `json:"target_url"`
 		Description string `json:"description"`
 		Context     string `json:"context"`
 	}
-	if !decodeBody(w, r, &body) {
+	repo, c, ok := s.accessBody(w, r, permPush, &body)
+	if !ok {
 		return
 	}
 	switch body.State {
