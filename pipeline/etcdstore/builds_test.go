@@ -512,7 +512,7 @@ func TestListedBuildsCarryTheirRecordsRevision(t *testing.T) {
 func TestBuildRecordedWithStageTokensStillReads(t *testing.T) {
 	cli := sharedClient(t)
 	prefix := prefixOf(t)
-	s := newStoreWith(t, cli, etcdstore.Options{Prefix: prefix, LinearizableReads: true})
+	s := newCachedWith(t, cli, etcdstore.Options{Prefix: prefix}, etcdstore.CacheOptions{LinearizableReads: true})
 	mustCreatePipeline(t, s, "acme", "app")
 	made := mustCreateBuild(t, s, "acme", "app", pipeline.Build{Status: pipeline.StatusRunning, Branch: "main"})
 	var key, value string

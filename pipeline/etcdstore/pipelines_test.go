@@ -360,7 +360,7 @@ func TestPipelineRecordedWithoutForgeReadsAsGitHub(t *testing.T) {
 			if _, err := cli.Put(t.Context(), prefix+"pipelines/acme/old", old); err != nil {
 				t.Fatal(err)
 			}
-			s := newStoreWith(t, cli, etcdstore.Options{Prefix: prefix, LinearizableReads: lin})
+			s := newCachedWith(t, cli, etcdstore.Options{Prefix: prefix}, etcdstore.CacheOptions{LinearizableReads: lin})
 			p, err := s.GetPipeline(t.Context(), "acme", "old")
 			if err != nil {
 				t.Fatal(err)
