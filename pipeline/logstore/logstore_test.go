@@ -85,6 +85,14 @@ func (f *following) next(t *testing.T) string {
 	case l := <-f.lines:
 		return l
 	case err := <-f.done:
+		// A follow of a finished log sends its lines and ends at once:
+		// both channels may be ready, and select picks either.
+		select {
+		case l := <-f.lines:
+			f.done <- err // for end
+			return l
+		default:
+		}
 		t.Fatalf("Follow ended (%v) while a line was expected", err)
 	case <-time.After(wait):
 		t.Fatal("no line")
