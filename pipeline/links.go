@@ -11,8 +11,8 @@ import (
 
 // Account linking: a user signed in with one forge may connect their
 // account on another forge from the same session. The two forge identities
-// ("github|1001", "bitbucket|{uuid}") stay separate users, each with its
-// own stored (encrypted) token, and are linked both ways: whichever one
+// ("{forge}|{id}", e.g. a GitHub and a Bitbucket user) stay separate users,
+// each with its own stored (encrypted) token, and are linked both ways: whichever one
 // signs in sees the other's connection. A forge account is linked to at
 // most one user of each other forge. A pipeline created on the linked
 // forge is owned by the linked identity, so its builds, clones and
@@ -45,7 +45,7 @@ type UserLocker interface {
 	LockUser(ctx context.Context, id string) (unlock func(), err error)
 }
 
-// ForgeName is the forge prefix of a user id ("github|1001" → "github"),
+// ForgeName is the forge prefix of a user id ("{forge}|{id}" → "{forge}"),
 // "" when it has none.
 func ForgeName(userID string) string {
 	name, _, ok := strings.Cut(userID, "|")
