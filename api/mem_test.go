@@ -334,3 +334,108 @@ func TestBadgeRouteAnswersAlikeForWhatItMustNotReveal(t *testing.T) {
 		t.Fatalf("private %d %s\nmissing %d %s", private.Code, private.Body, missing.Code, missing.Body)
 	}
 }
+
+func TestRepositoriesAndBuildPagingThroughTheAPI(t *testing.T) {
+	w := newMemAccessWorld(t)
+	w.fake.AddRepo("acme", "hidden")
+	got := w.do(t, "GET", "/api/v1/repositories", "alice", "")
+	var repos []pipeline.Repository
+	if got.status != http.StatusOK || json.Unmarshal([]byte(got.body), &repos) != nil || len(repos) != 1 ||
+		repos[0].FullName != "acme/app" || repos[0].Forge != "github" || got.body == "" {
+		t.Fatalf("alice's repositories: %d %s", got.status, got.body)
+	}
+	if got := w.do(t, "GET", "/api/v1/repositories", "bob", ""); got.status != http.StatusOK || strings.TrimSpace(got.body) != "[]" {
+		t.Fatalf("bob's repositories: %d %s", got.status, got.body)
+	}
+	for _, tc := range []struct {
+		path, login string
+		status      int
+	}{
+		{"/api/v1/repositories/acme/app", "dave", 200},
+		{"/api/v1/repositories/acme/app", "bob", 404},
+		{"/api/v1/repositories/acme/hidden", "alice", 404},
+		{"/api/v1/repositories/acme/app", "", 401},
+		{buildsPath + "?limit=2", "dave", 200},
+		{buildsPath + "?limit=0", "dave", 400},
+		{buildsPath + "?limit=201", "dave", 400},
+		{buildsPath + "?before=x", "dave", 400},
+		{buildsPath + "?before=3", "dave", 200},
+		{buildsPath + "/0", "dave", 400},
+		{buildsPath + "/99", "dave", 404},
+	} {
+		if got := w.do(t, "GET", tc.path, tc.login, ""); got.status != tc.status {
+			t.Errorf("GET %s as %q: %d %s, want %d", tc.path, tc.login, got.status, got.body, tc.status)
+		}
+	}
+	// The pages: the newest two, then those before 3.
+	for path, want := range map[string]string{buildsPath + "?limit=2": "[3 2]", buildsPath + "?before=3": "[2 1]"} {
+		var bs []pipeline.Build
+		got := w.do(t, "GET", path, "dave", "")
+		if err := json.Unmarshal([]byte(got.body), &bs); err != nil {
+			t.Fatalf("%s: %v %s", path, err, got.body)
+		}
+		var numbers []int
+		for _, b := range bs {
+			numbers = append(numbers, b.Number)
+		}
+		if fmt.Sprint(numbers) != want {
+			t.Errorf("%s: %v, want %s", path, numbers, want)
+		}
+	}
+}
+
+func TestLintAnswersEveryProblemOrTheStageCount(t *testing.T) {
+	srv, err := New(Config{Authenticator: allowAll{}, Logger: slog.New(slog.DiscardHandler), Resources: []Resource{NewLintResources()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const good = `apiVersion: v1alpha1
+kind: Pipeline
+metadata:
+  name: app
+spec:
+  selector:
+    matchLabels: {app: app}
+  template:
+    metadata:
+      name: app
+    stages:
+      - name: test
+        type: command
+        params: {command: ["true"]}
+`
+	goodJSON, _ := json.Marshal(LintRequest{Content: good}) // a string always marshals
+	for _, tc := range []struct {
+		name, ctype, body string
+		status            int
+		valid             bool
+		stages            int
+	}{
+		{"valid YAML", "application/yaml", good, 200, true, 1},
+		{"valid JSON", "application/json", string(goodJSON), 200, true, 1},
+		{"unknown stage type", "text/plain", strings.Replace(good, "type: command", "type: teleport", 1), 200, false, 0},
+		{"not YAML", "application/yaml", "kind: [", 200, false, 0},
+		{"JSON without content", "application/json", `{}`, 400, false, 0},
+		{"empty", "application/yaml", "", 400, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", "/api/v1/lint", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", tc.ctype)
+			rec := httptest.NewRecorder()
+			srv.ServeHTTP(rec, req)
+			if rec.Code != tc.status {
+				t.Fatalf("%d %s, want %d", rec.Code, rec.Body, tc.status)
+			}
+			if tc.status != 200 {
+				return
+			}
+			var res LintResult
+			if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
+				t.Fatal(err)
+			}
+			if res.Valid != tc.valid || (tc.valid && (res.Stages != tc.stages || len(res.Problems) != 0)) || (!tc.valid && len(res.Problems) == 0) {
+				t.Fatalf("answered %s", rec.Body)
+			}
+		})
+	}
+}
