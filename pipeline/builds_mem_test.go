@@ -255,6 +255,10 @@ func TestEngineRunsBuildsEndToEndOnTheMemoryStore(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "flag")
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	done := func(b pipeline.Build) bool { return b.Status.Done() }
+	const secretValue = "s3cr3t-value-xyz"
+	if _, err := w.svc.PutSecret(t.Context(), memCallers["alice"], "acme", "app", "creds", map[string]string{"API_TOKEN": secretValue}); err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name string
@@ -268,6 +272,8 @@ func TestEngineRunsBuildsEndToEndOnTheMemoryStore(t *testing.T) {
 		// "invalid .pipeline.yml: "; want shows it as "…".
 		parseError bool
 		logs       map[int]string
+		// hidden must appear in no stage's log.
+		hidden string
 		// check, when set, checks more once the build ended.
 		check func(t *testing.T)
 	}{
@@ -276,6 +282,19 @@ func TestEngineRunsBuildsEndToEndOnTheMemoryStore(t *testing.T) {
 			spec: memSpec(shStage("build", `test -f README.md && echo built > out.txt && echo build ran`), shStage("check", `cat out.txt`)),
 			want: `SUCCESS @1 "" [build:SUCCESS: | check:SUCCESS:]`,
 			logs: map[int]string{1: "build ran\n", 2: "built\n"},
+		},
+		{
+			name: "secrets, vars and the build's values in the environment",
+			spec: specHead + "    secrets: [creds]\n    vars: {GREETING: hello}\n    stages:\n" +
+				shStage("env", `echo "greeting=$GREETING token=$API_TOKEN"; echo "on $KONTINUOUS_BRANCH"; test "$API_TOKEN" = `+secretValue),
+			want:   `SUCCESS @0 "" [env:SUCCESS:]`,
+			logs:   map[int]string{1: "greeting=hello token=" + pipeline.Mask + "\non case-1\n"}, // this case's branch
+			hidden: secretValue,
+		},
+		{
+			name: "secret set that does not exist",
+			spec: memSpec("      - name: uses-missing\n        type: command\n        secrets: [nope]\n        params: {command: [\"true\"]}\n"),
+			want: `FAIL @0 "stage 1 \"uses-missing\" failed: secret \"nope\" does not exist in this pipeline" [uses-missing:FAIL:secret "nope" does not exist in this pipeline]`,
 		},
 		{
 			name: "failing command",
@@ -406,6 +425,12 @@ func TestEngineRunsBuildsEndToEndOnTheMemoryStore(t *testing.T) {
 				_, data, err := w.svc.StageLog(t.Context(), memCallers["dave"], "acme", "app", b.Number, stage)
 				if err != nil || !strings.Contains(string(data), want) {
 					t.Fatalf("log of stage %d: %v\n%s\nwant a line %q", stage, err, data, want)
+				}
+			}
+			for _, st := range b.Stages {
+				_, data, err := w.svc.StageLog(t.Context(), memCallers["dave"], "acme", "app", b.Number, st.Index)
+				if err != nil || tc.hidden != "" && strings.Contains(string(data), tc.hidden) {
+					t.Fatalf("log of stage %d: %v\n%s", st.Index, err, data)
 				}
 			}
 			if tc.check != nil {
