@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -71,6 +72,8 @@ func (noExec) CleanupBuild(context.Context, string, string, int) error { return 
 // A started engine is stopped, and checked to stop, when the test ends.
 func newMemWorld(t *testing.T, x pipeline.Executor, mod ...func(*pipeline.EngineConfig)) *memWorld {
 	t.Helper()
+	// Registered first, so it runs last: after the engine stopped.
+	t.Cleanup(func() { noEngineGoroutines(t) })
 	w := &memWorld{t: t, store: memstore.New()}
 	w.gh = fakegithub.New(t)
 	w.repo = w.gh.AddRepo("acme", "app")
@@ -590,5 +593,39 @@ func TestManualTriggerValidatesItsInputAndPinsTheBranchHead(t *testing.T) {
 	}
 	if bs, err := w.store.ListBuilds(t.Context(), "acme", "app", 0, 0); err != nil || len(bs) != 2 {
 		t.Fatalf("builds stored: %d %v (refused triggers must store none)", len(bs), err)
+	}
+}
+
+// leftoverMarks are functions of the engine, the in-memory store and the
+// local executor: a goroutine whose stack names one still runs their
+// work.
+var leftoverMarks = []string{"kontinuous/pipeline.(*Engine)", "kontinuous/pipeline/memstore.", "kontinuous/pipeline/executor/local."}
+
+// noEngineGoroutines waits (patience at most) until no goroutine runs the
+// engine's, the in-memory store's or the local executor's code, and
+// fails the test if one still does.
+func noEngineGoroutines(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		buf := make([]byte, 4<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var left []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			for _, m := range leftoverMarks {
+				if strings.Contains(g, m) {
+					left = append(left, g)
+					break
+				}
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d goroutines still run after the test:\n%s", len(left), strings.Join(left, "\n\n"))
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
