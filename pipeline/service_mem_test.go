@@ -36,6 +36,7 @@ type memWorld struct {
 	repo   *fakegithub.Repo
 	store  *memstore.Store
 	logs   *logstore.Files
+	scm    *githubscm.SCM
 	engine *pipeline.Engine
 	svc    *pipeline.Service
 	// skew moves the GitHub adapter's clock (its permission cache) ahead.
@@ -93,6 +94,7 @@ func newMemWorld(t *testing.T, x pipeline.Executor, mod ...func(*pipeline.Engine
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.scm = scm
 	if w.logs, err = logstore.New(filepath.Join(t.TempDir(), "logs"), logstore.Options{}); err != nil {
 		t.Fatal(err)
 	}
