@@ -61,16 +61,33 @@ func (idleExec) CleanupBuild(context.Context, string, string, int) error { retur
 
 type accessWorld struct {
 	url    string
-	store  *etcdstore.Cached
+	store  pipeline.Store
 	logs   *logstore.Files
 	tokens map[string]string // login → Bearer token
 	repo   *fakegithub.Repo  // acme/app on the stand-in GitHub
 	fake   *fakegithub.Server
+	svc    *pipeline.Service
 }
 
 var accessSecret = []byte("0123456789abcdef0123456789abcdef")
 
 func newAccessWorld(t *testing.T) *accessWorld {
+	t.Helper()
+	box, err := secretbox.New(accessSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := etcdstore.NewCached(etcdstore.New(pipelinetest.StartEtcd(t), box, etcdstore.Options{OpTimeout: time.Minute}), etcdstore.CacheOptions{})
+	if err := store.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	return newAccessWorldOn(t, store, store)
+}
+
+// newAccessWorldOn is newAccessWorld on store; revocations may be nil
+// (logouts are then not checked, which no test here relies on).
+func newAccessWorldOn(t *testing.T, store pipeline.Store, revocations auth.RevocationStore) *accessWorld {
 	t.Helper()
 	gh := fakegithub.New(t)
 	users := []struct {
@@ -84,15 +101,6 @@ func newAccessWorld(t *testing.T) *accessWorld {
 			gh.Grant(u.login, "acme", "app", u.perm)
 		}
 	}
-	box, err := secretbox.New(accessSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := etcdstore.NewCached(etcdstore.New(pipelinetest.StartEtcd(t), box, etcdstore.Options{OpTimeout: time.Minute}), etcdstore.CacheOptions{})
-	if err := store.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
 	scm, err := githubscm.New(githubscm.Config{APIURL: gh.APIURL})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +113,7 @@ func newAccessWorld(t *testing.T) *accessWorld {
 	engine := pipeline.NewEngine(pipeline.EngineConfig{Store: store, SCM: scm, Logs: logs, Executor: idleExec{},
 		PublicURL: "http://kontinuous.test", Logger: quiet})
 	svc := pipeline.NewService(pipeline.ServiceConfig{Store: store, SCM: scm, Logs: logs, PublicURL: "http://kontinuous.test", Logger: quiet, Engine: engine})
-	v, err := auth.NewVerifier(t.Context(), auth.VerifierConfig{Secret: accessSecret, Revocations: store})
+	v, err := auth.NewVerifier(t.Context(), auth.VerifierConfig{Secret: accessSecret, Revocations: revocations})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +121,7 @@ func newAccessWorld(t *testing.T) *accessWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &accessWorld{store: store, logs: logs, tokens: map[string]string{}, repo: repo, fake: gh}
+	w := &accessWorld{store: store, logs: logs, tokens: map[string]string{}, repo: repo, fake: gh, svc: svc}
 	ctx := t.Context()
 	for _, u := range users {
 		pu := pipeline.User{ID: fmt.Sprintf("github|%d", u.id), Login: u.login, Token: pipeline.ForgeToken{AccessToken: "tok-" + u.login}}
@@ -284,7 +292,10 @@ var buildRoutes = []buildRoute{
 }
 
 func TestBuildRoutesAccessMatrix(t *testing.T) {
-	w := newAccessWorld(t)
+	buildRoutesAccessMatrix(t, newAccessWorld(t))
+}
+
+func buildRoutesAccessMatrix(t *testing.T, w *accessWorld) {
 	before := w.snapshot(t)
 	unchanged := func(t *testing.T, what string) {
 		t.Helper()
@@ -340,7 +351,10 @@ func TestBuildRoutesAccessMatrix(t *testing.T) {
 // so the route takes approvals only: an update is refused (401, the
 // contract's error shape) whoever sends it, and nothing is stored.
 func TestAgentStatusUpdatesRefused(t *testing.T) {
-	w := newAccessWorld(t)
+	agentStatusUpdatesRefused(t, newAccessWorld(t))
+}
+
+func agentStatusUpdatesRefused(t *testing.T, w *accessWorld) {
 	before := w.snapshot(t)
 	for _, login := range []string{"", "alice"} {
 		got := w.do(t, "POST", buildsPath+"/2/stages/1", login, "")
@@ -378,7 +392,10 @@ func (w *accessWorld) pipelineSnapshot(t *testing.T, gh func() string) string {
 // needs admin, nothing stored or committed by any of them; the admin gets
 // through on every route.
 func TestPipelineRoutesAccessMatrix(t *testing.T) {
-	w := newAccessWorld(t)
+	pipelineRoutesAccessMatrix(t, newAccessWorld(t))
+}
+
+func pipelineRoutesAccessMatrix(t *testing.T, w *accessWorld) {
 	w.repo.Commit("main", map[string]string{".pipeline.yml": "stages:\n- name: one\n  type: command\n  command: [\"true\"]\n"}, "definition")
 	if err := w.store.PutSecret(t.Context(), "acme", "app", pipeline.SecretSet{Name: "deploy", Data: map[string]string{"TOKEN": "s3cr3t-value"}}); err != nil {
 		t.Fatal(err)

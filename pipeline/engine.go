@@ -257,6 +257,9 @@ type Engine struct {
 	mu      sync.Mutex
 	running map[string]context.CancelFunc      // build key → cancel (shutdown scope)
 	cancels map[string]context.CancelCauseFunc // build key → cancel of its stages
+	// again marks running builds enqueued again meanwhile (a re-run, an
+	// approval): their run enqueues them once more when it ends.
+	again map[string]bool
 	// finished remembers the build ends this instance has finished
 	// (cleanup, notification), so that two paths seeing the same end
 	// (a cancel and the runner it stopped) do it once.
@@ -289,7 +292,7 @@ func NewEngine(cfg EngineConfig) *Engine {
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	id, _ := randomString(9) // crypto/rand does not fail on supported platforms
 	return &Engine{cfg: cfg, log: cfg.Logger, instance: id, sem: make(chan struct{}, cfg.Workers),
-		running: map[string]context.CancelFunc{}, cancels: map[string]context.CancelCauseFunc{}}
+		running: map[string]context.CancelFunc{}, again: map[string]bool{}, cancels: map[string]context.CancelCauseFunc{}}
 }
 
 // Instance is this engine's runner id.
@@ -410,6 +413,9 @@ func (e *Engine) Enqueue(owner, repo string, number int) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	e.mu.Lock()
 	if _, ok := e.running[key]; ok {
+		// Its run may be past the point where it would see this (ending:
+		// cleaning up, notifying): it enqueues the build again when done.
+		e.again[key] = true
 		e.mu.Unlock()
 		cancel()
 		return
@@ -422,8 +428,13 @@ func (e *Engine) Enqueue(owner, repo string, number int) {
 		defer func() {
 			e.mu.Lock()
 			delete(e.running, key)
+			again := e.again[key]
+			delete(e.again, key)
 			e.mu.Unlock()
 			cancel()
+			if again && e.ctx.Err() == nil {
+				e.Enqueue(owner, repo, number)
+			}
 		}()
 		select {
 		case e.sem <- struct{}{}:
