@@ -41,7 +41,7 @@ export function confirmConnected(res) { confirmation = res.connected; }
  * The Accounts section of /account: for each enabled forge, the user's
  * connection there and what they can do with it (Connect, Reconnect,
  * Disconnect; the forge they signed in with cannot be disconnected).
- * Answers the section and load(), which fills it in.
+ * Answers the section (el) and load(), which fills it in.
  */
 export function accountsSection(signal) {
   const box = h('div', {}, note('Loading your accounts…'));
@@ -78,7 +78,7 @@ export function accountsSection(signal) {
       // 409: the server says why (the forge signed in with, or the pipelines it owns).
       return put(msg, note('Could not disconnect ' + name + ': ' + e.message, 'error'));
     }
-    await load().catch((e) => put(box, note('Could not load your accounts: ' + e.message, 'error')));
+    await load().catch(() => { /* a 401: sign-in took over */ });
     box.querySelector('li[data-forge="' + CSS.escape(f.name) + '"] button')?.focus();
   };
   const row = (f, c, own) => {
@@ -92,7 +92,7 @@ export function accountsSection(signal) {
     else action = button('Disconnect', 'danger', (b) => disconnect(f, c, b));
     return h('li', { class: 'row', 'data-forge': f.name }, h('strong', {}, forgeName(f.name)), ' ', h('span', { class: 'grow' }, state), action);
   };
-  const load = async () => {
+  const fill = async () => {
     const [me, forges] = await Promise.all([api.get('/api/v1/user', { signal }), api.get('/api/v1/forges', { signal })]);
     const own = forgeOf(me.user_id);
     const conns = me.connections || [];
@@ -101,6 +101,11 @@ export function accountsSection(signal) {
       enabled.map((f) => row(f, conns.find((c) => c.forge === f.name), own)))
       : note('No forge login is configured on this server.'));
   };
+  // A failure stays in this section (a 401 goes on to sign-in).
+  const load = () => fill().catch((e) => {
+    if (signal.aborted || e.status === 401) throw e;
+    put(box, note('Could not load your accounts: ' + e.message, 'error'));
+  });
   const el = h('section', { 'aria-labelledby': 'h-accounts' }, h('h2', { id: 'h-accounts' }, 'Accounts'),
     h('p', { class: 'muted' }, 'Your accounts on the forges this server works with. Connect another forge to see and build its repositories as the same Kontinuous user.'),
     msg, box);
