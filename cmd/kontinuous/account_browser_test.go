@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -13,7 +14,8 @@ import (
 // TestBrowserConnectAndDisconnectBitbucketOnTheAccountPage: alice signs in
 // with GitHub, connects her Bitbucket account from the Account page (the
 // UI fetches the authorize URL with her token, so it is a connect, not a
-// second sign-in) and stays signed in as her GitHub self; Disconnect is
+// second sign-in) and stays signed in as her GitHub self; when it expires
+// she reconnects it from the pipelines page's banner; Disconnect is
 // refused with the server's reason while the account owns a pipeline,
 // then removes it. Her GitHub account offers no Disconnect.
 func TestBrowserConnectAndDisconnectBitbucketOnTheAccountPage(t *testing.T) {
@@ -43,6 +45,8 @@ func TestBrowserConnectAndDisconnectBitbucketOnTheAccountPage(t *testing.T) {
 	}
 	b.axe("account")
 
+	// A token about to expire, so that the server refreshes it on next use.
+	bb.SetTokenTTL(30 * time.Second)
 	b.clickButton("Connect")
 	b.wait("the confirmation on the account page", `location.pathname === '/account' && document.getElementById('main').textContent.includes('Connected your Bitbucket account alice.')`)
 	b.wait("Bitbucket connected", bitbucket+`?.textContent.includes('Connected as alice') && `+bitbucket+`.querySelector('button')?.textContent === 'Disconnect'`)
@@ -59,6 +63,28 @@ func TestBrowserConnectAndDisconnectBitbucketOnTheAccountPage(t *testing.T) {
 	if me.UserID != "github|1001" || len(me.Connections) != 2 || me.Connections[1].Forge != "bitbucket" ||
 		me.Connections[1].Login != "alice" || me.Connections[1].Status != "connected" || !me.Connections[1].Linked {
 		t.Fatalf("GET /api/v1/user after connecting: %s", r.body)
+	}
+
+	// The connection expires (its refresh token revoked): the account page
+	// offers Reconnect, and so does the banner on the pipelines page, which
+	// reconnects with the session's token (not a sign-in as the Bitbucket
+	// account) and comes back to the account page.
+	bb.SetTokenTTL(2 * time.Hour)
+	bb.RevokeRefreshTokens()
+	r = w.do("GET", "/api/v1/repositories", jwt, nil)
+	expect(t, r, http.StatusOK)
+	if r.header.Get("Kontinuous-Reconnect") != "bitbucket" {
+		t.Fatalf("the Bitbucket connection did not expire: %v %s", r.header, r.body)
+	}
+	b.do(chromedp.Reload())
+	b.wait("Bitbucket expired with Reconnect", bitbucket+`?.textContent.includes('expired') && `+bitbucket+`.querySelector('button')?.textContent === 'Reconnect'`)
+	b.do(chromedp.Navigate(w.app.URL + "/"))
+	b.wait("the banner's Reconnect", `document.querySelector('.banner')?.textContent.includes('Reconnect')`)
+	b.clickButton("Reconnect")
+	b.wait("the confirmation after reconnecting", `location.pathname === '/account' && document.getElementById('main').textContent.includes('Connected your Bitbucket account alice.')`)
+	b.wait("Bitbucket connected again", bitbucket+`?.textContent.includes('Connected as alice')`)
+	if got := eval[string](b, `sessionStorage.getItem('kontinuous.jwt')`); got != jwt {
+		t.Fatal("reconnecting Bitbucket replaced the session's token")
 	}
 
 	// While the Bitbucket account owns a pipeline the server refuses (409)
