@@ -1,6 +1,7 @@
 // Applications (OAuth 1.0a consumers such as Bitbucket Data Center's
 // Application Links): the consent page a consumer sends the user to, and
-// the list of applications the user allowed, with Revoke.
+// the list of applications the user allowed, with Revoke, on /account
+// (below the forge accounts of accounts.js).
 import { h, put, age, note } from './dom.js';
 import * as api from './api.js';
 import { accountsSection } from './accounts.js';
