@@ -75,6 +75,17 @@ func NewLoginResources(cfg LoginConfig) *LoginResources {
 	return &LoginResources{cfg: cfg}
 }
 
+// AuthorizeURL is the answer of GET /api/v1/login/{forge}/authorize to
+// a client that asks for JSON: a web UI cannot send its Bearer token on a
+// browser navigation, so it fetches the URL (with the token, to connect an
+// account) and then navigates to it.
+type AuthorizeURL struct {
+	URL string `json:"url" description:"the forge's authorize URL, with the server-issued state; send the browser there"`
+}
+
+// authorizeJSONDoc documents the JSON variant of the authorize routes.
+const authorizeJSONDoc = "With Accept: application/json it answers 200 {\"url\": …} (the same URL, the same state rules) instead of the redirect: how a web UI starts a connect, since a browser navigation cannot carry the Bearer token"
+
 // LoginRequest is the optional body of POST /login/github; query
 // parameters of the same names take precedence.
 type LoginRequest struct {
@@ -88,9 +99,11 @@ func (r *LoginResources) WebServices() []*restful.WebService {
 	ws := new(restful.WebService)
 	ws.Path("/api/v1/login").Produces(restful.MIME_JSON)
 	ws.Route(doc(ws.GET("/github/authorize").To(r.authorize).Filter(r.limit).
-		Doc("Start a GitHub login: redirects to GitHub's authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting GitHub to that user instead (account linking)").
+		Doc("Start a GitHub login: redirects to GitHub's authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting GitHub to that user instead (account linking). "+authorizeJSONDoc).
 		Param(ws.QueryParameter("redirect_uri", "where GitHub sends the browser back (absolute http(s) URL); default: the OAuth app's callback").DataType("string")).
 		Metadata(metaPublic, true).
+		Writes(AuthorizeURL{}).
+		Returns(http.StatusOK, "with Accept: application/json: the authorize URL", AuthorizeURL{}).
 		Returns(http.StatusFound, "redirect to GitHub (Location header)", nil).
 		Returns(http.StatusNotImplemented, "GitHub login is not configured on this server", Error{}), tagLogin, 400, 401, 429))
 	ws.Route(r.complete(ws, ws.POST("/github")).
@@ -99,9 +112,11 @@ func (r *LoginResources) WebServices() []*restful.WebService {
 	for _, name := range slices.Sorted(maps.Keys(r.cfg.Others)) {
 		l := r.cfg.Others[name]
 		ws.Route(doc(ws.GET("/"+name+"/authorize").To(func(req *restful.Request, resp *restful.Response) { r.authorizeWith(l, req, resp) }).Filter(r.limit).
-			Doc("Start a "+name+" login: redirects to "+name+"'s authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting "+name+" to that user instead (account linking)").
+			Doc("Start a "+name+" login: redirects to "+name+"'s authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting "+name+" to that user instead (account linking). "+authorizeJSONDoc).
 			Param(ws.QueryParameter("redirect_uri", "where "+name+" sends the browser back (absolute http(s) URL); default: the OAuth consumer's callback").DataType("string")).
 			Metadata(metaPublic, true).
+			Writes(AuthorizeURL{}).
+			Returns(http.StatusOK, "with Accept: application/json: the authorize URL", AuthorizeURL{}).
 			Returns(http.StatusFound, "redirect to "+name+" (Location header)", nil), tagLogin, 400, 401, 429))
 		ws.Route(doc(ws.POST("/"+name).To(func(req *restful.Request, resp *restful.Response) { r.loginWith(l, req, resp) }).Filter(r.limit).
 			Param(ws.QueryParameter("code", "the code "+name+" gave the browser (required)").DataType("string")).
@@ -155,8 +170,38 @@ func (r *LoginResources) authorizeWith(l LoginService, req *restful.Request, res
 		return
 	}
 	resp.Header().Set("Cache-Control", "no-store")
+	resp.Header().Add("Vary", "Accept")
+	if wantsJSON(req.Request) {
+		writeJSON(resp, http.StatusOK, AuthorizeURL{URL: u})
+		return
+	}
 	resp.Header().Set("Location", u)
 	resp.WriteHeader(http.StatusFound)
+}
+
+// wantsJSON reports whether the client asked for JSON by name (Accept:
+// application/json) rather than being a browser navigation, which
+// accepts text/html and "*/*".
+func wantsJSON(r *http.Request) bool {
+	asked := false
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			if q, err := strconv.ParseFloat(params["q"], 64); err == nil && q <= 0 {
+				continue // "not acceptable"
+			}
+			switch mt {
+			case restful.MIME_JSON:
+				asked = true
+			case "text/html":
+				return false
+			}
+		}
+	}
+	return asked
 }
 
 func (r *LoginResources) login(req *restful.Request, resp *restful.Response) {

@@ -70,6 +70,14 @@ func newLoginServer(t *testing.T, limiter *auth.Limiter, extra ...Resource) *log
 // settings; cfg.Login is filled in.
 func newLoginServerConfig(t *testing.T, cfg LoginConfig, extra ...Resource) *loginServer {
 	t.Helper()
+	return newLoginServerLinks(t, cfg, false, extra...)
+}
+
+// newLoginServerLinks is newLoginServerConfig; with links, the GitHub
+// login can also be connected to a user signed in with another forge
+// (cfg.Authenticator is set to the server's).
+func newLoginServerLinks(t *testing.T, cfg LoginConfig, links bool, extra ...Resource) *loginServer {
+	t.Helper()
 	gh := fakegithub.New(t)
 	gh.AddOAuthApp(loginClientID, loginClientSecret)
 	gh.AddUser("octocat", 1001, "gho_octocat_token")
@@ -94,7 +102,11 @@ func newLoginServerConfig(t *testing.T, cfg LoginConfig, extra ...Resource) *log
 	if err != nil {
 		t.Fatal(err)
 	}
-	login, err := auth.NewLogin(auth.LoginConfig{OAuth: oauth, Users: store, Forge: ghForge{gh.APIURL}, Issuer: issuer, States: states})
+	lc := auth.LoginConfig{OAuth: oauth, Users: store, Forge: ghForge{gh.APIURL}, Issuer: issuer, States: states}
+	if links {
+		lc.Links = store
+	}
+	login, err := auth.NewLogin(lc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +114,9 @@ func newLoginServerConfig(t *testing.T, cfg LoginConfig, extra ...Resource) *log
 	v, err := auth.NewVerifier(t.Context(), auth.VerifierConfig{Secret: loginSecret, Revocations: store})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if links {
+		cfg.Authenticator = v
 	}
 	resources := append([]Resource{
 		NewLoginResources(cfg),
@@ -416,4 +431,102 @@ func TestSpecShowsLoginPublicAndUserRoutesSecured(t *testing.T) {
 			}
 		})
 	}
+}
+
+// authorizeJSON asks GET /api/v1/login/github/authorize for JSON (as the
+// web UI does, with token when not empty), checks the reply, lets GitHub
+// approve octocat at its URL and returns the code and state.
+func (s *loginServer) authorizeJSON(t *testing.T, token string) (code, state string) {
+	t.Helper()
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/api/v1/login/github/authorize?redirect_uri="+url.QueryEscape(loginCallback), nil)
+	req.Header.Set("Accept", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") ||
+		rec.Header().Get("Location") != "" || rec.Header().Get("Cache-Control") != "no-store" {
+		t.Fatalf("authorize as JSON = %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	var res map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil || len(res) != 1 || !strings.HasPrefix(res["url"], s.gh.URL+"/login/oauth/authorize?") {
+		t.Fatalf("authorize as JSON = %s, want {\"url\": GitHub's authorize URL}", rec.Body)
+	}
+	s.gh.AuthorizeAs("octocat")
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(res["url"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc.Query().Get("code"), loc.Query().Get("state")
+}
+
+// TestAuthorizeAnswersTheURLAsJSONForSignInAndConnect: a client that asks
+// for JSON gets {"url"} instead of the redirect, with the same state: a
+// sign-in state without a token, a connect state with one. A browser
+// navigation (Accept: text/html, */*) still gets the 302.
+func TestAuthorizeAnswersTheURLAsJSONForSignInAndConnect(t *testing.T) {
+	s := newLoginServerLinks(t, LoginConfig{Limiter: auth.NewLimiter(auth.LimiterConfig{Rate: 100, Burst: 100})}, true)
+
+	for _, accept := range []string{"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "*/*", "", "application/json;q=0, */*"} {
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/api/v1/login/github/authorize?redirect_uri="+url.QueryEscape(loginCallback), nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code != http.StatusFound || !strings.HasPrefix(rec.Header().Get("Location"), s.gh.URL+"/login/oauth/authorize?") {
+			t.Fatalf("Accept %q: %d %v, want the redirect", accept, rec.Code, rec.Header())
+		}
+	}
+
+	t.Run("sign in", func(t *testing.T) {
+		code, state := s.authorizeJSON(t, "")
+		if !strings.HasPrefix(state, "ks1.") {
+			t.Fatalf("state %q is not server-issued", state)
+		}
+		r := s.do(t, http.MethodPost, "/api/v1/login/github?code="+code+"&state="+url.QueryEscape(state)+"&redirect_uri="+url.QueryEscape(loginCallback), "", "", nil, "")
+		var res auth.LoginResult
+		if err := json.Unmarshal([]byte(r.body), &res); r.status != http.StatusOK || err != nil || res.JWT == "" || res.UserID != "github|1001" {
+			t.Fatalf("login = %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("connect", func(t *testing.T) {
+		issuer, err := auth.NewIssuer(auth.IssuerConfig{Secret: loginSecret, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bb, _, err := issuer.Issue(pipeline.User{ID: "bitbucket|{b0b}", Login: "bob"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, state := s.authorizeJSON(t, bb)
+		q := "?code=" + code + "&state=" + url.QueryEscape(state) + "&redirect_uri=" + url.QueryEscape(loginCallback)
+		// A connect state: finishing it without the token is refused.
+		if msg := errorBody(t, s.do(t, http.MethodPost, "/api/v1/login/github"+q, "", "", nil, ""), http.StatusUnauthorized); !strings.Contains(msg, "connects github") {
+			t.Fatalf("a connect state finished without a token: %q", msg)
+		}
+		code, state = s.authorizeJSON(t, bb)
+		q = "?code=" + code + "&state=" + url.QueryEscape(state) + "&redirect_uri=" + url.QueryEscape(loginCallback)
+		r := s.do(t, http.MethodPost, "/api/v1/login/github"+q, bb, "", nil, "")
+		var res map[string]any
+		if err := json.Unmarshal([]byte(r.body), &res); r.status != http.StatusOK || err != nil || res["jwt"] != nil || res["user_id"] != "bitbucket|{b0b}" {
+			t.Fatalf("connect = %d %s", r.status, r.body)
+		}
+		if c, _ := res["connected"].(map[string]any); c["forge"] != "github" || c["login"] != "octocat" {
+			t.Fatalf("connect = %s", r.body)
+		}
+	})
+
+	t.Run("a bad token is refused, not a sign-in", func(t *testing.T) {
+		r := s.do(t, http.MethodGet, "/api/v1/login/github/authorize?redirect_uri="+url.QueryEscape(loginCallback), "not-a-jwt", "", nil, "")
+		errorBody(t, r, http.StatusUnauthorized)
+	})
 }

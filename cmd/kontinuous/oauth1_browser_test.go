@@ -53,7 +53,7 @@ func TestBrowserConsentPageSignsInThenAllows(t *testing.T) {
 
 	// The Account page lists the application; Revoke removes it.
 	b.do(chromedp.Navigate(w.app.URL + "/account"))
-	b.wait("the application listed", `document.querySelector('main li.row')?.textContent.includes('Bitbucket (test)')`)
+	b.wait("the application listed", `[...document.querySelectorAll('main li.row')].some((li) => li.textContent.includes('Bitbucket (test)'))`)
 	b.axe("account")
 	eval[bool](b, `(window.confirm = () => true, true)`)
 	b.clickButton("Revoke")

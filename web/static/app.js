@@ -4,6 +4,7 @@ import { h, put, status, final, age, duration, short, note } from './dom.js';
 import * as api from './api.js';
 import { LogView } from './log.js';
 import { consentPage, accountPage } from './apps.js';
+import { forgeNames, callbackURL, loginHref, forgeOf, connect, confirmConnected } from './accounts.js';
 
 const main = document.getElementById('main');
 const session = document.getElementById('session');
@@ -89,10 +90,6 @@ async function signOut() {
   signIn('You are signed out.');
 }
 
-const forgeNames = { github: 'GitHub', bitbucket: 'Bitbucket', 'bitbucket-dc': 'Bitbucket Data Center' };
-const callbackURL = (forge) => location.origin + '/auth/callback/' + forge;
-const loginHref = (f) => f.login_url + (f.login_url.includes('?') ? '&' : '?') + 'redirect_uri=' + enc(callbackURL(f.name));
-
 async function signIn(message) {
   page.abort();
   page = new AbortController();
@@ -120,22 +117,35 @@ async function signIn(message) {
 }
 
 async function callbackPage(signal, forge) {
-  document.title = 'Signing in · Kontinuous';
+  // Signed in with another forge, this is connecting forge to the account
+  // (the Bearer token the call sends makes it so), not a sign-in.
+  const connecting = !!api.token() && forgeOf(api.user()?.user_id) !== forge;
+  const name = forgeNames[forge] || forge;
+  document.title = (connecting ? 'Connecting ' + name : 'Signing in') + ' · Kontinuous';
   const q = new URLSearchParams(location.search);
   const code = q.get('code'), state = q.get('state'), err = q.get('error_description') || q.get('error');
   // The code leaves the address bar and the history at once.
   history.replaceState(null, '', '/auth/callback/' + forge);
-  const again = h('p', {}, h('a', { href: '/', class: 'button' }, 'Sign in again'));
-  if (err) return put(main, h('h1', {}, 'Sign-in cancelled'), note((forgeNames[forge] || forge) + ' said: ' + err, 'error'), again);
+  const again = connecting ? h('p', {}, h('a', { href: '/account', class: 'button' }, 'Back to your account'))
+    : h('p', {}, h('a', { href: '/', class: 'button' }, 'Sign in again'));
+  if (err) return put(main, h('h1', {}, connecting ? 'Connecting cancelled' : 'Sign-in cancelled'), note(name + ' said: ' + err, 'error'), again);
   if (!code || !state) return put(main, h('h1', {}, 'Sign-in link used'), note('This sign-in link has no code (it may have been used already).', 'error'), again);
-  put(main, h('h1', {}, 'Signing in…'), note('Checking with ' + (forgeNames[forge] || forge) + '…'));
+  put(main, h('h1', {}, connecting ? 'Connecting ' + name + '…' : 'Signing in…'), note('Checking with ' + name + '…'));
+  let res;
   try {
-    const res = await api.call('POST', '/api/v1/login/' + enc(forge), { body: { code, state, redirect_uri: callbackURL(forge) }, signal });
-    api.setSession(res);
+    res = await api.call('POST', '/api/v1/login/' + enc(forge), { body: { code, state, redirect_uri: callbackURL(forge) }, signal });
   } catch (e) {
     if (signal.aborted) return;
-    return put(main, h('h1', {}, 'Sign-in failed'), note(e.message, 'error'), again);
+    return put(main, h('h1', {}, connecting ? 'Could not connect ' + name : 'Sign-in failed'), note(e.message, 'error'), again);
   }
+  if (res.connected && !res.jwt) {
+    // A connect: the account is linked to the session's user, who stays
+    // signed in with the token they have.
+    api.takeReturn();
+    confirmConnected(res);
+    return go('/account', true);
+  }
+  api.setSession(res);
   go(api.takeReturn(), true);
 }
 
@@ -146,11 +156,20 @@ async function connections(signal) {
   if (!expired.length) return null;
   let forges = [];
   try { forges = await api.get('/api/v1/forges', { signal }); } catch { /* banner without a link */ }
+  const msg = h('div', { 'aria-live': 'polite' });
   return h('div', { class: 'banner', role: 'alert' }, expired.map((c) => {
     const f = forges.find((x) => x.name === c.forge && x.login_url);
-    return h('p', {}, 'Your ', forgeNames[c.forge] || c.forge, ' connection (', c.login, ') has expired: pipelines there are hidden until you reconnect. ',
-      f ? h('a', { href: loginHref(f), class: 'button', 'data-external': '' }, 'Reconnect') : null);
-  }));
+    let again = null;
+    if (f && c.linked) {
+      // A linked account reconnects with the session's token (a connect),
+      // never by signing in as that account.
+      again = h('button', { type: 'button' }, 'Reconnect');
+      again.addEventListener('click', () => connect(f).catch((e) => put(msg, note('Could not reconnect: ' + e.message, 'error'))));
+    } else if (f) {
+      again = h('a', { href: loginHref(f), class: 'button', 'data-external': '' }, 'Reconnect');
+    }
+    return h('p', {}, 'Your ', forgeNames[c.forge] || c.forge, ' connection (', c.login, ') has expired: pipelines there are hidden until you reconnect. ', again);
+  }), msg);
 }
 
 async function pipelinesPage(signal) {

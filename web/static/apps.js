@@ -1,8 +1,10 @@
 // Applications (OAuth 1.0a consumers such as Bitbucket Data Center's
 // Application Links): the consent page a consumer sends the user to, and
-// the list of applications the user allowed, with Revoke.
+// the list of applications the user allowed, with Revoke, on /account
+// (below the forge accounts of accounts.js).
 import { h, put, age, note } from './dom.js';
 import * as api from './api.js';
+import { accountsSection } from './accounts.js';
 
 /** /oauth/1.0a/authorize?oauth_token=…: who asks, for what; Allow / Deny. */
 export async function consentPage(main, signal) {
@@ -39,7 +41,10 @@ export async function consentPage(main, signal) {
   allow.focus();
 }
 
-/** /account: the applications the user allowed, each with Revoke. */
+/**
+ * /account: the user's forge accounts (Connect, Reconnect, Disconnect),
+ * then the applications they allowed, each with Revoke.
+ */
 export async function accountPage(main, signal) {
   document.title = 'Account · Kontinuous';
   const box = h('div', {}, note('Loading applications…'));
@@ -66,8 +71,9 @@ export async function accountPage(main, signal) {
         h('span', { class: 'grow muted' }, h('code', {}, a.key), ' · allowed ', age(a.authorized)), del);
     })) : note('You have not allowed any application to act as you.'));
   };
-  put(main, h('h1', {}, 'Account'),
+  const accounts = accountsSection(signal);
+  put(main, h('h1', {}, 'Account'), accounts.el,
     h('section', { 'aria-labelledby': 'h-apps' }, h('h2', { id: 'h-apps' }, 'Applications'),
       h('p', { class: 'muted' }, 'Applications (such as Bitbucket Data Center) you allowed to act as you.'), msg, box));
-  await load();
+  await Promise.all([accounts.load(), load()]);
 }
