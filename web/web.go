@@ -121,15 +121,16 @@ func (u *UI) Version() string { return u.version }
 func (u *UI) AssetBase() string { return AssetPrefix + u.version }
 
 // Client-side routes: these answer 200 with the page; any other path
-// answers the page with 404 (it shows "Page not found").
+// answers the page with 404 (it shows "Page not found"). Owners follow the
+// forge-neutral name rule (Bitbucket workspaces may hold '_' and '.').
 var routes = []*regexp.Regexp{
 	regexp.MustCompile(`^/$`),
 	regexp.MustCompile(`^/new$`),
-	regexp.MustCompile(`^/auth/callback/[a-z0-9]+$`),
+	regexp.MustCompile(`^/auth/callback/[a-z0-9-]+$`),
 	regexp.MustCompile(`^/oauth/1\.0a/authorize$`),
 	regexp.MustCompile(`^/account$`),
-	regexp.MustCompile(`^/[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}(/settings)?$`),
-	regexp.MustCompile(`^/[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}/builds/[1-9][0-9]{0,9}(/stages/[1-9][0-9]{0,4})?$`),
+	regexp.MustCompile(`^/[A-Za-z0-9._][A-Za-z0-9._-]{0,99}/[A-Za-z0-9._-]{1,100}(/settings)?$`),
+	regexp.MustCompile(`^/[A-Za-z0-9._][A-Za-z0-9._-]{0,99}/[A-Za-z0-9._-]{1,100}/builds/[1-9][0-9]{0,9}(/stages/[1-9][0-9]{0,4})?$`),
 }
 
 // IsRoute reports whether p is one of the UI's client-side routes.

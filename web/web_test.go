@@ -71,7 +71,7 @@ func TestClientRoutesLoadThePageAndUnknownPathsSayNotFound(t *testing.T) {
 		status int
 	}{
 		{"/", 200}, {"/new", 200}, {"/acme/demo", 200}, {"/acme/demo/settings", 200}, {"/acme/demo.js/builds/3", 200},
-		{"/acme/demo/builds/3/stages/12", 200}, {"/auth/callback/github", 200}, {"/account", 200},
+		{"/acme/demo/builds/3/stages/12", 200}, {"/auth/callback/github", 200}, {"/auth/callback/bitbucket-dc", 200}, {"/my_ws/app.js", 200}, {"/my_ws/app/builds/2", 200}, {"/account", 200},
 		{"/acme/demo/builds/0", 404}, {"/acme/demo/builds/x", 404}, {"/a/b/c", 404}, {"/-bad/demo", 404},
 	} {
 		r := get(t, ui, c.path)
