@@ -106,6 +106,17 @@ func TestBrowserConnectAndDisconnectBitbucketOnTheAccountPage(t *testing.T) {
 	if len(me.Connections) != 1 || me.Connections[0].Forge != "github" {
 		t.Fatalf("GET /api/v1/user after disconnecting: %s", r.body)
 	}
+
+	// A connect the server refuses (a made-up state, as when the consent
+	// page was left open past the state's 10 minutes) is shown on the
+	// callback page and keeps the session.
+	b.do(chromedp.Navigate(w.app.URL + "/auth/callback/bitbucket?code=made-up&state=ks1.made-up"))
+	b.wait("the refused connect", `document.querySelector('h1')?.textContent === 'Could not connect Bitbucket'`)
+	if got := eval[string](b, `sessionStorage.getItem('kontinuous.jwt')`); got != jwt {
+		t.Fatal("a refused connect signed the user out")
+	}
+	b.clickButton("Back to your account")
+	b.wait("the account page, still signed in", `location.pathname === '/account' && document.getElementById('session')?.textContent.includes('alice')`)
 	if len(b.far) > 0 {
 		t.Errorf("requests left loopback: %v", b.far)
 	}

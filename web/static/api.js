@@ -46,18 +46,22 @@ function headers(accept, extra) {
   return hd;
 }
 
-async function failure(r) {
+async function failure(r, keepSession) {
   let msg = '';
   try { msg = (await r.json()).Message || ''; } catch { /* not the error shape */ }
-  if (r.status === 401 && token()) {
+  if (r.status === 401 && token() && !keepSession) {
     clearSession();
     unauthorized();
   }
   return new HTTPError(r.status, msg || `the server answered ${r.status} ${r.statusText}`);
 }
 
-/** Calls the API; answers parsed JSON (or text for accept text/plain, null for 204). */
-export async function call(method, path, { body, accept = 'application/json', extra = {}, signal } = {}) {
+/**
+ * Calls the API; answers parsed JSON (or text for accept text/plain, null for 204).
+ * keepSession: a 401 is this call's own failure (e.g. a connect whose state
+ * expired), not a sign-out.
+ */
+export async function call(method, path, { body, accept = 'application/json', extra = {}, signal, keepSession = false } = {}) {
   const opts = { method, headers: headers(accept, extra), signal, cache: 'no-store' };
   if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
@@ -70,7 +74,7 @@ export async function call(method, path, { body, accept = 'application/json', ex
     if (signal && signal.aborted) throw e;
     throw new HTTPError(0, 'cannot reach the server (' + e.message + ')');
   }
-  if (!r.ok) throw await failure(r);
+  if (!r.ok) throw await failure(r, keepSession);
   if (r.status === 204) return null;
   if (accept === 'text/plain') return r.text();
   return r.json();

@@ -133,7 +133,9 @@ async function callbackPage(signal, forge) {
   put(main, h('h1', {}, connecting ? 'Connecting ' + name + '…' : 'Signing in…'), note('Checking with ' + name + '…'));
   let res;
   try {
-    res = await api.call('POST', '/api/v1/login/' + enc(forge), { body: { code, state, redirect_uri: callbackURL(forge) }, signal });
+    // A refused connect (its state expired on the forge's consent page,
+    // say) is shown here; the session stays.
+    res = await api.call('POST', '/api/v1/login/' + enc(forge), { body: { code, state, redirect_uri: callbackURL(forge) }, signal, keepSession: connecting });
   } catch (e) {
     if (signal.aborted) return;
     return put(main, h('h1', {}, connecting ? 'Could not connect ' + name : 'Sign-in failed'), note(e.message, 'error'), again);
