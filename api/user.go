@@ -22,15 +22,15 @@ type Sessions interface {
 
 // UserInfo is the caller as GET /api/v1/user shows them.
 type UserInfo struct {
-	UserID   string `json:"user_id" description:"<forge>|<numeric forge user id>"`
-	UserName string `json:"user_name" description:"GitHub login"`
+	UserID   string `json:"user_id" description:"<forge>|<the forge's user id>"`
+	UserName string `json:"user_name" description:"the user name on the forge signed in with"`
 	// Connections are the caller's stored forge tokens.
 	Connections []Connection `json:"connections" description:"the caller's forge connections; an expired one is reconnected by signing in through /api/v1/login/{forge}/authorize"`
 }
 
 // Connection is one of a user's forge connections.
 type Connection struct {
-	Forge  string `json:"forge" description:"github or bitbucket"`
+	Forge  string `json:"forge" description:"the forge's name, as GET /api/v1/forges lists it (github, bitbucket, bitbucket-dc)"`
 	Login  string `json:"login" description:"the user name on that forge"`
 	Status string `json:"status" description:"connected or expired"`
 	// Linked: the account was connected from a session signed in with
@@ -76,7 +76,7 @@ func (r *UserResources) WebServices() []*restful.WebService {
 	ws := new(restful.WebService)
 	ws.Path("/api/v1").Produces(restful.MIME_JSON)
 	ws.Route(doc(ws.GET("/user").To(r.me).
-		Doc("The caller: user id and GitHub login").
+		Doc("The caller: user id, login and forge connections").
 		Writes(UserInfo{}).
 		Returns(http.StatusOK, "the caller", UserInfo{}), tagUser, 401, 503))
 	ws.Route(doc(ws.POST("/logout").To(r.logout).

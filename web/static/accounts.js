@@ -94,8 +94,10 @@ export function accountsSection(signal) {
   };
   const fill = async () => {
     const [me, forges] = await Promise.all([api.get('/api/v1/user', { signal }), api.get('/api/v1/forges', { signal })]);
-    const own = forgeOf(me.user_id);
     const conns = me.connections || [];
+    // The connection signed in with is the one not linked (an Auth0 user's
+    // id has no forge prefix; the server maps it to its default forge).
+    const own = conns.find((c) => !c.linked)?.forge || forgeOf(me.user_id);
     const enabled = forges.filter((f) => f.login_url);
     put(box, enabled.length ? h('ul', { class: 'rows', 'aria-label': 'Your forge accounts' },
       enabled.map((f) => row(f, conns.find((c) => c.forge === f.name), own)))
