@@ -84,11 +84,11 @@ func (r *UserResources) WebServices() []*restful.WebService {
 		Returns(http.StatusNoContent, "revoked", nil).
 		Returns(http.StatusNotImplemented, "revocation is not configured", Error{}), tagUser, 400, 401, 503))
 	ws.Route(doc(ws.DELETE("/user/connections/{forge}").To(answer(r.disconnect)).Operation("disconnect").
-		Doc("Disconnect a forge account linked to you (connected from this session through /api/v1/login/{forge}/authorize): the link is removed both ways and the account's stored tokens are deleted. Not the forge you signed in with, and not while that account still owns pipelines (their builds use its token): delete those first. Applications (OAuth 1.0a) cannot call it").
+		Doc("Disconnect a forge account linked to you (connected from this session through /api/v1/login/{forge}/authorize): the link is removed both ways, and the account's stored tokens are deleted unless it is still linked to another user (who keeps that connection). Not the forge you signed in with, and not while that account still owns pipelines (their builds use its token): delete those first. Applications (OAuth 1.0a) cannot call it").
 		Param(ws.PathParameter("forge", "the forge's name, as GET /api/v1/forges lists it (github, bitbucket, ...)").DataType("string")).
 		Returns(http.StatusNoContent, "disconnected", nil).
 		Returns(http.StatusNotFound, "no forge of that name on this server, or you have no connection to it", Error{}).
-		Returns(http.StatusConflict, "the forge you signed in with (your identity), or your account there still owns pipelines (the Message names them)", Error{}).
+		Returns(http.StatusConflict, "the forge you signed in with (your identity), your account there still owns pipelines (the Message names them), or the connection changed meanwhile (try again)", Error{}).
 		Returns(http.StatusForbidden, "an OAuth 1.0a application cannot disconnect the user's accounts", Error{}).
 		Returns(http.StatusNotImplemented, "this server keeps no connected accounts", Error{}), tagUser, 401, 503))
 	return []*restful.WebService{ws}

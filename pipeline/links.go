@@ -29,11 +29,15 @@ type LinkStore interface {
 	// LinkedUsers returns the users linked to id, by forge name (empty
 	// when none).
 	LinkedUsers(ctx context.Context, id string) (map[string]string, error)
-	// UnlinkUser disconnects the account linked to id on forge, in one
-	// transaction: the link is removed both ways and that account's
-	// stored user (with its forge tokens) is deleted. It returns the
-	// account's id; ErrNotFound when id has no account linked on forge.
-	UnlinkUser(ctx context.Context, id, forge string) (string, error)
+	// UnlinkUser disconnects other, the account linked to id on forge,
+	// in one transaction: the link is removed both ways, and other's
+	// stored user (with its forge tokens) is deleted when other has no
+	// link left; an account also linked to a third user keeps its user
+	// (and tokens) for that one. deleted reports which. It is
+	// ErrNotFound when id has no account linked on forge, ErrConflict
+	// when the link is to another account than other (it changed since
+	// the caller read it).
+	UnlinkUser(ctx context.Context, id, forge, other string) (deleted bool, err error)
 }
 
 // UserLocker serializes work on one user's forge connection across every
@@ -231,14 +235,21 @@ func (s *Service) AllRepositories(ctx context.Context, c Caller) (RepositoryList
 }
 
 // Disconnect removes user userID's connection to forge: the account
-// linked to them there is unlinked both ways and its stored tokens deleted. It is
-// ErrNotFound for a forge this server does not have, or one the caller is
-// not connected to; ErrConflict for the forge the caller signed in with
-// (their identity: sign out instead) and while the linked account still
-// owns pipelines (named in the message: delete them first, their builds
-// use its token); ErrNotImplemented when the store keeps no links. A
-// refresh of the account's token running meanwhile finishes first (the
-// per-user lock) and nothing stores its tokens again after.
+// linked to them there is unlinked both ways, and its stored user (with
+// its tokens) is deleted unless that account is still linked to another
+// user (who keeps their connection to it). It is ErrNotFound for a forge
+// this server does not have, or one the caller is not connected to;
+// ErrConflict for the forge the caller signed in with (their identity:
+// sign out instead), while the linked account still owns pipelines (named
+// in the message: delete them first, their builds use its token) and when
+// the connection changed meanwhile (to another account); ErrNotImplemented
+// when the store keeps no links.
+//
+// It holds the account's user lock (UserLocker) from the pipeline check
+// to the unlink: a refresh of the account's token running meanwhile
+// finishes first and nothing stores its tokens again after, and a
+// pipeline a create is storing as that account (CreatePipeline stores it
+// under the same lock) is either seen by the check or finds the link gone.
 func (s *Service) Disconnect(ctx context.Context, userID, forge string) error {
 	if _, ok := s.forges.Get(forge); !ok || forge == "" {
 		return Errorf(ErrNotFound, "%q is not a forge of this server (%s)", forge, strings.Join(s.forges.Names(), ", "))
@@ -258,6 +269,13 @@ func (s *Service) Disconnect(ctx context.Context, userID, forge string) error {
 	if !ok {
 		return Errorf(ErrNotFound, "you have no %s connection", forge)
 	}
+	if l, ok := s.cfg.Store.(UserLocker); ok {
+		unlock, err := l.LockUser(ctx, other)
+		if err != nil {
+			return fmt.Errorf("lock the %s connection of %s: %w", forge, userID, err)
+		}
+		defer unlock()
+	}
 	all, err := s.cfg.Store.ListPipelines(ctx)
 	if err != nil {
 		return err
@@ -271,19 +289,15 @@ func (s *Service) Disconnect(ctx context.Context, userID, forge string) error {
 	if len(owned) > 0 {
 		return Errorf(ErrConflict, "your %s account still owns the pipelines %s (their builds use its token): delete them first (DELETE /api/v1/pipelines/{owner}/{repo})", forge, strings.Join(owned, ", "))
 	}
-	if l, ok := s.cfg.Store.(UserLocker); ok {
-		unlock, err := l.LockUser(ctx, other)
-		if err != nil {
-			return fmt.Errorf("lock the %s connection of %s: %w", forge, userID, err)
-		}
-		defer unlock()
-	}
-	if _, err := ls.UnlinkUser(ctx, userID, forge); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return Errorf(ErrNotFound, "you have no %s connection", forge)
-		}
+	deleted, err := ls.UnlinkUser(ctx, userID, forge, other)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Errorf(ErrNotFound, "you have no %s connection", forge)
+	case errors.Is(err, ErrConflict):
+		return Errorf(ErrConflict, "your %s connection changed while it was being removed; try again", forge)
+	case err != nil:
 		return err
 	}
-	s.log.Info("connection removed", "user", userID, "forge", forge, "account", other)
+	s.log.Info("connection removed", "user", userID, "forge", forge, "account", other, "account_deleted", deleted)
 	return nil
 }

@@ -14,15 +14,33 @@ import (
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakegithub"
 )
 
-// watchedStore is the in-memory store with two things a test needs to see
+// watchedStore is the in-memory store with things a test needs to see
 // or steer: it counts GetPipeline calls, and it runs onFirstGetPipeline
-// (once) just before the first one answers, to make something happen in
-// the middle of a use case. LinkStore and UserLocker come from memstore.
+// (once) just before the first one answers, beforeLock before each
+// LockUser and beforeUnlink before each UnlinkUser, to make something
+// happen in the middle of a use case. LinkStore and UserLocker come from
+// memstore. Set the hooks before the use case starts.
 type watchedStore struct {
 	*memstore.Store
 	pipelineReads      atomic.Int64
 	once               sync.Once
 	onFirstGetPipeline func()
+	beforeLock         func(id string)
+	beforeUnlink       func()
+}
+
+func (s *watchedStore) LockUser(ctx context.Context, id string) (func(), error) {
+	if s.beforeLock != nil {
+		s.beforeLock(id)
+	}
+	return s.Store.LockUser(ctx, id)
+}
+
+func (s *watchedStore) UnlinkUser(ctx context.Context, id, forge, other string) (bool, error) {
+	if s.beforeUnlink != nil {
+		s.beforeUnlink()
+	}
+	return s.Store.UnlinkUser(ctx, id, forge, other)
 }
 
 func (s *watchedStore) GetPipeline(ctx context.Context, owner, repo string) (pipeline.Pipeline, error) {

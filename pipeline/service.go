@@ -362,7 +362,9 @@ func (s *Service) creatorOn(ctx context.Context, c Caller, forge string) (Caller
 
 // CreatePipeline wires a repository: admin check, webhook, read-only
 // deploy key, then the stored pipeline. If any step fails, earlier ones
-// are undone and nothing is stored.
+// are undone and nothing is stored. Created through the caller's linked
+// account, it is stored only while that link exists: a Disconnect of it
+// meanwhile makes the create ErrConflict (see whileLinked).
 func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline) (Pipeline, error) {
 	if s.cfg.CreateRefusal != "" {
 		return Pipeline{}, Errorf(ErrConflict, "%s", s.cfg.CreateRefusal)
@@ -374,9 +376,11 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if err != nil {
 		return Pipeline{}, err
 	}
+	caller := c
 	if c, err = s.creatorOn(ctx, c, req.Forge); err != nil {
 		return Pipeline{}, err
 	}
+	linked := c.UserID != caller.UserID
 	if err := s.authorizeRepo(ctx, c, req.Owner, req.Repo, PermAdmin); err != nil {
 		return Pipeline{}, err
 	}
@@ -392,8 +396,13 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 	if err != nil {
 		return Pipeline{}, err
 	}
-	if err := s.keepCreatorToken(ctx, c); err != nil {
-		return Pipeline{}, err
+	if !linked {
+		// A linked account's token was read from the store (on): there is
+		// nothing to keep, and writing that copy back could store again a
+		// connection Disconnect removed meanwhile.
+		if err := s.keepCreatorToken(ctx, c); err != nil {
+			return Pipeline{}, err
+		}
 	}
 	secret, err := randomString(32)
 	if err != nil {
@@ -447,15 +456,54 @@ func (s *Service) CreatePipeline(ctx context.Context, c Caller, req NewPipeline)
 		DeployKeyID: keyID, DeployKeyPublic: pub, DeployKeyPrivate: priv,
 		Created: Now(),
 	}
-	stored, err := s.cfg.Store.CreatePipeline(ctx, p)
-	if err != nil {
+	store := func(ctx context.Context) (Pipeline, error) {
+		stored, err := s.cfg.Store.CreatePipeline(ctx, p)
 		if errors.Is(err, ErrConflict) {
 			err = Errorf(ErrConflict, "pipeline %s/%s already exists", req.Owner, req.Repo)
 		}
+		return stored, err
+	}
+	var stored Pipeline
+	if linked {
+		stored, err = s.whileLinked(ctx, caller, c, store)
+	} else {
+		stored, err = store(ctx)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	s.log.Info("pipeline created", "pipeline", stored.Key(), "by", c.UserID)
 	return stored, nil
+}
+
+// whileLinked runs fn (storing what creator, caller's linked account,
+// made) only while the link still exists: it holds creator's user lock
+// (the one Disconnect holds from its pipeline check to the unlink) and
+// checks the link under it. A Disconnect that ran since creatorOn read the
+// link makes it ErrConflict (CreatePipeline then undoes what it made on
+// the forge); one that runs after sees the stored pipeline and refuses.
+// The lock is not reentrant: fn must not refresh a token or lock creator.
+func (s *Service) whileLinked(ctx context.Context, caller, creator Caller, fn func(context.Context) (Pipeline, error)) (Pipeline, error) {
+	forge := ForgeName(creator.UserID)
+	if l, ok := s.cfg.Store.(UserLocker); ok {
+		unlock, err := l.LockUser(ctx, creator.UserID)
+		if err != nil {
+			return Pipeline{}, fmt.Errorf("lock the %s connection of %s: %w", forge, caller.UserID, err)
+		}
+		defer unlock()
+	}
+	ls, ok := s.cfg.Store.(LinkStore)
+	if !ok { // on links no account without one
+		return Pipeline{}, Errorf(ErrNotImplemented, "this server keeps no connected accounts")
+	}
+	links, err := ls.LinkedUsers(ctx, caller.UserID)
+	if err != nil {
+		return Pipeline{}, err
+	}
+	if links[forge] != creator.UserID {
+		return Pipeline{}, Errorf(ErrConflict, "your %s connection was removed while the pipeline was created: nothing was kept; connect it again to create the pipeline", forge)
+	}
+	return fn(ctx)
 }
 
 // keepCreatorToken stores the creator's token for the pipeline's clones

@@ -70,49 +70,67 @@ func (s *Store) LinkUsers(ctx context.Context, a, b string) error {
 	return s.wrap(pipeline.Errorf(pipeline.ErrConflict, "linking %s and %s kept conflicting; try again", a, b), "link users")
 }
 
-// UnlinkUser removes links/{id}/{forge} and the link back, and deletes
-// the linked account's user (its sealed tokens) in one transaction,
-// guarded by the revision of the link it read: a concurrent relink makes
-// it read again.
-func (s *Store) UnlinkUser(ctx context.Context, id, forge string) (string, error) {
+// UnlinkUser removes links/{id}/{forge} (to other) and the link back,
+// and deletes other's user (its sealed tokens) when other has no link
+// left, in one transaction. It reads the link and every link of other's
+// (links/{other}/…) at one revision and is guarded by them: a link of
+// other's added, changed or removed meanwhile (or id's relinked) makes it
+// read again, so other's user is never deleted while a link to it stays
+// and never kept once none does.
+func (s *Store) UnlinkUser(ctx context.Context, id, forge, other string) (bool, error) {
 	if err := checkSegment("user_id", id); err != nil {
-		return "", s.wrap(err, "unlink user")
+		return false, s.wrap(err, "unlink user")
 	}
 	if err := checkSegment("forge", forge); err != nil {
-		return "", s.wrap(err, "unlink user")
+		return false, s.wrap(err, "unlink user")
+	}
+	if err := checkSegment("user_id", other); err != nil {
+		return false, s.wrap(err, "unlink user")
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	ka := s.linkKey(id, forge)
+	ka, kb := s.linkKey(id, forge), s.linkKey(other, pipeline.ForgeName(id))
+	otherLinks := s.opts.Prefix + "links/" + other + "/"
 	for range 10 {
-		resp, err := s.cli.Get(ctx, ka)
+		resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(ka), clientv3.OpGet(otherLinks, clientv3.WithPrefix())).Commit()
 		if err != nil {
-			return "", s.wrap(err, "unlink %s from %s", id, forge)
+			return false, s.wrap(err, "unlink %s from %s", id, forge)
 		}
-		if len(resp.Kvs) == 0 {
-			return "", s.wrap(pipeline.ErrNotFound, "unlink %s from %s", id, forge)
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return false, s.wrap(pipeline.ErrNotFound, "unlink %s from %s", id, forge)
 		}
-		other := string(resp.Kvs[0].Value)
-		if err := checkSegment("user_id", other); err != nil {
-			return "", s.wrap(err, "unlink %s from %s", id, forge)
+		if string(kvs[0].Value) != other {
+			return false, s.wrap(pipeline.Errorf(pipeline.ErrConflict, "the %s account linked to %s is no longer %s", forge, id, other), "unlink user")
 		}
-		kb := s.linkKey(other, pipeline.ForgeName(id))
-		tr, err := s.cli.Txn(ctx).If(
-			clientv3.Compare(clientv3.ModRevision(ka), "=", resp.Kvs[0].ModRevision),
-		).Then(
-			clientv3.OpDelete(ka),
-			clientv3.OpDelete(s.userKey(other)),
-			// The link back, only when it is to id.
-			clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(kb), "=", id)}, []clientv3.Op{clientv3.OpDelete(kb)}, nil),
-		).Commit()
+		guards := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(ka), "=", kvs[0].ModRevision),
+			// No link of other's added or changed since the read…
+			clientv3.Compare(clientv3.ModRevision(otherLinks).WithPrefix(), "<", resp.Header.Revision+1),
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(ka)}
+		left := 0
+		for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+			// …nor removed.
+			guards = append(guards, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+			if string(kv.Key) == kb && string(kv.Value) == id {
+				ops = append(ops, clientv3.OpDelete(kb)) // the link back, only when it is to id
+				continue
+			}
+			left++
+		}
+		if left == 0 {
+			ops = append(ops, clientv3.OpDelete(s.userKey(other)))
+		}
+		tr, err := s.cli.Txn(ctx).If(guards...).Then(ops...).Commit()
 		if err != nil {
-			return "", s.wrap(err, "unlink %s from %s", id, forge)
+			return false, s.wrap(err, "unlink %s from %s", id, forge)
 		}
 		if tr.Succeeded {
-			return other, nil
+			return left == 0, nil
 		}
 	}
-	return "", s.wrap(pipeline.Errorf(pipeline.ErrConflict, "unlinking %s from %s kept conflicting; try again", id, forge), "unlink user")
+	return false, s.wrap(pipeline.Errorf(pipeline.ErrConflict, "unlinking %s from %s kept conflicting; try again", id, forge), "unlink user")
 }
 
 // LinkedUsers returns the users linked to id, by forge.

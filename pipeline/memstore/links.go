@@ -66,25 +66,33 @@ func (s *Store) LinkedUsers(_ context.Context, id string) (map[string]string, er
 	return maps.Clone(e.links[id]), nil
 }
 
-// UnlinkUser removes id's link to its account on forge both ways and
-// deletes that account's user (see pipeline.LinkStore).
-func (s *Store) UnlinkUser(_ context.Context, id, forge string) (string, error) {
+// UnlinkUser removes id's link to other, its account on forge, both
+// ways, and deletes other's user when other has no link left (see
+// pipeline.LinkStore).
+func (s *Store) UnlinkUser(_ context.Context, id, forge, other string) (bool, error) {
 	e := s.extras()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	other, ok := e.links[id][forge]
+	cur, ok := e.links[id][forge]
 	if !ok {
-		return "", notFound("link of %s to %s", id, forge)
+		return false, notFound("link of %s to %s", id, forge)
+	}
+	if cur != other {
+		return false, fmt.Errorf("memstore: unlink %s from %s: %w", id, forge,
+			pipeline.Errorf(pipeline.ErrConflict, "the %s account linked to %s is no longer %s", forge, id, other))
 	}
 	delete(e.links[id], forge)
 	if back := pipeline.ForgeName(id); e.links[other][back] == id {
 		delete(e.links[other], back)
 	}
+	if len(e.links[other]) > 0 {
+		return false, nil // still linked to another user, who keeps it
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.users, other)
 	s.wrote()
-	return other, nil
+	return true, nil
 }
 
 // LockUser takes id's lock in this process (the store serves one).

@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore func(t *testing.T) pipeline.Store) {
 		{"Secrets", secrets},
 		{"WatchBuild", watchBuild},
 		{"UnlinkUserRemovesBothLinksAndTheAccount", unlinkUser},
+		{"UnlinkUserKeepsAnAccountLinkedToAThirdUser", unlinkUserThirdIdentity},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
@@ -83,26 +84,35 @@ func users(t *testing.T, s pipeline.Store) {
 
 // unlinkUser: a store that links accounts (pipeline.LinkStore) unlinks
 // them both ways and deletes the disconnected account with its tokens,
-// leaving the signed-in user as it was.
+// leaving the signed-in user as it was; it refuses to unlink an account
+// the link no longer points to.
 func unlinkUser(t *testing.T, s pipeline.Store) {
 	ls, ok := s.(pipeline.LinkStore)
 	if !ok {
 		t.Skip("the store does not link accounts")
 	}
 	ctx := t.Context()
-	const gh, bb = "github|1", "bitbucket|{0b3c}"
+	const gh, bb, bb2 = "github|1", "bitbucket|{0b3c}", "bitbucket|{77aa}"
 	for _, id := range []string{gh, bb} {
 		if err := s.PutUser(ctx, pipeline.User{ID: id, Login: "alice", Token: pipeline.ForgeToken{AccessToken: "at-" + id, RefreshToken: "rt"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := ls.UnlinkUser(ctx, gh, "bitbucket")
+	_, err := ls.UnlinkUser(ctx, gh, "bitbucket", bb)
 	wantErr(t, err, pipeline.ErrNotFound)
 	if err := ls.LinkUsers(ctx, gh, bb); err != nil {
 		t.Fatal(err)
 	}
-	if got := must(ls.UnlinkUser(ctx, gh, "bitbucket"))(t); got != bb {
-		t.Fatalf("unlinked %q, want %q", got, bb)
+	// The link is to bb, not bb2 (as when it changed since it was read):
+	// nothing is unlinked or deleted.
+	_, err = ls.UnlinkUser(ctx, gh, "bitbucket", bb2)
+	wantErr(t, err, pipeline.ErrConflict)
+	if links := must(ls.LinkedUsers(ctx, gh))(t); links["bitbucket"] != bb {
+		t.Fatalf("links of %s after a refused unlink: %v", gh, links)
+	}
+	must(s.GetUser(ctx, bb))(t)
+	if deleted := must(ls.UnlinkUser(ctx, gh, "bitbucket", bb))(t); !deleted {
+		t.Fatalf("unlinking %s's only link kept its user", bb)
 	}
 	for _, id := range []string{gh, bb} {
 		if links := must(ls.LinkedUsers(ctx, id))(t); len(links) != 0 {
@@ -114,20 +124,73 @@ func unlinkUser(t *testing.T, s pipeline.Store) {
 	if u := must(s.GetUser(ctx, gh))(t); u.Token.AccessToken != "at-"+gh {
 		t.Errorf("the signed-in user changed: %+v", u)
 	}
-	_, err = ls.UnlinkUser(ctx, gh, "bitbucket")
+	_, err = ls.UnlinkUser(ctx, gh, "bitbucket", bb)
 	wantErr(t, err, pipeline.ErrNotFound)
 	// Linked again, it unlinks from the other side as well.
 	if err := ls.LinkUsers(ctx, gh, bb); err != nil {
 		t.Fatal(err)
 	}
-	if got := must(ls.UnlinkUser(ctx, bb, "github"))(t); got != gh {
-		t.Fatalf("unlinked %q, want %q", got, gh)
+	if deleted := must(ls.UnlinkUser(ctx, bb, "github", gh))(t); !deleted {
+		t.Fatalf("unlinking %s's only link kept its user", gh)
 	}
 	if links := must(ls.LinkedUsers(ctx, gh))(t); len(links) != 0 {
 		t.Errorf("links of %s after unlink from the other side: %v", gh, links)
 	}
 	_, err = s.GetUser(ctx, gh)
 	wantErr(t, err, pipeline.ErrNotFound)
+}
+
+// unlinkUserThirdIdentity: a Bitbucket account linked to a GitHub user
+// and to a Data Center user, unlinked from the GitHub user, stays linked
+// to the Data Center user with its user and tokens (that connection
+// keeps working, and no link dangles); unlinked from the last one, it is
+// deleted.
+func unlinkUserThirdIdentity(t *testing.T, s pipeline.Store) {
+	ls, ok := s.(pipeline.LinkStore)
+	if !ok {
+		t.Skip("the store does not link accounts")
+	}
+	ctx := t.Context()
+	const gh, bb, dc = "github|1", "bitbucket|{0b3c}", "bitbucket-dc|3"
+	for _, id := range []string{gh, bb, dc} {
+		if err := s.PutUser(ctx, pipeline.User{ID: id, Login: "alice", Token: pipeline.ForgeToken{AccessToken: "at-" + id, RefreshToken: "rt"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, other := range []string{gh, dc} {
+		if err := ls.LinkUsers(ctx, other, bb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if deleted := must(ls.UnlinkUser(ctx, gh, "bitbucket", bb))(t); deleted {
+		t.Fatalf("unlinking %s from %s deleted it, though %s still links it", bb, gh, dc)
+	}
+	if u, err := s.GetUser(ctx, bb); err != nil || u.Token.AccessToken != "at-"+bb {
+		t.Fatalf("%s's user after unlinking it from %s: %+v, %v", bb, gh, u, err)
+	}
+	if links := must(ls.LinkedUsers(ctx, gh))(t); len(links) != 0 {
+		t.Errorf("links of %s after unlink: %v", gh, links)
+	}
+	if links := must(ls.LinkedUsers(ctx, bb))(t); len(links) != 1 || links["bitbucket-dc"] != dc {
+		t.Errorf("links of %s after unlinking %s: %v, want only bitbucket-dc: %s", bb, gh, links, dc)
+	}
+	if links := must(ls.LinkedUsers(ctx, dc))(t); len(links) != 1 || links["bitbucket"] != bb {
+		t.Errorf("links of %s after unlinking %s: %v, want bitbucket: %s", dc, gh, links, bb)
+	}
+	// Its last link removed, the account is deleted.
+	if deleted := must(ls.UnlinkUser(ctx, dc, "bitbucket", bb))(t); !deleted {
+		t.Fatalf("unlinking %s's last link kept its user", bb)
+	}
+	_, err := s.GetUser(ctx, bb)
+	wantErr(t, err, pipeline.ErrNotFound)
+	for _, id := range []string{gh, bb, dc} {
+		if links := must(ls.LinkedUsers(ctx, id))(t); len(links) != 0 {
+			t.Errorf("links of %s after both unlinks: %v", id, links)
+		}
+	}
+	for _, id := range []string{gh, dc} {
+		must(s.GetUser(ctx, id))(t)
+	}
 }
 
 func pipelineCreateGetConflict(t *testing.T, s pipeline.Store) {
