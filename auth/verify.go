@@ -292,7 +292,8 @@ func (v *Verifier) identity(c *userClaims, source string) (Identity, error) {
 	if uid == "" {
 		return Identity{}, unauthorized("token names no user")
 	}
-	if !cleanClaim(uid) || (c.ID != "" && !cleanClaim(c.ID)) {
+	// A user id is a key segment where users are stored: no '/'.
+	if !cleanClaim(uid) || strings.ContainsRune(uid, '/') || (c.ID != "" && !cleanClaim(c.ID)) {
 		return Identity{}, unauthorized("malformed token")
 	}
 	if v.isRevoked(c.ID) {

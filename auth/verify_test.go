@@ -207,6 +207,8 @@ func TestVerifyAcceptsOnlyWellFormedTokensFromConfiguredKeys(t *testing.T) {
 			token: rawToken(t, `{"alg":"HS256"}`, `[1,2]`, testSecret)},
 		{name: "user id with control characters", reason: "malformed token",
 			token: sign(t, jwt.SigningMethodHS256, testSecret, nil, with(legacy, "user_id", "github|1\n2"))},
+		{name: "user id with a slash", reason: "malformed token",
+			token: sign(t, jwt.SigningMethodHS256, testSecret, nil, with(legacy, "user_id", "../../etc"))},
 		{name: "empty", reason: "missing token", token: ""},
 		{name: "two segments", reason: "malformed token", token: "abc.def"},
 		{name: "header not base64", reason: "malformed token", token: "!!.e30.sig"},
