@@ -747,6 +747,14 @@ func (s *Service) UpdateDefinition(ctx context.Context, c Caller, owner, repo st
 	return DefinitionResult{Commit: sha, Branch: branch}, nil
 }
 
+// checkSecretName refuses a name no secret set can have (ErrInvalid).
+func checkSecretName(name string) error {
+	if !secretNameRe.MatchString(name) {
+		return Invalid("name", "%q must be lower-case letters, digits, '-' or '.', at most 63 characters", name)
+	}
+	return nil
+}
+
 // SecretsBody is the body of a secret PUT.
 type SecretsBody struct {
 	Data map[string]string `json:"data"`
@@ -754,8 +762,8 @@ type SecretsBody struct {
 
 // PutSecret stores a secret set (values encrypted at rest by the store).
 func (s *Service) PutSecret(ctx context.Context, c Caller, owner, repo, name string, data map[string]string) (SecretSet, error) {
-	if !secretNameRe.MatchString(name) {
-		return SecretSet{}, Invalid("name", "%q must be lower-case letters, digits, '-' or '.', at most 63 characters", name)
+	if err := checkSecretName(name); err != nil {
+		return SecretSet{}, err
 	}
 	if len(data) == 0 {
 		return SecretSet{}, Invalid("data", "must have at least one key")
@@ -801,6 +809,9 @@ func (s *Service) ListSecrets(ctx context.Context, c Caller, owner, repo string)
 
 // GetSecret shows one secret set's keys, never values.
 func (s *Service) GetSecret(ctx context.Context, c Caller, owner, repo, name string) (SecretSet, error) {
+	if err := checkSecretName(name); err != nil {
+		return SecretSet{}, err
+	}
 	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
 		return SecretSet{}, err
 	}
@@ -822,6 +833,9 @@ func redact(set SecretSet) SecretSet {
 
 // DeleteSecret removes a secret set.
 func (s *Service) DeleteSecret(ctx context.Context, c Caller, owner, repo, name string) error {
+	if err := checkSecretName(name); err != nil {
+		return err
+	}
 	if err := s.authorize(ctx, c, owner, repo, PermAdmin); err != nil {
 		return err
 	}

@@ -534,6 +534,14 @@ func TestSecretsNeedAdminAreValidatedAndNeverShowValues(t *testing.T) {
 	if listed, err := w.svc.ListSecrets(ctx, alice, "acme", "app"); err != nil || len(listed) != 1 || listed[0].Name != "slack" {
 		t.Fatalf("list after delete: %+v %v", listed, err)
 	}
+	// A name no secret can have is a bad path parameter (400), on every
+	// method, not a 404.
+	if _, err := w.svc.GetSecret(ctx, alice, "acme", "app", "bad name"); invalidField(err) != "name" {
+		t.Fatalf("get with a bad name: %v", err)
+	}
+	if err := w.svc.DeleteSecret(ctx, alice, "acme", "app", "Bad_Name"); invalidField(err) != "name" {
+		t.Fatalf("delete with a bad name: %v", err)
+	}
 }
 
 func TestManualTriggerValidatesItsInputAndPinsTheBranchHead(t *testing.T) {
