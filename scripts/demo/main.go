@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -77,14 +78,35 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// defaultListen is the demo server's address unless taken or set.
+const defaultListen = "127.0.0.1:3005"
+
+// free reports whether addr can be listened on now.
+func free(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = l.Close() // only probing
+	return true
+}
+
 // run is the demo; it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:3005", "where the server listens (127.0.0.1:0 picks a free port)")
+	listen := fs.String("listen", defaultListen, "where the server listens (127.0.0.1:0 picks a free port; by default a free one when 3005 is taken)")
 	once := fs.Bool("once", false, "exit after the first build instead of running until Ctrl-C")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "listen" })
+	if !set && !free(*listen) {
+		// A Kontinuous started with the README's first command already
+		// has 3005: the demo's own server takes a free port instead.
+		fmt.Fprintf(stderr, "demo: %s is taken (a Kontinuous already running?); the demo's server takes a free port\n", *listen)
+		*listen = "127.0.0.1:0"
 	}
 	tb := newRunner(stderr)
 	defer tb.cleanup()
@@ -119,8 +141,10 @@ func demo(ctx context.Context, tb *runner, listen string, once bool, stdout, std
 		fmt.Fprintln(stderr, "demo: "+err.Error())
 		return 1
 	}
-	srv, err := startServer(ctx, bin, stderr, "--listen", listen, "--data-dir", filepath.Join(tb.TempDir(), "data"),
-		"--auth-secret", base64.RawURLEncoding.EncodeToString(secret),
+	// The secret goes through the environment: a command line is visible
+	// to every local user (ps).
+	srv, err := startServer(ctx, bin, stderr, []string{"AUTH_SECRET=" + base64.RawURLEncoding.EncodeToString(secret)},
+		"--listen", listen, "--data-dir", filepath.Join(tb.TempDir(), "data"),
 		"--github-api-url", gh.APIURL, "--github-url", gh.URL)
 	if err != nil {
 		fmt.Fprintln(stderr, "demo: "+err.Error())
@@ -254,8 +278,9 @@ type server struct {
 	exited chan struct{}
 }
 
-func startServer(ctx context.Context, bin string, stderr io.Writer, args ...string) (*server, error) {
+func startServer(ctx context.Context, bin string, stderr io.Writer, env []string, args ...string) (*server, error) {
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

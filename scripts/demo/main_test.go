@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,9 +24,14 @@ func TestDemoRunsABuildToSuccessAndItsInstructionsWork(t *testing.T) {
 	defer cancel()
 	pr, pw := io.Pipe()
 	stderr := &lockedWriter{w: &strings.Builder{}}
+	// The README's first command may already serve on the demo's default
+	// port: the demo then takes a free one. Hold that port to see it.
+	if l, err := net.Listen("tcp", defaultListen); err == nil {
+		defer l.Close()
+	}
 	codes := make(chan int, 1)
 	go func() {
-		codes <- run(ctx, []string{"--listen", "127.0.0.1:0"}, pw, stderr)
+		codes <- run(ctx, nil, pw, stderr)
 		pw.Close()
 	}()
 	var url, tok string
@@ -60,6 +66,9 @@ func TestDemoRunsABuildToSuccessAndItsInstructionsWork(t *testing.T) {
 		for range lines { // drain
 		}
 	}()
+	if !strings.Contains(stderr.String(), defaultListen+" is taken") || strings.Contains(url, ":3005") {
+		t.Errorf("with %s taken the demo serves at %s; stderr:\n%s", defaultListen, url, stderr.String())
+	}
 	for _, want := range []string{"Build 1 of demo/hello: SUCCESS", "You are newcomer", "Hello from Kontinuous on main"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
