@@ -113,7 +113,7 @@ type BuildSummary struct {
 	Created      int64  `json:"created"`
 	Started      int64  `json:"started"`
 	Finished     int64  `json:"finished"`
-	CurrentStage int    `json:"current_stage"`
+	CurrentStage int    `json:"current_stage" description:"position in stages of the current (or last) stage, counted from 0; a stage's index and /stages/{n} count from 1"`
 	Branch       string `json:"branch"`
 	Commit       string `json:"commit"`
 	Author       string `json:"author"`
@@ -128,7 +128,7 @@ type Build struct {
 	Created      int64   `json:"created"`
 	Started      int64   `json:"started"`
 	Finished     int64   `json:"finished"`
-	CurrentStage int     `json:"current_stage"`
+	CurrentStage int     `json:"current_stage" description:"position in stages of the current (or last) stage, counted from 0; a stage's index and /stages/{n} count from 1"`
 	Branch       string  `json:"branch"`
 	Commit       string  `json:"commit"`
 	Author       string  `json:"author"`
