@@ -229,10 +229,6 @@ func (e *Embedded) ClientPort() int { return e.clientPort }
 // PeerPort is the loopback port of the (unused) peer listener.
 func (e *Embedded) PeerPort() int { return e.peerPort }
 
-// Err reports a fatal error of the running server (the server is unusable
-// after one arrives).
-func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
-
 // Close stops the server cleanly, closing its listeners and data files.
 // It is safe to call more than once.
 func (e *Embedded) Close() {

@@ -102,9 +102,6 @@ func (s *EtcdServer) Endpoints() []string {
 	return append([]string(nil), s.endpoints...)
 }
 
-// Dir is the server's data dir.
-func (s *EtcdServer) Dir() string { return s.dir }
-
 // Client connects a new client to the server (which must be running),
 // closed when the test ends.
 func (s *EtcdServer) Client() *clientv3.Client {
