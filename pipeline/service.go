@@ -202,7 +202,7 @@ func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo str
 		return nil, err
 	}
 	if !c.Token.Valid() {
-		return nil, Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
+		return nil, s.noToken(c)
 	}
 	var stored *Pipeline
 	if checkID {
@@ -240,10 +240,19 @@ func (s *Service) authorizeAccess(ctx context.Context, c Caller, owner, repo str
 	return stored, nil
 }
 
+// noToken is the 401 for a caller with no forge token: where to get one.
+func (s *Service) noToken(c Caller) error {
+	f := ForgeOf(s.forges, c.UserID)
+	if f == "" {
+		return Errorf(ErrUnauthorized, "no forge token for this user, and this server has no forge; see README \"Settings\"")
+	}
+	return Errorf(ErrUnauthorized, "no %s token for this user: sign in again through /api/v1/login/%s/authorize (API clients: use a token that carries one, see scripts/jwt-gen)", f, f)
+}
+
 // Repositories lists the caller's forge repositories.
 func (s *Service) Repositories(ctx context.Context, c Caller) ([]Repository, error) {
 	if !c.Token.Valid() {
-		return nil, Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
+		return nil, s.noToken(c)
 	}
 	return s.scm(c.UserID).Repositories(ctx, c.Token)
 }
@@ -266,7 +275,7 @@ func (s *Service) ListPipelines(ctx context.Context, c Caller) ([]Pipeline, erro
 		return nil, err
 	}
 	if !c.Token.Valid() {
-		return nil, Errorf(ErrUnauthorized, "no GitHub token for this user; log in again")
+		return nil, s.noToken(c)
 	}
 	visible := make([]bool, len(all))
 	var wg sync.WaitGroup
