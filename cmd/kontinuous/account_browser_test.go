@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/kontinuous/kontinuous/pipeline/pipelinetest/fakebitbucket"
@@ -52,6 +54,18 @@ func TestBrowserConnectAndDisconnectBitbucketOnTheAccountPage(t *testing.T) {
 	b.wait("Bitbucket connected", bitbucket+`?.textContent.includes('Connected as alice') && `+bitbucket+`.querySelector('button')?.textContent === 'Disconnect'`)
 	if got := eval[string](b, `sessionStorage.getItem('kontinuous.jwt')`); got != jwt {
 		t.Fatal("connecting Bitbucket replaced the session's token")
+	}
+	// Readable at 375 px without horizontal scrolling, rows and buttons
+	// included.
+	if _, err := chromedp.Call(b.ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: 375, Height: 800, DeviceScaleFactor: 2, Mobile: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("the 375 px layout", `window.innerWidth === 375`)
+	if eval[bool](b, `document.documentElement.scrollWidth > 375`) {
+		t.Error("the account page scrolls sideways at 375 px")
+	}
+	if _, err := chromedp.Call(b.ctx, emulation.ClearDeviceMetricsOverride, cdp.Empty{}); err != nil {
+		t.Fatal(err)
 	}
 	if id := eval[string](b, `JSON.parse(sessionStorage.getItem('kontinuous.user')).user_id`); id != "github|1001" {
 		t.Fatalf("signed in as %q after connecting, want github|1001", id)
