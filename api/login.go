@@ -101,7 +101,7 @@ func (r *LoginResources) WebServices() []*restful.WebService {
 	ws.Route(doc(ws.GET("/github/authorize").To(r.authorize).Filter(r.limit).
 		Doc("Start a GitHub login: redirects to GitHub's authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting GitHub to that user instead (account linking). "+authorizeJSONDoc).
 		Param(ws.QueryParameter("redirect_uri", "where GitHub sends the browser back (absolute http(s) URL); default: the OAuth app's callback").DataType("string")).
-		Metadata(metaPublic, true).
+		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true). // a Bearer token makes it a connect
 		Writes(AuthorizeURL{}).
 		Returns(http.StatusOK, "with Accept: application/json: the authorize URL", AuthorizeURL{}).
 		Returns(http.StatusFound, "redirect to GitHub (Location header)", nil).
@@ -114,7 +114,7 @@ func (r *LoginResources) WebServices() []*restful.WebService {
 		ws.Route(doc(ws.GET("/"+name+"/authorize").To(func(req *restful.Request, resp *restful.Response) { r.authorizeWith(l, req, resp) }).Filter(r.limit).
 			Doc("Start a "+name+" login: redirects to "+name+"'s authorize page with a server-issued state (ks1., single use, 10 minutes). With the Bearer token of a user signed in with another forge, it starts connecting "+name+" to that user instead (account linking). "+authorizeJSONDoc).
 			Param(ws.QueryParameter("redirect_uri", "where "+name+" sends the browser back (absolute http(s) URL); default: the OAuth consumer's callback").DataType("string")).
-			Metadata(metaPublic, true).
+			Metadata(metaPublic, true).Metadata(metaOptionalBearer, true). // a Bearer token makes it a connect
 			Writes(AuthorizeURL{}).
 			Returns(http.StatusOK, "with Accept: application/json: the authorize URL", AuthorizeURL{}).
 			Returns(http.StatusFound, "redirect to "+name+" (Location header)", nil), tagLogin, 400, 401, 429))
@@ -142,7 +142,7 @@ func (r *LoginResources) complete(ws *restful.WebService, rb *restful.RouteBuild
 		Param(ws.QueryParameter("code", "the code GitHub gave the browser (required)").DataType("string")).
 		Param(ws.QueryParameter("state", "the state GitHub echoed (required): a server-issued ks1. state, or the client's own").DataType("string")).
 		Param(ws.QueryParameter("redirect_uri", "the redirect_uri the login started with, if any").DataType("string")).
-		Metadata(metaPublic, true).
+		Metadata(metaPublic, true).Metadata(metaOptionalBearer, true). // with the Bearer token a connect began with
 		Writes(auth.LoginResult{}).
 		Returns(http.StatusOK, "logged in", auth.LoginResult{}).
 		Returns(http.StatusNotImplemented, "GitHub login is not configured on this server", Error{}),

@@ -400,15 +400,17 @@ func TestClientKeyTrustsForwardedForOnlyFromTrustedProxies(t *testing.T) {
 func TestSpecShowsLoginPublicAndUserRoutesSecured(t *testing.T) {
 	services := append(NewLoginResources(LoginConfig{}).WebServices(), NewUserResources(nil, nil).WebServices()...)
 	sw := BuildSpec(services, "test")
+	// optional: Bearer or nothing (a Bearer token makes a login a connect,
+	// so Swagger UI's Authorize applies); required: Bearer only.
 	tests := []struct {
 		path, method string
-		secured      bool
+		security     string
 	}{
-		{"/api/v1/login/github/authorize", "GET", false},
-		{"/api/v1/login/github", "POST", false},
-		{"/login/github", "POST", false},
-		{"/api/v1/user", "GET", true},
-		{"/api/v1/logout", "POST", true},
+		{"/api/v1/login/github/authorize", "GET", "optional"},
+		{"/api/v1/login/github", "POST", "optional"},
+		{"/login/github", "POST", "optional"},
+		{"/api/v1/user", "GET", "required"},
+		{"/api/v1/logout", "POST", "required"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
@@ -420,8 +422,15 @@ func TestSpecShowsLoginPublicAndUserRoutesSecured(t *testing.T) {
 			if op == nil {
 				t.Fatalf("operation missing")
 			}
-			if got := len(op.Security) > 0; got != tc.secured {
-				t.Errorf("secured = %v, want %v", got, tc.secured)
+			got := "none"
+			switch {
+			case len(op.Security) == 2 && len(op.Security[0]) == 1 && len(op.Security[1]) == 0:
+				got = "optional"
+			case len(op.Security) == 1 && len(op.Security[0]) == 1:
+				got = "required"
+			}
+			if got != tc.security {
+				t.Errorf("security %v (%s), want %s", op.Security, got, tc.security)
 			}
 			if op.Description == "" && op.Summary == "" {
 				t.Errorf("no Doc")

@@ -106,7 +106,7 @@ func decorateSpec(sw *spec.Swagger, services []*restful.WebService, version stri
 	sw.SecurityDefinitions = spec.SecurityDefinitions{
 		securityName: spec.APIKeyAuth("Authorization", "header"),
 	}
-	sw.SecurityDefinitions[securityName].Description = "JWT as `Bearer <token>` (from POST /api/v1/login/github, scripts/jwt-gen or Auth0)"
+	sw.SecurityDefinitions[securityName].Description = "JWT as `Bearer <token>` (from POST /api/v1/login/{forge}, scripts/jwt-gen or Auth0)"
 	seen := map[string]bool{}
 	for _, ws := range services {
 		for _, r := range ws.Routes() {
