@@ -356,6 +356,9 @@ func newExecutor(cfg Config, log *slog.Logger) (pipeline.Executor, error) {
 		lc := local.Config{
 			WorkDir: filepath.Join(cfg.DataDir, "workspaces"), DefaultTimeout: cfg.StageTimeout,
 			Logger: log, Kubeconfig: cfg.Kubeconfig, Path: cfg.Path, DockerHost: cfg.DockerHost,
+			// The server's key files and kubeconfig, wherever they are
+			// (/etc/kontinuous/tls.key is under a shown /etc).
+			Hide: []string{cfg.TLSKey, cfg.TLSCert, cfg.EtcdKey, cfg.EtcdCert, cfg.EtcdCA, cfg.Kubeconfig},
 		}
 		if err := localIsolation(cfg, &lc, log); err != nil {
 			return nil, err

@@ -72,6 +72,11 @@ type Config struct {
 	// them. Nil runs them on the host as the server's user: isolation off,
 	// a stage can then read the server's environment and data directory.
 	Sandbox *Sandbox
+	// Hide are more files and directories of the server that sandboxed
+	// stages must not see even where a shown directory holds them (/etc,
+	// /opt): its TLS and etcd keys, its kubeconfig. A file is shown empty,
+	// a directory as an empty tmpfs.
+	Hide []string
 	// SandboxUnavailable, when set and Sandbox is nil, makes every command
 	// stage fail at once with this error (isolation is required but this
 	// host cannot provide it).

@@ -70,7 +70,7 @@ func NewSandbox(ctx context.Context, path string) (*Sandbox, error) {
 	}
 	defer func() { _ = os.RemoveAll(dir) }() // best effort: an empty temp dir
 	ws := workspace{root: dir, src: dir, home: dir, tmp: dir}
-	args := s.args(ws, dir, path, "")
+	args := s.args(ws, dir, path, nil)
 	cmd := exec.CommandContext(ctx, bwrap, append(args, "--", probe)...)
 	cmd.Env = []string{"PATH=" + path}
 	var stderr bytes.Buffer
@@ -97,9 +97,10 @@ func (s *Sandbox) String() string {
 }
 
 // args are bwrap's options (before "--" and the command) for a command
-// of ws running in dir. path is the commands' PATH; hidden is a directory
-// never shown (the server's data directory), "" for none.
-func (s *Sandbox) args(ws workspace, dir, path, hidden string) []string {
+// of ws running in dir. path is the commands' PATH; hidden are the
+// directories and files never shown (the server's data directory, its key
+// files and kubeconfig), even where they lie under a shown directory.
+func (s *Sandbox) args(ws workspace, dir, path string, hidden []string) []string {
 	a := []string{
 		"--unshare-user-try", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
 		"--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -129,7 +130,18 @@ func (s *Sandbox) args(ws workspace, dir, path, hidden string) []string {
 	}
 	// /etc/resolv.conf may be a link out of /etc (systemd-resolved):
 	// show its target, or names would not resolve.
-	if real, err := filepath.EvalSymlinks("/etc/resolv.conf"); err == nil && !covered(real) && !overlaps(real, hidden) {
+	hidden = resolved(hidden)
+	// A path inside a hidden one is never shown; one that holds a hidden
+	// path is shown with that path masked (below).
+	hides := func(p string) bool {
+		for _, h := range hidden {
+			if within(p, h) {
+				return true
+			}
+		}
+		return false
+	}
+	if real, err := filepath.EvalSymlinks("/etc/resolv.conf"); err == nil && !covered(real) && !hides(real) {
 		a = append(a, "--ro-bind-try", real, real)
 	}
 	for _, d := range filepath.SplitList(path) {
@@ -137,7 +149,7 @@ func (s *Sandbox) args(ws workspace, dir, path, hidden string) []string {
 			continue
 		}
 		d = filepath.Clean(d)
-		if covered(d) || overlaps(d, hidden) {
+		if covered(d) || hides(d) {
 			continue
 		}
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
@@ -146,9 +158,17 @@ func (s *Sandbox) args(ws workspace, dir, path, hidden string) []string {
 		}
 	}
 	// A data directory under a shown one (/opt/kontinuous) is hidden
-	// under an empty tmpfs.
-	if hidden != "" && covered(hidden) {
-		a = append(a, "--tmpfs", hidden)
+	// under an empty tmpfs, a file (/etc/kontinuous/tls.key) under an
+	// empty one.
+	for _, h := range hidden {
+		if !covered(h) {
+			continue
+		}
+		if fi, err := os.Stat(h); err == nil && fi.IsDir() {
+			a = append(a, "--tmpfs", h)
+		} else if err == nil {
+			a = append(a, "--ro-bind", os.DevNull, h)
+		}
 	}
 	a = append(a,
 		"--proc", "/proc",
@@ -176,9 +196,23 @@ func within(p, dir string) bool {
 	return err == nil && filepath.IsLocal(r) || r == "."
 }
 
-// overlaps reports whether p and dir are the same, or one holds the other.
-func overlaps(p, dir string) bool {
-	return dir != "" && (within(p, dir) || within(dir, p))
+// resolved is paths, absolute and clean, each with its target too when it
+// is a symbolic link (both names must be hidden); empty ones dropped.
+func resolved(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		out = append(out, filepath.Clean(p))
+		if real, err := filepath.EvalSymlinks(p); err == nil && real != filepath.Clean(p) {
+			out = append(out, real)
+		}
+	}
+	return out
 }
 
 // sandboxed is one program started in the sandbox.
@@ -197,7 +231,7 @@ func (x *Executor) sandbox(cmd *exec.Cmd, p process) (*sandboxed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local executor: %w", err)
 	}
-	args := x.cfg.Sandbox.args(*p.ws, p.dir, x.cfg.Path, filepath.Dir(x.cfg.WorkDir))
+	args := x.cfg.Sandbox.args(*p.ws, p.dir, x.cfg.Path, append([]string{filepath.Dir(x.cfg.WorkDir)}, x.cfg.Hide...))
 	argv := append([]string{"bwrap"}, args...)
 	argv = append(argv, "--info-fd", "3", "--", p.path)
 	cmd.Path = x.cfg.Sandbox.bwrap

@@ -188,3 +188,67 @@ func TestCommandStagesAreRefusedWhenIsolationIsRequiredButUnavailable(t *testing
 		t.Errorf("a refused stage made a workspace")
 	}
 }
+
+// TestSandboxHidesTheServersKeyFilesUnderShownDirectories: files the
+// server is configured with (a TLS key, a kubeconfig) may lie in a
+// directory the sandbox shows (/etc, /opt, a PATH entry): a stage sees
+// them empty, and a hidden directory empty, also through a symbolic link.
+func TestSandboxHidesTheServersKeyFilesUnderShownDirectories(t *testing.T) {
+	sb := testSandbox(t)
+	shown := shownDir(t) // shown read-only as a PATH entry, as /etc is
+	key := filepath.Join(shown, "tls.key")
+	if err := os.WriteFile(key, []byte("-----BEGIN PRIVATE KEY----- key-file-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kdir := filepath.Join(shown, "kube")
+	if err := os.Mkdir(kdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(kdir, "config"), []byte("token: kubeconfig-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(shown, "visible"), []byte("still-visible\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "key-link") // the setting names a link to the key
+	if err := os.Symlink(key, link); err != nil {
+		t.Fatal(err)
+	}
+	s := newGitServer(t)
+	x := newExecutor(t, Config{WorkDir: filepath.Join(t.TempDir(), "workspaces"), Sandbox: sb,
+		Path: DefaultPath + ":" + shown, Hide: []string{link, kdir}})
+	script := fmt.Sprintf(`cat %s; cat %s/config; ls %s; cat %s/visible; echo done`, key, kdir, kdir, shown)
+	log := newLineLog("")
+	if err := x.RunStage(t.Context(), commandJob(s, 1, "sh", "-c", script), log, nil); err != nil {
+		t.Fatalf("RunStage: %v\nlog:\n%s", err, log)
+	}
+	out := log.String()
+	for _, leak := range []string{"key-file-secret", "kubeconfig-secret"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("the stage saw %q:\n%s", leak, out)
+		}
+	}
+	if !strings.Contains(out, "still-visible") || !strings.Contains(out, "done") {
+		t.Errorf("the shown directory's other files should stay visible:\n%s", out)
+	}
+}
+
+// shownDir is a new directory outside /tmp (the sandbox mounts its own
+// /tmp over the host's), removed when the test ends.
+func shownDir(t *testing.T) string {
+	t.Helper()
+	for _, parent := range []string{os.Getenv("HOME"), "/var/lib"} {
+		if parent == "" || within(parent, "/tmp") || within(parent, "/var/tmp") {
+			continue
+		}
+		if d, err := os.MkdirTemp(parent, "kontinuous-sandbox-test-"); err == nil {
+			t.Cleanup(func() { _ = os.RemoveAll(d) }) // best effort
+			return d
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no writable directory outside /tmp (HOME or /var/lib) for a shown directory")
+	}
+	t.Skip("needs a writable directory outside /tmp (HOME or /var/lib)")
+	return ""
+}
