@@ -82,6 +82,12 @@ func openEtcd(ctx context.Context, cfg Config, log *slog.Logger) (*clientv3.Clie
 			return nil, nil, fmt.Errorf("setting --etcd-endpoints (KV_ADDRESS): %w", err)
 		}
 		log.Info("using external etcd", "endpoints", strings.Join(cfg.EtcdEndpoints, ","))
+		if cfg.Executor == "local" && cfg.EtcdCert == "" {
+			// Local stages share the host's network: an etcd that does
+			// not ask for a client certificate answers them too.
+			log.Warn("local stages can reach this etcd over the network unless it requires client certificates or authentication: set --etcd-cert/--etcd-key with an etcd that asks for them (docs/security.md)",
+				"endpoints", strings.Join(cfg.EtcdEndpoints, ","))
+		}
 		return cli, func(context.Context) error { return cli.Close() }, nil
 	}
 	dir := filepath.Join(cfg.DataDir, "etcd")

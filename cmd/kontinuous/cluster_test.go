@@ -158,6 +158,21 @@ func removeServerBinary() {
 type serverProcess struct {
 	cmd *exec.Cmd
 	url string
+
+	mu    sync.Mutex
+	warns []string // its WARN and ERROR log lines so far
+}
+
+// warned reports whether a WARN or ERROR line so far contains s.
+func (p *serverProcess) warned(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.warns {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // startProcess runs the built server with args and waits until it logs
@@ -194,6 +209,9 @@ func startProcess(t testing.TB, bin string, args ...string) *serverProcess {
 			}
 			if strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") {
 				t.Log("server: " + line)
+				p.mu.Lock()
+				p.warns = append(p.warns, line)
+				p.mu.Unlock()
 			}
 		}
 	}()

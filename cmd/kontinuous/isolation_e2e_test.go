@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kontinuous/kontinuous/pipeline"
+	"github.com/kontinuous/kontinuous/pipeline/etcdstore"
 )
 
 // TestStageCannotReadTheServersSecretsThroughTheBinary: the review's
@@ -191,4 +192,27 @@ func ownListeningPorts() []string {
 		}
 	}
 	return ports
+}
+
+// TestExternalEtcdWithoutClientCertificateIsWarnedAboutOnTheLocalExecutor:
+// local stages share the host's network, so an external etcd that asks
+// for no client certificate answers them too; the server says so at
+// start-up (the embedded etcd, on a hidden unix socket, needs no warning).
+func TestExternalEtcdWithoutClientCertificateIsWarnedAboutOnTheLocalExecutor(t *testing.T) {
+	bin := buildServer(t)
+	e, err := etcdstore.StartEmbedded(t.Context(), etcdstore.EmbeddedConfig{Dir: t.TempDir(), UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	const warning = "local stages can reach this etcd"
+	srv := startProcess(t, bin, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--auth-secret", testSecret,
+		"--etcd-endpoints", strings.Join(e.Endpoints(), ","))
+	if !srv.warned(warning) {
+		t.Errorf("no start-up warning %q with an external etcd and no client certificate", warning)
+	}
+	embedded := startProcess(t, bin, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--auth-secret", testSecret)
+	if embedded.warned(warning) {
+		t.Error("the embedded etcd is warned about too")
+	}
 }
