@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kontinuous/kontinuous/pipeline/spec"
@@ -105,8 +106,26 @@ func cancelRequested(b *Build) bool { return b.cancelRequested() }
 var errNoop = errors.New("nothing to change")
 
 // runnerLive reports whether b's runner has beaten its heart recently.
+// While the store refused writes, no runner could: a runner counts as
+// live until StaleAfter has passed since this engine last saw the store
+// refuse one, so that after an outage (a NOSPACE alarm disarmed, etcd
+// back) runners get to record their stages before anyone takes their
+// builds over.
 func (e *Engine) runnerLive(b *Build) bool {
-	return b.Runner != "" && time.Since(time.Unix(0, b.Heartbeat)) < e.cfg.StaleAfter
+	if b.Runner == "" {
+		return false
+	}
+	if time.Since(time.Unix(0, b.Heartbeat)) < e.cfg.StaleAfter {
+		return true
+	}
+	return time.Since(time.Unix(0, e.storeTrouble.Load())) < e.cfg.StaleAfter
+}
+
+// noteStore records a store failure that a write met (see runnerLive).
+func (e *Engine) noteStore(err error) {
+	if errors.Is(err, ErrUnavailable) {
+		e.storeTrouble.Store(time.Now().UnixNano())
+	}
 }
 
 // applyCancel ends b as CANCELED (Build.Cancel) now.
@@ -127,6 +146,7 @@ func (e *Engine) updateRetry(ctx context.Context, owner, repo string, number int
 			return fnErr
 		})
 		cancel()
+		e.noteStore(err)
 		// A record too large to store never will be: not retried.
 		if err == nil || fnErr != nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) || ctx.Err() != nil {
 			return b, err
@@ -267,6 +287,9 @@ type Engine struct {
 	wg       sync.WaitGroup
 	ctx      context.Context
 	stop     context.CancelFunc
+	// storeTrouble is when a write of this engine last failed because
+	// the store could not take it (etcd unreachable, NOSPACE), Unix ns.
+	storeTrouble atomic.Int64
 }
 
 // NewEngine returns an engine; call Start to recover and run builds.
@@ -486,12 +509,14 @@ var errClaimed = errors.New("build is run by another instance")
 
 // claim makes this instance the build's runner.
 func (e *Engine) claim(ctx context.Context, owner, repo string, number int) (Build, error) {
-	return e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
+	b, err := e.cfg.Store.UpdateBuild(ctx, owner, repo, number, func(b *Build) error {
 		if !b.Claim(e.instance, e.runnerLive(b), Now()) {
 			return errClaimed
 		}
 		return nil
 	})
+	e.noteStore(err)
+	return b, err
 }
 
 // run drives one build from its current stage until it ends or waits.
@@ -655,6 +680,7 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 				b.Heartbeat = Now()
 				return nil
 			})
+			e.noteStore(err)
 			switch {
 			case errors.Is(err, errClaimed) && cancelRequested(&seen):
 				cancel(ErrBuildCanceled)
