@@ -408,6 +408,7 @@ func (e *Engine) recoverOne(ctx context.Context, b Build, startup bool) {
 		return
 	}
 	if b.Status == StatusWaiting {
+		e.expireWait(ctx, b)
 		return
 	}
 	stale := !e.runnerLive(&b)
@@ -857,6 +858,45 @@ func (e *Engine) wait(ctx context.Context, p Pipeline, b Build, i int) (Build, e
 		e.postStatus(p, nb, nb.Stages[i], "pending", "waiting for approval")
 	}
 	return nb, err
+}
+
+// expireWait FAILs b's waiting stage once the stage's own timeout (spec
+// `timeout` on a wait stage; none: it waits for as long as it takes) has
+// passed since it began waiting. Any server's recovery sweep may do it:
+// the update checks that the stage still waits, so an approval that came
+// first wins.
+func (e *Engine) expireWait(ctx context.Context, b Build) {
+	i := b.CurrentStage
+	if i < 0 || i >= len(b.Stages) || b.Stages[i].Status != StatusWaiting || b.Stages[i].Started == 0 {
+		return
+	}
+	d, err := toSpecStage(b.Stages[i]).Timeout()
+	if err != nil || d <= 0 || time.Since(time.Unix(0, b.Stages[i].Started)) < d {
+		return
+	}
+	msg := "not approved within " + d.String()
+	uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	nb, err := e.updateRetry(uctx, b.Owner, b.Repo, b.Number, func(nb *Build) error {
+		if nb.Status != StatusWaiting || nb.CurrentStage != i || i >= len(nb.Stages) || nb.Stages[i].Status != StatusWaiting {
+			return errNoop
+		}
+		nb.EndStage(i, StatusFail, msg, Now())
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errNoop) && ctx.Err() == nil {
+			e.log.Warn("ending a wait past its timeout", "pipeline", Key(b.Owner, b.Repo), "build", b.Number, "error", err.Error())
+		}
+		return
+	}
+	e.log.Info("wait stage timed out", "pipeline", Key(b.Owner, b.Repo), "build", b.Number, "stage", i+1)
+	p, err := e.cfg.Store.GetPipeline(uctx, b.Owner, b.Repo)
+	if err != nil {
+		return
+	}
+	e.postStatus(p, nb, nb.Stages[i], "failure", msg)
+	e.finish(uctx, p, nb)
 }
 
 // runStage runs stage i. bctx is canceled on build cancel; ctx is the
