@@ -61,6 +61,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Ready reports whether backing services (etcd) are reachable.
 	Ready func(ctx context.Context) error
+	// Space, when set, reports etcd's database size against its quota
+	// and its alarms, shown by /readyz.
+	Space func(ctx context.Context) (EtcdSpace, error)
 	// Authenticator verifies Bearer tokens. Required.
 	Authenticator Authenticator
 	// Registry receives the HTTP metrics (default: a new registry that

@@ -18,6 +18,17 @@ import (
 // Health is the body of /healthz and /readyz.
 type Health struct {
 	Status string `json:"status"`
+	// Etcd is etcd's space on /readyz (when the server can ask for it).
+	Etcd *EtcdSpace `json:"etcd,omitempty"`
+}
+
+// EtcdSpace is etcd's database size against its quota, as /readyz shows
+// it (/metrics has the same as gauges).
+type EtcdSpace struct {
+	DBSize      int64    `json:"db_size" description:"bytes of the largest member's database file: what the quota is checked against"`
+	DBSizeInUse int64    `json:"db_size_in_use" description:"bytes of it holding live data (a defragmentation gives the rest back)"`
+	Quota       int64    `json:"quota" description:"the members' quota in bytes (0: not reported)"`
+	Alarms      []string `json:"alarms" description:"raised alarms (NOSPACE: writes are refused until an operator frees space and disarms it)"`
 }
 
 // VersionInfo is the body of /version.
@@ -33,13 +44,15 @@ func (s *Server) systemWebService() *restful.WebService {
 	ws := new(restful.WebService)
 	ws.Path("/").Produces(restful.MIME_JSON)
 	tags := []string{tagSystem}
-	ws.Route(ws.GET("/healthz").To(s.healthz).
+	// Probes may ask for text/plain: they get the same JSON.
+	probe := []string{restful.MIME_JSON, "text/plain", "*/*"}
+	ws.Route(ws.GET("/healthz").To(s.healthz).Produces(probe...).
 		Doc("Liveness: the process serves HTTP").
 		Metadata(restfulspec.KeyOpenAPITags, tags).Metadata(metaPublic, true).
 		Writes(Health{}).
 		Returns(http.StatusOK, "alive", Health{}))
-	ws.Route(ws.GET("/readyz").To(s.readyz).
-		Doc("Readiness: etcd is reachable").
+	ws.Route(ws.GET("/readyz").To(s.readyz).Produces(probe...).
+		Doc("Readiness: etcd is reachable and writable (a NOSPACE alarm makes it 503 naming the cause); shows etcd's database size against its quota").
 		Metadata(restfulspec.KeyOpenAPITags, tags).Metadata(metaPublic, true).
 		Writes(Health{}).
 		Returns(http.StatusOK, "ready", Health{}).
@@ -68,7 +81,16 @@ func (s *Server) readyz(req *restful.Request, resp *restful.Response) {
 		writeStatus(resp, http.StatusServiceUnavailable, msg)
 		return
 	}
-	writeJSON(resp, http.StatusOK, Health{Status: "ready"})
+	h := Health{Status: "ready"}
+	if s.cfg.Space != nil {
+		if sp, err := s.cfg.Space(ctx); err == nil {
+			if sp.Alarms == nil {
+				sp.Alarms = []string{}
+			}
+			h.Etcd = &sp
+		}
+	}
+	writeJSON(resp, http.StatusOK, h)
 }
 
 func (s *Server) version(req *restful.Request, resp *restful.Response) {

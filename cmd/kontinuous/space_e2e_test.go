@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -35,8 +36,26 @@ func TestEtcdOutOfSpaceAnswers503WithTheCauseAndRecovers(t *testing.T) {
 	base := app.URL
 	createAppPipeline(t, rc, base)
 	alice := tbToken(t, "alice", 1001, "tok-alice")
-	if status, body := rc.do(http.MethodGet, base+"/readyz", "", nil, nil); status != http.StatusOK {
+	status, body := rc.do(http.MethodGet, base+"/readyz", "", nil, nil)
+	if status != http.StatusOK {
 		t.Fatalf("readyz before: %d %s", status, body)
+	}
+	// /readyz shows etcd's size against its quota, as /metrics does.
+	var ready struct {
+		Status string
+		Etcd   *struct {
+			DBSize int64    `json:"db_size"`
+			Quota  int64    `json:"quota"`
+			Alarms []string `json:"alarms"`
+		}
+	}
+	if err := json.Unmarshal(body, &ready); err != nil || ready.Status != "ready" || ready.Etcd == nil ||
+		ready.Etcd.Quota != quota || ready.Etcd.DBSize <= 0 || ready.Etcd.Alarms == nil || len(ready.Etcd.Alarms) != 0 {
+		t.Fatalf("readyz before: %s (%v)", body, err)
+	}
+	// A probe asking for text/plain is answered, not refused.
+	if status, body := rc.do(http.MethodGet, base+"/healthz", "", nil, map[string]string{"Accept": "text/plain"}); status != http.StatusOK {
+		t.Fatalf("healthz with Accept: text/plain: %d %s", status, body)
 	}
 	_, metrics := rc.do(http.MethodGet, base+"/metrics", "", nil, nil)
 	for _, want := range []string{"kontinuous_etcd_db_size_bytes ", "kontinuous_etcd_db_size_in_use_bytes ", fmt.Sprintf("kontinuous_etcd_quota_bytes %g", float64(quota)), "kontinuous_etcd_alarm_nospace 0", "kontinuous_store_cache_hits_total ", "kontinuous_store_cache_misses_total ", "kontinuous_store_consistent_reads_total "} {
@@ -57,7 +76,7 @@ func TestEtcdOutOfSpaceAnswers503WithTheCauseAndRecovers(t *testing.T) {
 			break
 		}
 	}
-	status, body := rc.do(http.MethodGet, base+"/readyz", "", nil, nil)
+	status, body = rc.do(http.MethodGet, base+"/readyz", "", nil, nil)
 	if status != http.StatusServiceUnavailable || !strings.Contains(string(body), "NOSPACE") {
 		t.Fatalf("readyz under NOSPACE: %d %s", status, body)
 	}

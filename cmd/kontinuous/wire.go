@@ -275,6 +275,10 @@ func (app *App) newAPI(ctx, sctx context.Context, secret []byte, store *etcdstor
 	server, err := api.New(api.Config{
 		Logger: log, Version: buildVersion(), PublicURL: cfg.URL, CORSOrigins: cfg.CORSOrigins,
 		Ready: store.Ready, Authenticator: op.Or(verifier), Registry: reg, TrustedProxies: cfg.TrustedProxies,
+		Space: func(ctx context.Context) (api.EtcdSpace, error) {
+			sp, err := store.Space(ctx)
+			return api.EtcdSpace{DBSize: sp.DBSize, DBSizeInUse: sp.DBSizeInUse, Quota: sp.Quota, Alarms: sp.Alarms}, err
+		},
 		Resources: []api.Resource{
 			api.NewLoginResources(api.LoginConfig{Login: login, Others: others, TrustedProxies: cfg.TrustedProxies, Authenticator: op.Or(verifier)}),
 			api.NewUserResources(store, verifier).WithConnections(d.svc),
