@@ -462,19 +462,7 @@ func TestRunnerThatLostItsClaimStopsWithoutCancelingTheBuild(t *testing.T) {
 	waitStarted(t, x)
 	// Another instance takes the build over (as after a long pause of this
 	// one's heart).
-	if _, err := f.store.UpdateBuild(t.Context(), "acme", "app", n, func(b *pipeline.Build) error {
-		b.Runner, b.Heartbeat = "other", pipeline.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(patience)
-	for x.endedCount() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if x.endedCount() != 1 || !errors.Is(x.cause(0), pipeline.ErrTakenOver) {
-		t.Fatalf("after the takeover the stage saw %d ends (%v)", x.endedCount(), x.cause(0))
-	}
+	takeOver(t, f.store, n, x)
 	// The runner writes its last log line after the executor returned
 	// and then writes nothing to the build.
 	if !f.logEnded(n, 1) {
@@ -983,5 +971,25 @@ func TestCommitStatusesCarryADescription(t *testing.T) {
 				t.Errorf("status %s/%s links to %q", s.Context, s.State, s.TargetURL)
 			}
 		}
+	}
+}
+
+// takeOver gives acme/app's build n to another instance ("other", as
+// after a long pause of this one's heart) and waits until x's running
+// stage has ended for that reason.
+func takeOver(t *testing.T, store pipeline.Store, n int, x *recExec) {
+	t.Helper()
+	if _, err := store.UpdateBuild(t.Context(), "acme", "app", n, func(b *pipeline.Build) error {
+		b.Runner, b.Heartbeat = "other", pipeline.Now()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(patience)
+	for x.endedCount() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if x.endedCount() != 1 || !errors.Is(x.cause(0), pipeline.ErrTakenOver) {
+		t.Fatalf("after the takeover the stage saw %d ends (%v)", x.endedCount(), x.cause(0))
 	}
 }

@@ -43,16 +43,17 @@ func TestAfterAStoreOutageRunnersGetToRecordTheirStagesBeforeATakeover(t *testin
 	w := newMemWorld(t, x, func(c *pipeline.EngineConfig) {
 		rs = &refusingStore{Store: c.Store}
 		c.Store = rs
-		// The sweep every 3 s; the grace after an outage 9 s, so that two
-		// sweeps fit in it with room to spare on a busy machine.
-		c.StaleAfter = 9 * time.Second
+		// The sweep every 5 s; the grace after an outage 15 s: the two
+		// sweeps waited for below end within 10 s of the refused claim,
+		// with 5 s to spare on a busy machine.
+		c.StaleAfter = 15 * time.Second
 	})
 	w.create()
 	spec := memSpec(shStage("one", "true"))
 	sha := w.repo.Commit("main", map[string]string{pipeline.SpecPath: spec}, "spec")
-	// Its runner ("other", another server) beat its heart last 20 s ago:
+	// Its runner ("other", another server) beat its heart last 30 s ago:
 	// the store refused its beats since.
-	beat := time.Now().Add(-20 * time.Second).UnixNano()
+	beat := time.Now().Add(-30 * time.Second).UnixNano()
 	rs.refuse.Store(true)
 	b, err := w.store.CreateBuild(t.Context(), "acme", "app", pipeline.Build{Event: "push", Branch: "main", Commit: sha,
 		Author: "alice", Status: pipeline.StatusRunning, Created: beat, Started: beat, Runner: "other", Heartbeat: beat,

@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -128,19 +127,7 @@ func TestRunnerThatLostItsClaimStopsOnTheMemoryStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStarted(t, x)
-	if _, err := w.store.UpdateBuild(t.Context(), "acme", "app", b.Number, func(b *pipeline.Build) error {
-		b.Runner, b.Heartbeat = "other", pipeline.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(patience)
-	for x.endedCount() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if x.endedCount() != 1 || !errors.Is(x.cause(0), pipeline.ErrTakenOver) {
-		t.Fatalf("after the takeover the stage saw %d ends (%v)", x.endedCount(), x.cause(0))
-	}
+	takeOver(t, w.store, b.Number, x)
 	// The stage's log ends (the runner closes it last): following it
 	// returns.
 	if err := w.svc.FollowStageLog(t.Context(), memCallers["dave"], "acme", "app", b.Number, 1, func([]byte) error { return nil }); err != nil {
